@@ -1,0 +1,103 @@
+"""The one error family of llmrec.
+
+Every error a user can cause derives from :class:`LlmrecError`, so callers (CLI, HTTP API) can catch one type
+and show its message instead of a traceback. Data errors name the file, line, field and a fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "ConfigError",
+    "DataProblem",
+    "DataValidationError",
+    "DownloadError",
+    "LeakageError",
+    "LlmrecError",
+    "NotFittedError",
+    "StoreError",
+    "UnknownIdError",
+]
+
+
+class LlmrecError(Exception):
+    """Base class of every error llmrec raises on purpose."""
+
+
+class ConfigError(LlmrecError):
+    """A setting or a component configuration is invalid."""
+
+
+class NotFittedError(LlmrecError):
+    """A model was asked to score or recommend before ``fit``."""
+
+
+class UnknownIdError(LlmrecError, KeyError):
+    """An external user or item id is not in the vocabulary."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable.
+        return str(self.args[0]) if self.args else ""
+
+
+class LeakageError(LlmrecError):
+    """Training data would contain interactions from the evaluation period (training on the future)."""
+
+
+class StoreError(LlmrecError):
+    """The database could not be reached, migrated, or written."""
+
+
+class DownloadError(LlmrecError):
+    """A dataset download failed or its checksum did not match the pinned one."""
+
+
+@dataclass(frozen=True)
+class DataProblem:
+    """One problem found in input data.
+
+    Attributes:
+        source: File name (or a label such as ``"<dataframe>"``) the data came from.
+        line: 1-based line number in the file (header is line 1 for CSV), or ``None`` when not row-specific.
+        field: Column or field name the problem is in, or ``None`` for whole-file problems.
+        message: What is wrong.
+        fix: What the user should do about it.
+
+    """
+
+    source: str
+    line: int | None
+    field: str | None
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        where = self.source
+        if self.line is not None:
+            where += f", line {self.line}"
+        if self.field is not None:
+            where += f", field '{self.field}'"
+        return f"{where}: {self.message}. Fix: {self.fix}"
+
+
+class DataValidationError(LlmrecError):
+    """Input data failed validation; nothing was stored.
+
+    The message lists the first problems (file, line, field, fix); ``problems`` holds all of them.
+    """
+
+    max_listed = 10
+
+    def __init__(self, problems: list[DataProblem]) -> None:
+        if not problems:
+            raise ValueError("DataValidationError needs at least one problem")
+        self.problems = list(problems)
+        shown = "\n".join(f"  - {p}" for p in self.problems[: self.max_listed])
+        more = len(self.problems) - self.max_listed
+        tail = f"\n  ... and {more} more problem(s)" if more > 0 else ""
+        super().__init__(f"{len(self.problems)} problem(s) in input data:\n{shown}{tail}")
+
+    @property
+    def first(self) -> DataProblem:
+        """The first problem found (files are read top to bottom)."""
+        return self.problems[0]

@@ -1,0 +1,250 @@
+"""The Scorer shape every discriminative and collaborative-filtering model follows.
+
+``__init__`` stores the configuration only; ``fit`` learns from a :class:`~llmrec.data.dataset.Dataset`;
+``score`` and ``recommend`` are side-effect free. Subclasses implement ``_fit`` and ``_score`` on dense
+indices; this base class handles external ids, unknown users and items, exclusion of seen items, candidate
+sets, batching and top-k selection, so every model behaves the same at the edges.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from llmrec.data.dataset import Dataset
+from llmrec.errors import ConfigError, NotFittedError
+
+__all__ = ["Recommendations", "Scorer", "ScorerConfig", "TrainOptions", "top_k"]
+
+log = logging.getLogger(__name__)
+
+
+class TrainOptions(BaseModel):
+    """Run-time options of a training call (never stored in globals).
+
+    Attributes:
+        seed: Random seed; the same seed and data give the same model.
+        threads: CPU threads for BLAS and native code (``None`` = library default).
+        device: Torch device for models that use torch.
+        show_progress: Show progress bars on long steps.
+
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = 42
+    threads: int | None = Field(default=None, ge=1)
+    device: str = "cpu"
+    show_progress: bool = False
+
+
+class ScorerConfig(BaseModel):
+    """Base of every scorer's configuration (unknown fields are an error, not silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Recommendations:
+    """Top-k lists for a batch of users.
+
+    Attributes:
+        users: External user ids, shape ``(n,)``.
+        items: External item ids, shape ``(n, k)``; ``None`` where fewer than k items could be recommended.
+        scores: Scores, shape ``(n, k)``, descending per row; ``-inf`` in padded slots.
+        item_idx: Dense item indices, shape ``(n, k)``; -1 in padded slots.
+
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    scores: np.ndarray
+    item_idx: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Long frame ``user_id, rank, item_id, score`` (padded slots dropped)."""
+        n, k = self.item_idx.shape
+        frame = pd.DataFrame(
+            {
+                "user_id": np.repeat(self.users, k),
+                "rank": np.tile(np.arange(1, k + 1), n),
+                "item_id": self.items.ravel(),
+                "score": self.scores.ravel(),
+            }
+        )
+        return frame[self.item_idx.ravel() >= 0].reset_index(drop=True)
+
+    def for_user(self, user: object) -> list[tuple[str, float]]:
+        """``[(item_id, score), ...]`` of one user, best first."""
+        rows = np.flatnonzero(self.users == str(user))
+        if not len(rows):
+            raise KeyError(f"user {user!r} is not in these recommendations")
+        r = rows[0]
+        return [
+            (str(i), float(s))
+            for i, s, x in zip(self.items[r], self.scores[r], self.item_idx[r], strict=True)
+            if x >= 0
+        ]
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and values of the ``k`` largest finite scores per row, best first (-1 / -inf padding).
+
+    Ties are broken deterministically (the same scores always give the same lists).
+    """
+    n, m = scores.shape
+    k_eff = min(k, m)
+    clean = np.where(np.isnan(scores), -np.inf, scores)
+    if k_eff < m:
+        part = np.argpartition(-clean, k_eff - 1, axis=1)[:, :k_eff]
+    else:
+        part = np.tile(np.arange(m), (n, 1))
+    vals = np.take_along_axis(clean, part, axis=1)
+    order = np.lexsort((part, -vals), axis=1)
+    idx = np.take_along_axis(part, order, axis=1)
+    vals = np.take_along_axis(vals, order, axis=1)
+    idx = np.where(np.isfinite(vals), idx, -1)
+    if k_eff < k:
+        idx = np.hstack([idx, np.full((n, k - k_eff), -1)])
+        vals = np.hstack([vals, np.full((n, k - k_eff), -np.inf)])
+    return idx.astype(np.int64), vals.astype(np.float64)
+
+
+class Scorer(ABC):
+    """A model that scores (user, item) pairs; higher means more relevant.
+
+    Subclasses set ``name`` and ``config_class`` and implement :meth:`_fit` and :meth:`_score`.
+
+    Unknown users (not in the training vocabulary) get the popularity ranking of the training data, so a
+    brand-new user still gets sensible recommendations. Unknown items score NaN in :meth:`score` and are never
+    recommended.
+
+    Args:
+        config: The scorer's config object; or pass its fields as keyword arguments.
+
+    """
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[ScorerConfig]] = ScorerConfig
+    batch_size: ClassVar[int] = 1024
+
+    def __init__(self, config: ScorerConfig | None = None, **kwargs: Any) -> None:
+        if config is not None and kwargs:
+            raise ConfigError("pass either a config object or keyword arguments, not both")
+        if config is None:
+            try:
+                config = self.config_class(**kwargs)
+            except Exception as exc:  # pydantic ValidationError -> our error, naming the fields
+                raise ConfigError(f"invalid {type(self).__name__} config: {exc}") from exc
+        elif not isinstance(config, self.config_class):
+            raise ConfigError(
+                f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}"
+            )
+        self.config = config
+        self._data: Dataset | None = None
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())
+        return f"{type(self).__name__}({fields})"
+
+    # -- training ------------------------------------------------------------------------------------
+    def fit(self, data: Dataset, options: TrainOptions | None = None) -> Self:
+        """Learn from ``data`` (the training interactions) and return ``self``."""
+        options = options or TrainOptions()
+        if len(data) == 0:
+            raise ConfigError(f"cannot fit {self.name} on an empty dataset")
+        self._data = data
+        self._seen = data.matrix("binary")
+        self._fallback = data.item_popularity.astype(np.float64)
+        self._fit(data, options)
+        return self
+
+    @abstractmethod
+    def _fit(self, data: Dataset, options: TrainOptions) -> None:
+        """Learn the model's parameters."""
+
+    @abstractmethod
+    def _score(self, user_idx: np.ndarray) -> np.ndarray:
+        """Scores of all items for known users: ``(len(user_idx), n_items)`` float array."""
+
+    # -- inference -----------------------------------------------------------------------------------
+    @property
+    def data(self) -> Dataset:
+        """The training dataset (raises :class:`NotFittedError` before ``fit``)."""
+        if self._data is None:
+            raise NotFittedError(f"{self.name} is not fitted: call fit(dataset) first")
+        return self._data
+
+    def _score_idx(self, uidx: np.ndarray) -> np.ndarray:
+        """All-item scores for dense user indices, -1 meaning unknown (popularity fallback)."""
+        out = np.empty((len(uidx), self.data.n_items), dtype=np.float64)
+        known = uidx >= 0
+        if (~known).any():
+            out[~known] = self._fallback
+        if known.any():
+            rows = np.flatnonzero(known)
+            for start in range(0, len(rows), self.batch_size):
+                sel = rows[start : start + self.batch_size]
+                out[sel] = self._score(uidx[sel])
+        return out
+
+    def score(
+        self, users: Sequence[object] | np.ndarray, items: Sequence[object] | np.ndarray | None = None
+    ) -> np.ndarray:
+        """Scores for each user over ``items`` (all catalogue items in index order when ``None``).
+
+        Returns:
+            ``(len(users), len(items))`` float64 array; NaN for items not in the catalogue.
+
+        """
+        uidx = self.data.user_vocab.index(users, missing="negative")
+        full = self._score_idx(uidx)
+        if items is None:
+            return full
+        iidx = self.data.item_vocab.index(items, missing="negative")
+        out = full[:, np.maximum(iidx, 0)]
+        out[:, iidx < 0] = np.nan
+        return out
+
+    def recommend(
+        self,
+        users: Sequence[object] | np.ndarray,
+        k: int = 10,
+        exclude_seen: bool = True,
+        candidates: Sequence[object] | np.ndarray | None = None,
+    ) -> Recommendations:
+        """Top-``k`` items per user.
+
+        Args:
+            users: External user ids.
+            k: List length (rows are padded when fewer items qualify).
+            exclude_seen: Leave out items the user interacted with in the training data.
+            candidates: Restrict to these external item ids (unknown ones are ignored).
+
+        """
+        if k < 1:
+            raise ConfigError(f"k must be >= 1, got {k}")
+        users_arr = np.array([str(u) for u in users], dtype=object)
+        uidx = self.data.user_vocab.index(users_arr, missing="negative")
+        scores = self._score_idx(uidx)
+        if candidates is not None:
+            cidx = self.data.item_vocab.index(candidates, missing="negative")
+            allowed = np.zeros(self.data.n_items, dtype=bool)
+            allowed[cidx[cidx >= 0]] = True
+            scores[:, ~allowed] = -np.inf
+        if exclude_seen:
+            known = np.flatnonzero(uidx >= 0)
+            seen = self._seen[uidx[known]].tocoo()
+            scores[known[seen.row], seen.col] = -np.inf
+        idx, vals = top_k(scores, k)
+        return Recommendations(users_arr, self.data.item_vocab.ids_of(idx), vals, idx)
