@@ -1,0 +1,172 @@
+"""Time-respecting train / validation / test splits, and the guard against training on the future.
+
+Two protocols (DESIGN.md "Evaluation protocol"):
+
+* ``leave-last-out``: per user, the last interaction (by time) is the test target, the second-last the
+  validation target, the rest is training data. Users with fewer than ``min_interactions`` stay in training.
+* ``temporal``: one global cut in time; interactions before ``t_valid`` train, ``[t_valid, t_test)`` validate,
+  from ``t_test`` on test. Targets are kept only for users with earlier history (warm users).
+
+Tuning fits on :meth:`Split.fit_data` ``("valid")`` (train only) and scores the validation targets; the final
+model fits on ``fit_data("test")`` (train + validation) and scores the test targets. :meth:`Split.check` raises
+:class:`~llmrec.errors.LeakageError` if a fit set holds a target interaction or anything later than a target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from llmrec.data.dataset import Dataset
+from llmrec.errors import ConfigError, LeakageError
+
+__all__ = ["PROTOCOLS", "Protocol", "Split", "Stage", "leave_last_out", "make_split", "temporal_split"]
+
+Protocol = Literal["leave-last-out", "temporal"]
+Stage = Literal["valid", "test"]
+PROTOCOLS: tuple[str, ...] = ("leave-last-out", "temporal")
+
+
+@dataclass(frozen=True)
+class Split:
+    """A train / validation / test split of one dataset (all three share its vocabularies).
+
+    Attributes:
+        protocol: ``"leave-last-out"`` or ``"temporal"``.
+        train: Training interactions.
+        valid: Validation targets (for tuning).
+        test: Test targets (for the final report).
+        valid_period: Every interaction of the validation period, added to ``train`` for the final fit. It
+            differs from ``valid`` when targets are filtered (the temporal split keeps warm users only);
+            ``None`` means the same as ``valid``.
+
+    """
+
+    protocol: Protocol
+    train: Dataset
+    valid: Dataset
+    test: Dataset
+    valid_period: Dataset | None = None
+
+    def fit_data(self, stage: Stage) -> Dataset:
+        """What a model may learn from before predicting ``stage``: train, or train + validation for test."""
+        if stage == "valid":
+            return self.train
+        if stage == "test":
+            extra = self.valid if self.valid_period is None else self.valid_period
+            return self.train.union(extra, name=self.train.name)
+        raise ConfigError(f"stage must be 'valid' or 'test', got {stage!r}")
+
+    def targets(self, stage: Stage) -> Dataset:
+        """The held-out interactions a model is scored on at ``stage``."""
+        return self.valid if stage == "valid" else self.test
+
+    def check(self, fit: Dataset, stage: Stage) -> None:
+        """Raise :class:`LeakageError` if ``fit`` contains a ``stage`` target or anything after one.
+
+        For ``leave-last-out`` "after" is per user (a user's training events must not be later than that
+        user's target); for ``temporal`` it is global (nothing at or after the cut).
+        """
+        targets = self.targets(stage)
+        if len(targets) == 0 or len(fit) == 0:
+            return
+        keys = ["user_id", "item_id", "timestamp"]
+        overlap = fit.interactions[keys].merge(targets.interactions[keys], on=keys, how="inner")
+        if len(overlap):
+            row = overlap.iloc[0]
+            raise LeakageError(
+                f"the training data contains {len(overlap)} {stage} target(s), e.g. user {row.user_id} item "
+                f"{row.item_id}: a model would be scored on what it trained on. Fit on split.fit_data({stage!r})"
+            )
+        if self.protocol == "temporal":
+            cut = int(targets.timestamps.min())
+            later = fit.timestamps >= cut
+            if later.any():
+                raise LeakageError(
+                    f"{int(later.sum())} training interaction(s) are at or after the {stage} cut-off "
+                    f"{pd.Timestamp(cut, unit='s')}: training on the future. Fit on split.fit_data({stage!r})"
+                )
+            return
+        first_target = pd.Series(targets.timestamps).groupby(targets.user_idx).min()
+        last_fit = pd.Series(fit.timestamps).groupby(fit.user_idx).max()
+        both = pd.concat([last_fit.rename("fit"), first_target.rename("target")], axis=1, join="inner")
+        bad = both[both["fit"] > both["target"]]
+        if len(bad):
+            user = fit.user_vocab.id(int(bad.index[0]))
+            raise LeakageError(
+                f"{len(bad)} user(s) have training interactions after their {stage} target (e.g. user {user}): "
+                f"training on the future. Fit on split.fit_data({stage!r})"
+            )
+
+    def describe(self) -> dict[str, int | str]:
+        """Sizes of the three parts, for reports."""
+        return {
+            "protocol": self.protocol,
+            "train_interactions": len(self.train),
+            "valid_users": len(np.unique(self.valid.user_idx)),
+            "test_users": len(np.unique(self.test.user_idx)),
+        }
+
+
+def leave_last_out(data: Dataset, *, min_interactions: int = 3) -> Split:
+    """Per-user temporal leave-last-out: last event = test, second-last = validation.
+
+    Ties in time are broken by input order (the dataset is stably time-sorted), so the split is deterministic.
+
+    Args:
+        data: The whole dataset.
+        min_interactions: Users with fewer events keep them all in training (they have too little history
+            to hold two out).
+
+    """
+    if min_interactions < 3:
+        raise ConfigError("min_interactions must be >= 3 (one training, one validation, one test event)")
+    # data is time-sorted; position from the end within each user: 0 = last.
+    from_end = pd.Series(np.arange(len(data))).groupby(data.user_idx).cumcount(ascending=False).to_numpy()
+    counts = np.bincount(data.user_idx, minlength=data.n_users)[data.user_idx]
+    eligible = counts >= min_interactions
+    test = eligible & (from_end == 0)
+    valid = eligible & (from_end == 1)
+    return Split(
+        "leave-last-out",
+        data.subset(~(test | valid), name=data.name),
+        data.subset(valid, name=data.name),
+        data.subset(test, name=data.name),
+    )
+
+
+def temporal_split(data: Dataset, *, valid_fraction: float = 0.1, test_fraction: float = 0.1) -> Split:
+    """One global cut in time: the last ``test_fraction`` of events test, the ``valid_fraction`` before validate.
+
+    Targets keep only users who have events before the cut (warm users); cold users need another protocol.
+    """
+    if not (0 < valid_fraction < 1 and 0 < test_fraction < 1 and valid_fraction + test_fraction < 1):
+        raise ConfigError("valid_fraction and test_fraction must be in (0, 1) and sum to less than 1")
+    t_valid = np.quantile(data.timestamps, 1 - valid_fraction - test_fraction, method="higher")
+    t_test = np.quantile(data.timestamps, 1 - test_fraction, method="higher")
+    if t_valid >= t_test:
+        raise ConfigError("not enough distinct timestamps for a temporal split; use leave-last-out")
+    train_mask = data.timestamps < t_valid
+    valid_mask = (data.timestamps >= t_valid) & (data.timestamps < t_test)
+    test_mask = data.timestamps >= t_test
+    warm_valid = np.isin(data.user_idx, data.user_idx[train_mask])
+    warm_test = np.isin(data.user_idx, data.user_idx[train_mask | valid_mask])
+    return Split(
+        "temporal",
+        data.subset(train_mask, name=data.name),
+        data.subset(valid_mask & warm_valid, name=data.name),
+        data.subset(test_mask & warm_test, name=data.name),
+        valid_period=data.subset(valid_mask, name=data.name),
+    )
+
+
+def make_split(data: Dataset, protocol: str = "leave-last-out") -> Split:
+    """Split ``data`` with a protocol named by string (for the CLI and configs)."""
+    if protocol == "leave-last-out":
+        return leave_last_out(data)
+    if protocol == "temporal":
+        return temporal_split(data)
+    raise ConfigError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
