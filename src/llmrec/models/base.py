@@ -125,9 +125,9 @@ class Scorer(ABC):
 
     Subclasses set ``name`` and ``config_class`` and implement :meth:`_fit` and :meth:`_score`.
 
-    Unknown users (not in the training vocabulary) get the popularity ranking of the training data, so a
-    brand-new user still gets sensible recommendations. Unknown items score NaN in :meth:`score` and are never
-    recommended.
+    Unknown users (not in the vocabulary, or in it without a single training interaction) get the popularity
+    ranking of the training data, so a brand-new user still gets sensible recommendations. Unknown items score
+    NaN in :meth:`score` and are never recommended.
 
     Args:
         config: The scorer's config object; or pass its fields as keyword arguments.
@@ -136,6 +136,8 @@ class Scorer(ABC):
 
     name: ClassVar[str]
     config_class: ClassVar[type[ScorerConfig]] = ScorerConfig
+    tuning_grid: ClassVar[dict[str, list[Any]]] = {}
+    """Small grid of config values the evaluation harness searches on validation (empty: nothing to tune)."""
     batch_size: ClassVar[int] = 1024
 
     def __init__(self, config: ScorerConfig | None = None, **kwargs: Any) -> None:
@@ -189,6 +191,7 @@ class Scorer(ABC):
         """All-item scores for dense user indices, -1 meaning unknown (popularity fallback)."""
         out = np.empty((len(uidx), self.data.n_items), dtype=np.float64)
         known = uidx >= 0
+        known[known] = np.diff(self._seen.indptr)[uidx[known]] > 0  # no training history: cold, fall back
         if (~known).any():
             out[~known] = self._fallback
         if known.any():

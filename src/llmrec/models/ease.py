@@ -1,0 +1,125 @@
+"""EASE (Steck, 2019, "Embarrassingly Shallow Autoencoders for Sparse Data"): a closed-form item-item model.
+
+``B = I - P diag(1 / diag(P))`` with ``P = (XᵀX + λI)⁻¹``, which makes ``diag(B) = 0``; scores are ``X_u B``.
+
+Memory and time: ``P`` is dense, ``n²`` floats for ``n`` items (9.7k MovieLens items: 0.38 GB float32, 0.75 GB
+float64), inverted in place by Cholesky (LAPACK ``potrf`` + ``potri``): ~6 s for MovieLens on 2 cores in float32,
+4x faster than ``numpy.linalg.inv``, with peak memory one ``n x n`` matrix (0.4 GB for MovieLens).
+Only items with at least one training interaction enter the matrix. That is exact, not an approximation: an
+item without interactions has a zero row and column in ``XᵀX``, so ``XᵀX + λI`` is block diagonal, the other
+items' weights do not depend on it, and its own column of ``B`` is zero; such items score exactly 0, as they
+would in the full solution.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import ClassVar, Literal
+
+import numpy as np
+import scipy.linalg as sla
+import scipy.sparse as sp
+from pydantic import Field
+from threadpoolctl import threadpool_limits
+
+from llmrec.data.dataset import Dataset
+from llmrec.errors import ConfigError
+from llmrec.models.base import Scorer, ScorerConfig, TrainOptions
+
+__all__ = ["EASE", "EASEConfig"]
+
+log = logging.getLogger(__name__)
+
+#: Rows per block when building the Gram matrix and symmetrising its inverse in place.
+_SYM_BLOCK = 1024
+
+
+class EASEConfig(ScorerConfig):
+    """Configuration of :class:`EASE`.
+
+    Attributes:
+        l2_reg: The ridge penalty λ added to the diagonal of the Gram matrix; larger = smoother, more popular.
+            The default (100) was best on MovieLens-small's leave-last-out validation split (NDCG@10 0.044 vs
+            0.040 at 500); the best λ grows with the data (Steck used 200-3000 on larger sets), hence the
+            tuning grid.
+        dtype: Precision of the dense item-item matrix; float32 halves memory and time, and is accurate enough
+            at the usual λ (hundreds).
+
+    """
+
+    l2_reg: float = Field(default=100.0, gt=0.0)
+    dtype: Literal["float32", "float64"] = "float32"
+
+
+def _gram(x: sp.csr_matrix, dtype: np.dtype) -> np.ndarray:
+    """Dense ``XᵀX`` built a block of rows at a time (the sparse product of all rows can exceed the result)."""
+    n = x.shape[1]
+    xt = x.T.tocsr()
+    gram = np.empty((n, n), dtype=dtype)
+    for lo in range(0, n, _SYM_BLOCK):
+        hi = min(lo + _SYM_BLOCK, n)
+        gram[lo:hi] = (xt[lo:hi] @ x).toarray()
+    return gram
+
+
+def _spd_inverse(gram: np.ndarray) -> np.ndarray:
+    """Inverse of a symmetric positive definite matrix by Cholesky, overwriting ``gram``."""
+    potrf, potri = sla.lapack.get_lapack_funcs(("potrf", "potri"), (gram,))
+    # LAPACK works in place only on Fortran-ordered arrays; the transpose of a symmetric C-ordered matrix is
+    # the same matrix in Fortran order, so this avoids an n² copy.
+    factor, info = potrf(gram.T, lower=False, overwrite_a=True, clean=False)
+    if info != 0:
+        raise ConfigError(f"EASE Gram matrix is not positive definite (LAPACK info={info}); increase l2_reg")
+    inv, info = potri(factor, lower=False, overwrite_c=True)
+    if info != 0:
+        raise ConfigError(f"EASE inversion failed (LAPACK info={info}); increase l2_reg")
+    # potri fills the upper triangle only: mirror it into the lower one block by block (no n² temporaries).
+    n = inv.shape[0]
+    for lo in range(0, n, _SYM_BLOCK):
+        hi = min(lo + _SYM_BLOCK, n)
+        inv[lo:hi, :lo] = inv[:lo, lo:hi].T
+        diag_block = inv[lo:hi, lo:hi]
+        inv[lo:hi, lo:hi] = np.triu(diag_block) + np.triu(diag_block, 1).T
+    return inv.T  # symmetric: the C-ordered view of the same memory
+
+
+class EASE(Scorer):
+    """EASE item-item regression with a zero diagonal, solved in closed form.
+
+    Attributes:
+        active_items: Dense indices of the items with training interactions (the rows/columns of ``weights``).
+        weights: ``B`` restricted to ``active_items``, dense ``(n_active, n_active)``, zero diagonal.
+
+    """
+
+    name: ClassVar[str] = "ease"
+    config_class: ClassVar[type[ScorerConfig]] = EASEConfig
+    tuning_grid: ClassVar[dict[str, list]] = {"l2_reg": [50.0, 150.0, 500.0]}
+
+    config: EASEConfig
+    active_items: np.ndarray
+    weights: np.ndarray
+
+    def _fit(self, data: Dataset, options: TrainOptions) -> None:
+        start = time.perf_counter()
+        dtype = np.dtype(self.config.dtype)
+        self.active_items = np.flatnonzero(data.item_popularity > 0)
+        x = data.matrix("binary")[:, self.active_items]
+        n = len(self.active_items)
+        log.info("ease: inverting a %d x %d %s matrix (%.2f GB)", n, n, dtype, n * n * dtype.itemsize / 1e9)
+        gram = _gram(x, dtype)
+        gram[np.diag_indices(n)] += dtype.type(self.config.l2_reg)
+        with threadpool_limits(options.threads, "blas"):
+            p = _spd_inverse(gram)
+        # B = -P / diag(P) column-wise, diag(B) = 0; computed in place on P.
+        p /= -np.diag(p).copy()
+        p[np.diag_indices(n)] = 0.0
+        self.weights = p
+        log.info("ease: fitted %d items in %.2f s", n, time.perf_counter() - start)
+
+    def _score(self, user_idx: np.ndarray) -> np.ndarray:
+        history = self._seen[user_idx][:, self.active_items]
+        out = np.zeros((len(user_idx), self.data.n_items), dtype=np.float64)
+        out[:, self.active_items] = history @ self.weights
+        return out
