@@ -25,6 +25,7 @@ def test_valid_frame_is_normalised_to_canonical_columns() -> None:
         (_frame(user_id=["1", ""]), 3, "user_id", "non-empty"),
         (_frame(timestamp=[100, "yesterday"]), 3, "timestamp", "ISO-8601"),
         (_frame(timestamp=[-5, 100]), 2, "timestamp", "seconds"),
+        (_frame(timestamp=[100, 10**19]), 3, "timestamp", "seconds"),
         (_frame(value=["4.0", "four"]), 3, "value", "finite number"),
         (_frame(user_id=["1", "1"], item_id=["a", "a"], timestamp=[7, 7]), 3, "user_id,item_id,timestamp", "remove"),
     ],
@@ -57,3 +58,10 @@ def test_items_need_unique_ids() -> None:
         validate_items(pd.DataFrame({"item_id": ["a", "a"], "title": ["x", "y"]}), "items.csv")
     out = validate_items(pd.DataFrame({"item_id": [1.0, 2.0], "genres": ["x", None]}))
     assert list(out["item_id"]) == ["1", "2"] and list(out.columns[:3]) == ["item_id", "title", "text"]
+
+
+def test_messages_show_values_as_written() -> None:
+    with pytest.raises(DataValidationError, match=r"line 2, field 'timestamp': timestamp -5 is out of range"):
+        validate_interactions(_frame(timestamp=[-5, 100]))
+    out = validate_interactions(_frame(timestamp=[1.9, 2.0]))
+    assert out["timestamp"].tolist() == [1, 2]  # fractions of a second are floored

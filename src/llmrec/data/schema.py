@@ -46,6 +46,11 @@ def _lines(df: pd.DataFrame, lines: Sequence[int] | np.ndarray | None) -> np.nda
     return arr
 
 
+def _show(value: object) -> str:
+    """A value as the user wrote it (``5``, ``'abc'``), not numpy's repr (``np.int64(5)``)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def _missing_columns(df: pd.DataFrame, required: Sequence[str], source: str) -> list[DataProblem]:
     return [
         DataProblem(
@@ -75,21 +80,21 @@ def _id_column(df: pd.DataFrame, col: str, source: str, lines: np.ndarray, probl
 
 
 def _timestamp_column(series: pd.Series, source: str, lines: np.ndarray, problems: list[DataProblem]) -> pd.Series:
-    """Seconds since the epoch from integers or ISO-8601 date/time strings."""
+    """Seconds since the epoch from numbers (fractions are floored) or ISO-8601 date/time strings."""
     numeric = pd.to_numeric(series, errors="coerce")
     if numeric.notna().all() and len(series):
-        bad = numeric < 0
+        bad = (numeric < 0) | (numeric >= 2**53)  # beyond 2**53 s is not a date, and floats lose precision
         for pos in np.flatnonzero(bad.to_numpy())[:50]:
             problems.append(
                 DataProblem(
                     source,
                     int(lines[pos]),
                     "timestamp",
-                    f"negative timestamp {series.iloc[pos]!r}",
+                    f"timestamp {_show(series.iloc[pos])} is out of range",
                     "use seconds since 1970-01-01 or an ISO-8601 date",
                 )
             )
-        return numeric.fillna(0).astype("int64")
+        return numeric.where(~bad, 0).fillna(0).astype("float64").apply(np.floor).astype("int64")
     parsed = pd.to_datetime(series.where(numeric.isna(), None), errors="coerce", utc=True, format="mixed")
     seconds = pd.Series(np.full(len(series), -1, dtype=np.int64), index=series.index)
     ok_num = numeric.notna()
@@ -103,7 +108,7 @@ def _timestamp_column(series: pd.Series, source: str, lines: np.ndarray, problem
                 source,
                 int(lines[pos]),
                 "timestamp",
-                f"{series.iloc[pos]!r} is not a timestamp",
+                f"{_show(series.iloc[pos])} is not a timestamp",
                 "use seconds since 1970-01-01 or an ISO-8601 date like 2018-09-24T10:00:00",
             )
         )
@@ -152,7 +157,7 @@ def validate_interactions(
                     source,
                     int(line_no[pos]),
                     "value",
-                    f"{df['value'].iloc[pos]!r} is not a number",
+                    f"{_show(df['value'].iloc[pos])} is not a number",
                     "write a finite number, or drop the value column to count every row as 1",
                 )
             )
@@ -212,7 +217,7 @@ def _validate_entities(
                 source,
                 int(line_no[pos]),
                 id_col,
-                f"duplicate id {out[id_col].iloc[pos]!r}",
+                f"duplicate id {_show(out[id_col].iloc[pos])}",
                 "give each row a unique id, or merge the duplicate rows",
             )
         )

@@ -1,0 +1,645 @@
+"""The SQL store: datasets kept in SQLite (the default, a file) or PostgreSQL, written in bulk and read back whole.
+
+Ingest is validate-first, then one transaction: every row is checked before the first one is written, rows go
+in with bulk ``INSERT ... ON CONFLICT DO NOTHING`` in chunks, and any failure rolls the whole batch back, so
+earlier data stay as they were. Because rows already present are skipped, ingesting the same file twice is
+harmless and reports 0 inserted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from importlib import resources
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, make_url
+
+from llmrec.config import get_settings
+from llmrec.data.dataset import Dataset
+from llmrec.data.files import read_tables, validate_safely
+from llmrec.data.schema import INTERACTION_COLUMNS, validate_interactions, validate_items, validate_users
+from llmrec.data.store.models import Base, DatasetRow, InteractionRow, ItemRow, UserRow
+from llmrec.errors import ConfigError, StoreError
+
+__all__ = ["IngestReport", "Store"]
+
+logger = logging.getLogger(__name__)
+
+_TABLES = ("items", "users", "interactions")
+_ADVISORY_LOCK = 0x6C6C6D726563  # "llmrec": serialises concurrent migrations on one PostgreSQL database
+_DRIVER_HINT = {
+    "postgresql": "install the PostgreSQL driver: pip install 'llmrec[postgres]' (psycopg 3)",
+}
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    """What an ingest did.
+
+    Attributes:
+        dataset: Name of the dataset written to.
+        inserted: Rows written (over all tables of this report).
+        skipped: Rows skipped because an identical key was already stored (re-ingest is idempotent).
+        by_table: ``{"interactions": (inserted, skipped), ...}`` for each table touched.
+
+    """
+
+    dataset: str
+    inserted: int = 0
+    skipped: int = 0
+    by_table: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        """Rows offered (inserted + skipped)."""
+        return self.inserted + self.skipped
+
+    def __add__(self, other: IngestReport) -> IngestReport:
+        if other.dataset != self.dataset:
+            raise ValueError("cannot add reports of different datasets")
+        by_table = dict(self.by_table)
+        for table, (ins, skip) in other.by_table.items():
+            old = by_table.get(table, (0, 0))
+            by_table[table] = (old[0] + ins, old[1] + skip)
+        return IngestReport(self.dataset, self.inserted + other.inserted, self.skipped + other.skipped, by_table)
+
+    def __str__(self) -> str:
+        parts = ", ".join(f"{t}: {i} new, {s} already stored" for t, (i, s) in self.by_table.items())
+        return f"dataset '{self.dataset}': {self.inserted} row(s) inserted, {self.skipped} already stored ({parts})"
+
+
+# -- values <-> JSON ---------------------------------------------------------------------------------------
+def _json_safe(value: Any) -> Any:
+    """A JSON-serialisable copy of an attribute value: NaN/NA/NaT become null, numpy scalars Python ones."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | np.ndarray | pd.Series):
+        return [_json_safe(v) for v in list(value)]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, int):
+        return value
+    if pd.isna(value):
+        return None
+    if isinstance(value, pd.Timestamp | datetime | date):
+        return value.isoformat()
+    if isinstance(value, pd.Timedelta):
+        return value.total_seconds()
+    return str(value)
+
+
+def _attribute_records(frame: pd.DataFrame, columns: Sequence[str]) -> list[dict[str, Any]]:
+    """One JSON object per row, holding the row's attribute columns (nulls kept, so columns survive)."""
+    if not columns:
+        return [{} for _ in range(len(frame))]
+    values = {str(c): frame[c].tolist() for c in columns}
+    return [{c: _json_safe(values[c][i]) for c in values} for i in range(len(frame))]
+
+
+def _attribute_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Columns from attribute objects; all-integer columns with gaps become ``Int64`` rather than float."""
+    keys: dict[str, None] = {}
+    for rec in records:
+        keys.update(dict.fromkeys(rec))
+    columns: dict[str, Any] = {}
+    for key in keys:
+        values = [rec.get(key) for rec in records]
+        present = [v for v in values if v is not None]
+        if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+            columns[key] = pd.array(values, dtype="Int64")
+        elif present and all(isinstance(v, dict | list) for v in present):
+            columns[key] = pd.Series(values, dtype=object)
+        else:
+            columns[key] = pd.Series(values)
+    return pd.DataFrame(columns, index=pd.RangeIndex(len(records)))
+
+
+# -- progress ----------------------------------------------------------------------------------------------
+class _Progress:
+    """A rich progress bar over rows, or nothing when ``show_progress`` is off."""
+
+    def __init__(self, show: bool) -> None:
+        self._bar: Any = None
+        if show:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
+            )
+
+    def __enter__(self) -> _Progress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def task(self, description: str, total: int) -> Callable[[int], None]:
+        """Add a task; returns a function advancing it by a number of rows."""
+        if self._bar is None:
+            return lambda n: None
+        task_id = self._bar.add_task(description, total=total)
+        return lambda n: self._bar.advance(task_id, n)
+
+
+# -- the store ---------------------------------------------------------------------------------------------
+class Store:
+    """Datasets in a SQL database (SQLite file by default, PostgreSQL by URL), migrated on first use.
+
+    Args:
+        url: SQLAlchemy URL, e.g. ``sqlite:///data/llmrec.db`` or
+            ``postgresql+psycopg://user:password@host:5432/db``; ``get_settings().db_url`` (``LLMREC_DB_URL``)
+            when ``None``. The folder of a SQLite file is created when missing.
+        chunk_size: Rows per bulk insert statement batch.
+
+    Raises:
+        StoreError: The URL is malformed, names an unsupported database, or its driver is not installed.
+
+    Example:
+        >>> store = Store("sqlite:///:memory:")
+        >>> store.ingest(load_movielens())  # doctest: +SKIP
+        >>> data = store.load("movielens-small")  # doctest: +SKIP
+
+    """
+
+    def __init__(self, url: str | URL | None = None, *, chunk_size: int = 10_000) -> None:
+        raw = url if url is not None else get_settings().db_url
+        try:
+            self._url = make_url(raw)
+        except (sa.exc.ArgumentError, ValueError) as exc:
+            raise StoreError(
+                f"'{_mask(str(raw))}' is not a database URL ({exc}). Fix: use e.g. sqlite:///path/to/llmrec.db or "
+                "postgresql+psycopg://user:password@host:5432/db (LLMREC_DB_URL)"
+            ) from exc
+        if chunk_size < 1:
+            raise ConfigError("chunk_size must be at least 1")
+        self.chunk_size = chunk_size
+        backend = self._url.get_backend_name()
+        if backend not in ("sqlite", "postgresql"):
+            raise StoreError(
+                f"the store supports SQLite and PostgreSQL, not '{backend}' ({self.display_url}). "
+                "Fix: use a sqlite:/// or postgresql+psycopg:// URL"
+            )
+        connect_args: dict[str, Any] = {}
+        if backend == "sqlite":
+            self._prepare_sqlite_file()
+            connect_args["timeout"] = 30  # wait for a writer in another process instead of failing at once
+        elif "connect_timeout" not in self._url.query:
+            connect_args["connect_timeout"] = 10
+        try:
+            self._engine = sa.create_engine(self._url, connect_args=connect_args, pool_pre_ping=backend != "sqlite")
+        except ImportError as exc:
+            raise StoreError(
+                f"no database driver for {self.display_url} ({exc}). "
+                f"Fix: {_DRIVER_HINT.get(backend, 'install its driver')}"
+            ) from exc
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
+            raise StoreError(f"cannot use {self.display_url}: {exc}. Fix: check the URL (LLMREC_DB_URL)") from exc
+        if backend == "sqlite":
+            sa.event.listen(self._engine, "connect", _sqlite_on_connect)
+            sa.event.listen(self._engine, "begin", _sqlite_on_begin)
+        self._migrated = False
+
+    # -- plumbing -------------------------------------------------------------------------------------
+    @property
+    def display_url(self) -> str:
+        """The database URL with its password masked (safe to log or show)."""
+        return self._url.render_as_string(hide_password=True)
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The SQLAlchemy engine (for queries the store has no method for)."""
+        return self._engine
+
+    def __repr__(self) -> str:
+        return f"Store({self.display_url!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every pooled connection (the store can still be used; it reconnects)."""
+        self._engine.dispose()
+
+    def _prepare_sqlite_file(self) -> None:
+        database = self._url.database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return
+        try:
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the folder of the SQLite file {database} ({exc.strerror or exc}). "
+                "Fix: choose a writable location in LLMREC_DB_URL"
+            ) from exc
+
+    def _detail(self, exc: BaseException) -> str:
+        """The first line of the driver's message, with the password masked."""
+        orig = getattr(exc, "orig", None)
+        text = str(orig if orig is not None else exc).strip()
+        return _mask(text.splitlines()[0] if text else type(exc).__name__, self._url.password)
+
+    @contextlib.contextmanager
+    def _begin(self, action: str) -> Iterator[sa.Connection]:
+        """A connection in one transaction; database errors become :class:`StoreError` after rollback."""
+        try:
+            conn = self._engine.connect()
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            raise StoreError(
+                f"cannot connect to the database at {self.display_url}: {self._detail(exc)}. Fix: check that the "
+                "server is running and reachable, and that the URL, user and password (LLMREC_DB_URL) are right"
+            ) from exc
+        try:
+            with conn, conn.begin():
+                yield conn
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(
+                f"could not {action} at {self.display_url}: {self._detail(exc)}. It was rolled back: "
+                "nothing of it was stored. Fix: check the database (disk space, permissions, schema version) and retry"
+            ) from exc
+
+    @contextlib.contextmanager
+    def _transaction(self, action: str) -> Iterator[sa.Connection]:
+        if not self._migrated:
+            self.migrate()
+        with self._begin(action) as conn:
+            yield conn
+
+    def migrate(self) -> None:
+        """Bring the database schema to the newest version (alembic ``upgrade head``); safe to call again.
+
+        Runs by itself before the first read or write of this store, so calling it is only needed to prepare a
+        database ahead of time.
+
+        Raises:
+            StoreError: The database cannot be reached or migrated.
+
+        """
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(_migrations_dir()).replace("%", "%%"))
+        with self._begin("migrate the schema") as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK})
+            config.attributes["connection"] = conn
+            try:
+                command.upgrade(config, "head")
+            except sa.exc.SQLAlchemyError:
+                raise
+            except Exception as exc:  # alembic's own errors (e.g. a revision this version does not know)
+                raise StoreError(
+                    f"could not migrate the database at {self.display_url}: {exc}. Fix: use the llmrec version that "
+                    "created this database, or point LLMREC_DB_URL at a new one"
+                ) from exc
+        self._migrated = True
+        logger.debug("store %s is at the newest schema", self.display_url)
+
+    # -- writing --------------------------------------------------------------------------------------
+    def _insert(self, table: sa.Table) -> Any:
+        if self._engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert(table).on_conflict_do_nothing()
+
+    def _write_rows(
+        self,
+        conn: sa.Connection,
+        table: sa.Table,
+        rows: Sequence[dict[str, Any]],
+        advance: Callable[[int], None],
+    ) -> int:
+        """Insert ``rows`` in chunks, skipping those whose key is stored; returns the number inserted."""
+        stmt = self._insert(table)
+        # executemany per chunk (sqlite3 and psycopg both batch it; psycopg pipelines a prepared statement);
+        # preserve_rowcount keeps the driver's count of rows actually inserted (conflicts count 0).
+        options = {"preserve_rowcount": True}
+        inserted = 0
+        for start in range(0, len(rows), self.chunk_size):
+            chunk = rows[start : start + self.chunk_size]
+            inserted += conn.execute(stmt, chunk, execution_options=options).rowcount
+            advance(len(chunk))
+        return inserted
+
+    @staticmethod
+    def _number(conn: sa.Connection, table: str, name: str, rows: list[dict[str, Any]]) -> None:
+        """Give new item/user rows positions after those stored, so loads keep the catalogue's order."""
+        model = ItemRow if table == "items" else UserRow
+        stmt = sa.select(sa.func.coalesce(sa.func.max(model.position) + 1, 0)).where(model.dataset == name)
+        start = int(conn.execute(stmt).scalar_one())
+        for i, row in enumerate(rows):
+            row["position"] = start + i
+
+    @staticmethod
+    def _check_name(name: str) -> str:
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"a dataset name must be a non-empty string, got {name!r}")
+        return name.strip()
+
+    def _ingest_tables(
+        self,
+        name: str,
+        tables: Mapping[str, list[dict[str, Any]]],
+        show_progress: bool,
+    ) -> IngestReport:
+        """Write already-validated rows of several tables in one transaction."""
+        report = IngestReport(name)
+        with _Progress(show_progress) as progress, self._transaction(f"store dataset '{name}'") as conn:
+            conn.execute(self._insert(Base.metadata.tables["datasets"]), {"name": name})
+            for table in _TABLES:
+                if table not in tables:
+                    continue
+                rows = tables[table]
+                if table in ("items", "users"):
+                    self._number(conn, table, name, rows)
+                advance = progress.task(f"{name}: {table}", len(rows))
+                inserted = self._write_rows(conn, Base.metadata.tables[table], rows, advance)
+                report = report + IngestReport(
+                    name, inserted, len(rows) - inserted, {table: (inserted, len(rows) - inserted)}
+                )
+        logger.info("%s", report)
+        return report
+
+    def ingest_interactions(self, dataset: str, df: pd.DataFrame, *, show_progress: bool = False) -> IngestReport:
+        """Validate interactions and store them under ``dataset``, skipping rows already stored.
+
+        Args:
+            dataset: Dataset name (created when new).
+            df: Frame with at least ``user_id``, ``item_id``, ``timestamp`` (see :mod:`llmrec.data.schema`).
+            show_progress: Show a progress bar.
+
+        Returns:
+            Counts of rows inserted and skipped as already stored.
+
+        Raises:
+            DataValidationError: ``df`` has problems; nothing was stored.
+            StoreError: The database failed; nothing of this call was stored.
+
+        """
+        name = self._check_name(dataset)
+        rows = _interaction_rows(name, _validated(validate_interactions, df))
+        return self._ingest_tables(name, {"interactions": rows}, show_progress)
+
+    def ingest_items(self, dataset: str, df: pd.DataFrame, *, show_progress: bool = False) -> IngestReport:
+        """Validate items and store them under ``dataset``; stored items (same id) are kept as they are.
+
+        Columns other than ``item_id``, ``title`` and ``text`` are stored as JSON attributes.
+
+        Raises:
+            DataValidationError: ``df`` has problems; nothing was stored.
+            StoreError: The database failed; nothing of this call was stored.
+
+        """
+        name = self._check_name(dataset)
+        rows = _entity_rows(name, _validated(validate_items, df), "item_id", ("title", "text"))
+        return self._ingest_tables(name, {"items": rows}, show_progress)
+
+    def ingest_users(self, dataset: str, df: pd.DataFrame, *, show_progress: bool = False) -> IngestReport:
+        """Validate users and store them under ``dataset``; stored users (same id) are kept as they are.
+
+        Columns other than ``user_id`` and ``profile`` are stored as JSON attributes.
+
+        Raises:
+            DataValidationError: ``df`` has problems; nothing was stored.
+            StoreError: The database failed; nothing of this call was stored.
+
+        """
+        name = self._check_name(dataset)
+        rows = _entity_rows(name, _validated(validate_users, df), "user_id", ("profile",))
+        return self._ingest_tables(name, {"users": rows}, show_progress)
+
+    def ingest(self, dataset: Dataset, *, name: str | None = None, show_progress: bool = False) -> IngestReport:
+        """Store a whole :class:`Dataset` (items, users, interactions) in one transaction.
+
+        The items and users tables are stored whole and in vocabulary order, so :meth:`load` gives back the
+        same dataset with the same dense indices.
+
+        Args:
+            dataset: The dataset; stored under ``dataset.name`` unless ``name`` is given.
+            name: Store under this name instead.
+            show_progress: Show a progress bar.
+
+        Raises:
+            StoreError: The database failed; nothing of this call was stored.
+
+        """
+        key = self._check_name(name or dataset.name)
+        tables = {
+            "items": _entity_rows(key, dataset.items, "item_id", ("title", "text")),
+            "users": _entity_rows(key, dataset.users, "user_id", ("profile",)),
+            "interactions": _interaction_rows(key, dataset.interactions),
+        }
+        return self._ingest_tables(key, tables, show_progress)
+
+    def ingest_files(
+        self,
+        name: str,
+        interactions_path: str | Path,
+        items_path: str | Path | None = None,
+        users_path: str | Path | None = None,
+        mapping: Mapping[str, str] | None = None,
+        *,
+        item_mapping: Mapping[str, str] | None = None,
+        user_mapping: Mapping[str, str] | None = None,
+        format: str | None = None,
+        value_range: tuple[float, float] | None = None,
+        default_event: str = "interaction",
+        show_progress: bool = False,
+    ) -> IngestReport:
+        """Read, validate and store a dataset's files in one transaction: all or nothing.
+
+        Every file is validated (see :func:`llmrec.data.files.read_tables` for the arguments) before anything
+        is written, so a problem in any file stores nothing.
+
+        Raises:
+            DataValidationError: A file has problems (file, line, field and fix are named); nothing was stored.
+            StoreError: The database failed; nothing of this call was stored.
+
+        """
+        key = self._check_name(name)
+        frames = read_tables(
+            interactions_path,
+            items_path,
+            users_path,
+            mapping,
+            item_mapping=item_mapping,
+            user_mapping=user_mapping,
+            format=format,
+            value_range=value_range,
+            default_event=default_event,
+        )
+        tables: dict[str, list[dict[str, Any]]] = {}
+        if frames.items is not None:
+            tables["items"] = _entity_rows(key, frames.items, "item_id", ("title", "text"))
+        if frames.users is not None:
+            tables["users"] = _entity_rows(key, frames.users, "user_id", ("profile",))
+        tables["interactions"] = _interaction_rows(key, frames.interactions)
+        return self._ingest_tables(key, tables, show_progress)
+
+    # -- reading --------------------------------------------------------------------------------------
+    def datasets(self) -> list[str]:
+        """Names of the stored datasets, sorted."""
+        with self._transaction("list datasets") as conn:
+            return list(conn.execute(sa.select(DatasetRow.name).order_by(DatasetRow.name)).scalars())
+
+    def counts(self, name: str) -> dict[str, int]:
+        """Rows stored for dataset ``name`` in each table (all zero when it is not stored)."""
+        out: dict[str, int] = {}
+        with self._transaction(f"count rows of '{name}'") as conn:
+            for model, table in ((ItemRow, "items"), (UserRow, "users"), (InteractionRow, "interactions")):
+                stmt = sa.select(sa.func.count()).select_from(model).where(model.dataset == name)
+                out[table] = int(conn.execute(stmt).scalar_one())
+        return out
+
+    def load(self, name: str) -> Dataset:
+        """The stored dataset ``name`` as a :class:`Dataset`.
+
+        Items and users come back in the order they were first stored, with their JSON attributes as columns;
+        interactions are read in the order they were stored, which :class:`Dataset` sorts by time (ties keep
+        that order). So a dataset stored with :meth:`ingest` loads with the same vocabularies and dense indices,
+        and one stored with :meth:`ingest_files` loads as :func:`~llmrec.data.files.read_dataset` reads it.
+
+        Raises:
+            StoreError: No dataset of that name is stored, or the database failed.
+
+        """
+        with self._transaction(f"load dataset '{name}'") as conn:
+            exists = conn.execute(sa.select(DatasetRow.name).where(DatasetRow.name == name)).first()
+            if exists is None:
+                have = list(conn.execute(sa.select(DatasetRow.name).order_by(DatasetRow.name)).scalars())
+                raise StoreError(
+                    f"no dataset '{name}' in the store at {self.display_url} (stored: {have or 'none'}). "
+                    "Fix: ingest it first (llmrec ingest), or use one of the stored names"
+                )
+            inter_rows = conn.execute(
+                sa.select(
+                    InteractionRow.user_id,
+                    InteractionRow.item_id,
+                    InteractionRow.timestamp,
+                    InteractionRow.value,
+                    InteractionRow.event,
+                )
+                .where(InteractionRow.dataset == name)
+                .order_by(InteractionRow.id)
+            ).all()
+            item_rows = conn.execute(
+                sa.select(ItemRow.item_id, ItemRow.title, ItemRow.text, ItemRow.attributes)
+                .where(ItemRow.dataset == name)
+                .order_by(ItemRow.position, ItemRow.item_id)
+            ).all()
+            user_rows = conn.execute(
+                sa.select(UserRow.user_id, UserRow.profile, UserRow.attributes)
+                .where(UserRow.dataset == name)
+                .order_by(UserRow.position, UserRow.user_id)
+            ).all()
+        interactions = _frame(inter_rows, INTERACTION_COLUMNS)
+        interactions = interactions.astype({"timestamp": "int64", "value": "float64"})
+        items = _entity_frame(item_rows, "item_id", ("title", "text"))
+        users = _entity_frame(user_rows, "user_id", ("profile",))
+        return Dataset(interactions, items, users, name=name, validate=False)
+
+    def delete_dataset(self, name: str) -> bool:
+        """Delete dataset ``name`` and all its rows in one transaction; returns whether it was stored."""
+        with self._transaction(f"delete dataset '{name}'") as conn:
+            for model in (InteractionRow, ItemRow, UserRow):
+                conn.execute(sa.delete(model).where(model.dataset == name))
+            deleted = conn.execute(sa.delete(DatasetRow).where(DatasetRow.name == name)).rowcount
+        logger.info("deleted dataset '%s' from %s", name, self.display_url)
+        return bool(deleted)
+
+
+# -- helpers -----------------------------------------------------------------------------------------------
+def _migrations_dir() -> Path:
+    return Path(str(resources.files("llmrec.data.store") / "migrations"))
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    """Enforce foreign keys, and leave transactions to SQLAlchemy (see :func:`_sqlite_on_begin`)."""
+    dbapi_connection.isolation_level = None  # sqlite3 would otherwise run DDL outside any transaction
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_on_begin(conn: sa.Connection) -> None:
+    """Start a real transaction, so migrations (DDL) roll back as a whole too (SQLAlchemy's pysqlite recipe)."""
+    conn.exec_driver_sql("BEGIN")
+
+
+def _mask(text: str, password: str | None = None) -> str:
+    """``text`` with the password of any URL in it (and ``password`` itself) replaced by ``***``."""
+    text = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+    if password:
+        text = text.replace(password, "***")
+    return text
+
+
+def _validated(validate: Callable[..., pd.DataFrame], df: pd.DataFrame) -> pd.DataFrame:
+    """Validate an in-memory frame; problems name the 1-based row (there is no file line)."""
+    if not isinstance(df, pd.DataFrame):
+        raise ConfigError(f"expected a pandas DataFrame, got {type(df).__name__}")
+    return validate_safely(validate, df, "<dataframe>", np.arange(1, len(df) + 1))
+
+
+def _interaction_rows(name: str, frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Parameter dicts for the bulk insert, with plain Python values (built column-wise: ~4x faster than to_dict)."""
+    columns = {
+        "user_id": frame["user_id"].astype(str).tolist(),
+        "item_id": frame["item_id"].astype(str).tolist(),
+        "timestamp": frame["timestamp"].astype("int64").tolist(),
+        "value": frame["value"].astype("float64").tolist(),
+        "event": frame["event"].astype(str).tolist(),
+    }
+    keys = ("dataset", *columns)
+    return [dict(zip(keys, values, strict=True)) for values in zip([name] * len(frame), *columns.values(), strict=True)]
+
+
+def _entity_rows(name: str, frame: pd.DataFrame, id_col: str, text_cols: tuple[str, ...]) -> list[dict[str, Any]]:
+    attributes = [c for c in frame.columns if c not in (id_col, *text_cols)]
+    records = _attribute_records(frame, attributes)
+    ids = frame[id_col].astype(str).tolist()
+    texts = {c: frame[c].fillna("").astype(str).tolist() if c in frame else [""] * len(frame) for c in text_cols}
+    return [
+        {"dataset": name, id_col: ids[i], **{c: texts[c][i] for c in text_cols}, "attributes": records[i]}
+        for i in range(len(frame))
+    ]
+
+
+def _frame(rows: Sequence[Any], columns: Sequence[str]) -> pd.DataFrame:
+    if not rows:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    data = list(zip(*rows, strict=True))
+    # object columns, like the validated frames (pandas 3 would otherwise infer its "str" dtype)
+    return pd.DataFrame({c: pd.Series(data[i], dtype=object) for i, c in enumerate(columns)})
+
+
+def _entity_frame(rows: Sequence[Any], id_col: str, text_cols: tuple[str, ...]) -> pd.DataFrame | None:
+    if not rows:
+        return None
+    base = _frame([r[:-1] for r in rows], (id_col, *text_cols))
+    attrs = _attribute_frame([r[-1] or {} for r in rows])
+    return pd.concat([base, attrs], axis=1)

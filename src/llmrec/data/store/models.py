@@ -1,0 +1,103 @@
+"""The store's tables, as SQLAlchemy 2 declarative models.
+
+These models describe the schema for queries and for checking that the migrations match; the tables themselves
+are created by the alembic migrations shipped in ``llmrec/data/store/migrations`` (run by ``Store.migrate``).
+A change here needs a new migration beside it.
+
+Every row belongs to a dataset (by name), so one database holds many datasets and deleting one is a
+``WHERE dataset = ...`` on each table.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = ["Base", "DatasetRow", "InteractionRow", "ItemRow", "UserRow"]
+
+# An autoincrementing 64-bit key; SQLite only autoincrements an INTEGER PRIMARY KEY (which is 64-bit there).
+BigIntKey = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the store's tables (``Base.metadata`` is the migrations' target)."""
+
+    metadata = sa.MetaData(
+        naming_convention={
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+    type_annotation_map = {dict[str, Any]: sa.JSON()}  # noqa: RUF012
+
+
+class DatasetRow(Base):
+    """One named dataset; items, users and interactions refer to it."""
+
+    __tablename__ = "datasets"
+
+    name: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+
+
+def _dataset_fk() -> sa.ForeignKey:
+    return sa.ForeignKey("datasets.name", ondelete="CASCADE")
+
+
+class ItemRow(Base):
+    """An item of a dataset: its text fields, and every other attribute as a JSON object.
+
+    ``position`` is the item's place in the dataset's catalogue (first ingest wins), so a loaded dataset numbers
+    its items as the stored one did.
+    """
+
+    __tablename__ = "items"
+
+    dataset: Mapped[str] = mapped_column(sa.Text, _dataset_fk(), primary_key=True)
+    item_id: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    position: Mapped[int] = mapped_column(sa.BigInteger)
+    title: Mapped[str] = mapped_column(sa.Text, default="")
+    text: Mapped[str] = mapped_column(sa.Text, default="")
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class UserRow(Base):
+    """A user of a dataset: a free-text profile, and every other attribute as a JSON object.
+
+    ``position`` is the user's place in the dataset's user list (first ingest wins), as for items.
+    """
+
+    __tablename__ = "users"
+
+    dataset: Mapped[str] = mapped_column(sa.Text, _dataset_fk(), primary_key=True)
+    user_id: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    position: Mapped[int] = mapped_column(sa.BigInteger)
+    profile: Mapped[str] = mapped_column(sa.Text, default="")
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class InteractionRow(Base):
+    """One event (a rating, a click, a purchase...) of a user on an item at a time.
+
+    The unique key (dataset, user, item, time, event) is what makes ingest idempotent: a row already stored
+    is skipped. It also serves per-user reads; a (dataset, timestamp) index serves per-dataset reads in time
+    order, and a (dataset, user_id, timestamp) index a user's history in time order.
+    """
+
+    __tablename__ = "interactions"
+    __table_args__ = (
+        sa.UniqueConstraint("dataset", "user_id", "item_id", "timestamp", "event", name="uq_interactions_key"),
+        sa.Index("ix_interactions_dataset_time", "dataset", "timestamp"),
+        sa.Index("ix_interactions_user_time", "dataset", "user_id", "timestamp"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
+    dataset: Mapped[str] = mapped_column(sa.Text, _dataset_fk())
+    user_id: Mapped[str] = mapped_column(sa.Text)
+    item_id: Mapped[str] = mapped_column(sa.Text)
+    timestamp: Mapped[int] = mapped_column(sa.BigInteger)
+    value: Mapped[float] = mapped_column(sa.Float, default=1.0)
+    event: Mapped[str] = mapped_column(sa.Text, default="interaction")
