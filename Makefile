@@ -1,0 +1,39 @@
+# The two set-up commands of the README: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PIP := $(VENV)/bin/pip
+
+.PHONY: demo test install install-test lint bench clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install -q -c constraints.txt -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+## Install llmrec and run the main job on the bundled MovieLens data.
+demo: install
+	$(VENV)/bin/llmrec demo
+
+## Install the test tools and run lint + the whole test suite (PostgreSQL is started on loopback).
+test: install-test
+	bash scripts/test.sh
+
+lint: install-test
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+## The baselines benchmark: prints a table and writes JSON.
+bench: install
+	$(VENV)/bin/python benchmarks/baselines.py --out out/baselines.json
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

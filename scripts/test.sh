@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: lint, then pytest against SQLite and a real PostgreSQL on loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# Data for tests and benchmarks (../shared/datasets beside the clone).
+export LLMREC_DATA_DIR=${LLMREC_DATA_DIR:-$(cd .. && pwd)/shared/datasets}
+# Keep the user's own store out of the tests.
+export LLMREC_DB_URL=${LLMREC_DB_URL:-sqlite:///$(mktemp -d)/llmrec-test.db}
+LLMREC_TEST_PG_URL=$(bash scripts/postgres.sh)
+export LLMREC_TEST_PG_URL
+"$VENV/bin/ruff" check src tests benchmarks
+"$VENV/bin/ruff" format --check src tests benchmarks
+exec "$VENV/bin/pytest" "$@"

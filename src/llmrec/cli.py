@@ -1,0 +1,259 @@
+"""The ``llmrec`` command line: demo, ingest, evaluate, report, datasets.
+
+Every command catches :class:`~llmrec.errors.LlmrecError` and prints its message (which names the file, line,
+field and fix) instead of a traceback, exiting with status 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from llmrec.errors import ConfigError, LlmrecError
+
+app = typer.Typer(
+    name="llmrec",
+    help="Language models in recommendation, end to end. Start with `llmrec demo`.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+DEFAULT_MODELS = "popular,itemknn,ease,als,bpr"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _friendly_errors(fn: F) -> F:
+    """Turn an LlmrecError into a one-paragraph message and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except LlmrecError as exc:
+            message = escape(f"{type(exc).__name__}: {exc}")
+            err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False) -> None:
+    """Language models in recommendation, end to end."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _parse_map(pairs: list[str] | None) -> dict[str, str] | None:
+    if not pairs:
+        return None
+    out = {}
+    for pair in pairs:
+        field, sep, column = pair.partition("=")
+        if not sep or not field or not column:
+            raise ConfigError(f"--map takes FIELD=COLUMN (e.g. --map user_id=userId), got {pair!r}")
+        out[field.strip()] = column.strip()
+    return out
+
+
+def metrics_table(results: Any, columns: list[str] | None = None) -> Table:
+    """A rich table of the results (one row per model)."""
+    k = results.k
+    columns = columns or [f"ndcg@{k}", f"recall@{k}", f"hr@{k}", f"mrr@{k}", f"coverage@{k}", f"novelty@{k}"]
+    table = Table(title=f"{results.dataset} - {results.protocol}, full ranking, k={k}")
+    table.add_column("model")
+    for col in columns:
+        table.add_column(col, justify="right")
+    table.add_column("fit s", justify="right")
+    with_memory = any(res.peak_rss_mb is not None for res in results.results)
+    if with_memory:
+        table.add_column("peak MB", justify="right")
+    for res in results.results:
+        values = [f"{res.metrics[c]:.4f}" if res.metrics.get(c) is not None else "-" for c in columns]
+        memory = [f"{res.peak_rss_mb:.0f}" if res.peak_rss_mb is not None else "-"] if with_memory else []
+        table.add_row(res.model, *values, f"{res.fit_s:.2f}", *memory)
+    return table
+
+
+def _run_evaluation(data: Any, models: list[str], k: int, protocol: str, tune: bool, seed: int) -> Any:
+    from llmrec.eval.runner import evaluate_models
+    from llmrec.models.base import TrainOptions
+    from llmrec.models.registry import SCORERS, tuning_configs
+
+    unknown = [m for m in models if m not in SCORERS]
+    if unknown:
+        raise ConfigError(f"unknown model(s) {unknown}; available: {', '.join(sorted(SCORERS))}")
+    total = sum((len(tuning_configs(m)) if tune else 0) + 1 for m in models)
+    columns = [
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+    ]
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task("evaluating", total=total)
+        started = [False]
+
+        def step(message: str) -> None:
+            if started[0]:
+                progress.advance(task)
+            started[0] = True
+            progress.update(task, description=message)
+
+        return evaluate_models(
+            data, models, k=k, protocol=protocol, tune=tune, options=TrainOptions(seed=seed), on_progress=step
+        )
+
+
+@app.command()
+@_friendly_errors
+def evaluate(
+    dataset: Annotated[
+        str, typer.Option(help="movielens-small, goodbooks-10k, or a dataset ingested into the store.")
+    ] = "movielens-small",
+    models: Annotated[str, typer.Option(help="Comma-separated scorer names.")] = DEFAULT_MODELS,
+    k: Annotated[int, typer.Option(help="List length and metric cut-off.")] = 10,
+    protocol: Annotated[
+        str, typer.Option(help="leave-last-out (per user) or temporal (global cut).")
+    ] = "leave-last-out",
+    tune: Annotated[bool, typer.Option(help="Tune each model's hyperparameters on the validation split.")] = True,
+    seed: Annotated[int, typer.Option(help="Random seed for every fit.")] = 42,
+    out: Annotated[Path, typer.Option(help="Where to write the results JSON.")] = Path("results.json"),
+    html: Annotated[Path | None, typer.Option(help="Also write an HTML report with plots here.")] = None,
+    db: Annotated[str | None, typer.Option(help="Store URL for ingested datasets (default: LLMREC_DB_URL).")] = None,
+) -> None:
+    """Evaluate scorers on a time-respecting split with full ranking; write JSON (and HTML)."""
+    from llmrec.data.registry import load_named
+
+    data = load_named(dataset, db)
+    results = _run_evaluation(data, [m.strip() for m in models.split(",") if m.strip()], k, protocol, tune, seed)
+    results.write_json(out)
+    console.print(metrics_table(results))
+    console.print(f"results: {out}")
+    if html is not None:
+        from llmrec.eval.report import write_html
+
+        write_html(results, html)
+        console.print(f"report: {html}")
+
+
+@app.command()
+@_friendly_errors
+def report(
+    results_json: Annotated[Path, typer.Argument(help="A results JSON written by `llmrec evaluate`.")],
+    html: Annotated[Path, typer.Option(help="Where to write the HTML report.")] = Path("report.html"),
+) -> None:
+    """Rebuild the HTML report from a results JSON."""
+    from pydantic import ValidationError
+
+    from llmrec.eval.report import write_html
+    from llmrec.eval.results import EvalResults
+
+    if not results_json.is_file():
+        raise ConfigError(f"{results_json}: file not found; run `llmrec evaluate --out {results_json}` first")
+    try:
+        results = EvalResults.read_json(results_json)
+    except (ValueError, ValidationError) as exc:
+        raise ConfigError(f"{results_json} is not an llmrec results file: {exc}") from exc
+    write_html(results, html)
+    console.print(f"report: {html}")
+
+
+@app.command()
+@_friendly_errors
+def ingest(
+    name: Annotated[str, typer.Option(help="Dataset name in the store.")],
+    interactions: Annotated[Path, typer.Option(help="Interactions file (CSV, JSONL or Parquet).")],
+    items: Annotated[Path | None, typer.Option(help="Items file.")] = None,
+    users: Annotated[Path | None, typer.Option(help="Users file.")] = None,
+    map_: Annotated[
+        list[str] | None, typer.Option("--map", help="FIELD=COLUMN, e.g. --map user_id=userId (repeatable).")
+    ] = None,
+    db: Annotated[
+        str | None, typer.Option(help="Store URL (default: LLMREC_DB_URL, else ~/.llmrec/llmrec.db).")
+    ] = None,
+) -> None:
+    """Validate files and store them; a bad file stores nothing, re-ingesting the same file changes nothing."""
+    from llmrec.data.store import Store
+
+    store = Store(db)
+    reports = store.ingest_files(name, interactions, items_path=items, users_path=users, mapping=_parse_map(map_))
+    console.print(f"ingested into {store.display_url} as {name!r}: {reports}")
+
+
+@app.command()
+@_friendly_errors
+def datasets(db: Annotated[str | None, typer.Option(help="Store URL.")] = None) -> None:
+    """List built-in datasets and the ones in the store."""
+    from llmrec.data.registry import BUILTIN_DATASETS
+    from llmrec.data.store import Store
+
+    console.print("built in: " + ", ".join(BUILTIN_DATASETS))
+    console.print("in the store: " + (", ".join(Store(db).datasets()) or "(none)"))
+
+
+@app.command()
+@_friendly_errors
+def demo(
+    db: Annotated[str | None, typer.Option(help="Store URL (default: a SQLite file under ~/.llmrec).")] = None,
+    user: Annotated[str, typer.Option(help="The user whose recommendations are shown.")] = "1",
+    models: Annotated[str, typer.Option(help="Comma-separated scorer names.")] = DEFAULT_MODELS,
+    tune: Annotated[
+        bool, typer.Option(help="Tune hyperparameters on validation (--no-tune: defaults, faster).")
+    ] = True,
+    k: Annotated[int, typer.Option(help="List length and metric cut-off.")] = 10,
+) -> None:
+    """Ingest the bundled MovieLens into a local database, train and evaluate the baselines, show a top-10."""
+    import time
+
+    import numpy as np
+
+    from llmrec.data.movielens import load_movielens
+    from llmrec.data.store import Store
+    from llmrec.models.base import TrainOptions
+    from llmrec.models.registry import get_scorer
+
+    started = time.perf_counter()
+    store = Store(db)
+    console.print(f"[bold]1/4[/] ingesting the bundled MovieLens latest-small into {store.display_url}")
+    store.ingest(load_movielens(), show_progress=True)
+    data = store.load("movielens-small")
+    console.print(f"    {data!r}")
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    console.print(f"[bold]2/4[/] training and evaluating {', '.join(names)} (per-user leave-last-out, full ranking)")
+    results = _run_evaluation(data, names, k, "leave-last-out", tune, 42)
+    console.print(metrics_table(results, [f"ndcg@{k}", f"hr@{k}", f"mrr@{k}", f"coverage@{k}", f"novelty@{k}"]))
+    best = max(results.results, key=lambda r: r.metrics[f"ndcg@{k}"])
+    console.print(f"[bold]3/4[/] best on test NDCG@{k}: {best.model}; refitting it on all data")
+    scorer = get_scorer(best.model, **best.config).fit(data, TrainOptions(seed=42))
+    titles = dict(zip(data.items["item_id"], data.items["title"], strict=True))
+    history = data.interactions[data.interactions["user_id"] == str(user)].tail(5)
+    console.print(f"[bold]4/4[/] user {user}: recently rated")
+    for row in history.itertuples():
+        console.print(f"    {row.value:.1f}  {titles.get(row.item_id, row.item_id)}")
+    recs = scorer.recommend([user], k=k)
+    table = Table(title=f"top-{k} for user {user} ({best.model})")
+    table.add_column("#", justify="right")
+    table.add_column("movie")
+    table.add_column("score", justify="right")
+    for rank, (item, score) in enumerate(recs.for_user(user), start=1):
+        table.add_row(str(rank), titles.get(item, item), f"{score:.3f}" if np.isfinite(score) else "-")
+    console.print(table)
+    console.print(f"done in {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
