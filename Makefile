@@ -8,7 +8,8 @@ PIP := $(VENV)/bin/pip
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -c constraints.txt -e .
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e ".[text]"
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed

@@ -1,0 +1,1 @@
+"""Text encoders, embedding caches and vector indexes (the discriminative path's representation layer)."""
