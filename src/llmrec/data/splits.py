@@ -1,11 +1,15 @@
 """Time-respecting train / validation / test splits, and the guard against training on the future.
 
-Two protocols (DESIGN.md "Evaluation protocol"):
+Three protocols (DESIGN.md "Evaluation protocol"; the first two are time-respecting):
 
 * ``leave-last-out``: per user, the last interaction (by time) is the test target, the second-last the
   validation target, the rest is training data. Users with fewer than ``min_interactions`` stay in training.
 * ``temporal``: one global cut in time; interactions before ``t_valid`` train, ``[t_valid, t_test)`` validate,
   from ``t_test`` on test. Targets are kept only for users with earlier history (warm users).
+* ``cold-items`` (item cold start, see :func:`cold_item_split`): a random, seeded set of items is held out of
+  training entirely; every interaction with them is a target. Validation holds out a second, disjoint set of
+  items the same way. Models are ranked among the held-out items of the stage (the runner passes them as
+  candidates): which of the new items will this user like? Only a model that reads item content can answer.
 
 Tuning fits on :meth:`Split.fit_data` ``("valid")`` (train only) and scores the validation targets; the final
 model fits on ``fit_data("test")`` (train + validation) and scores the test targets. :meth:`Split.check` raises
@@ -14,7 +18,7 @@ model fits on ``fit_data("test")`` (train + validation) and scores the test targ
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -23,11 +27,20 @@ import pandas as pd
 from llmrec.data.dataset import Dataset
 from llmrec.errors import ConfigError, LeakageError
 
-__all__ = ["PROTOCOLS", "Protocol", "Split", "Stage", "leave_last_out", "make_split", "temporal_split"]
+__all__ = [
+    "PROTOCOLS",
+    "Protocol",
+    "Split",
+    "Stage",
+    "cold_item_split",
+    "leave_last_out",
+    "make_split",
+    "temporal_split",
+]
 
-Protocol = Literal["leave-last-out", "temporal"]
+Protocol = Literal["leave-last-out", "temporal", "cold-items"]
 Stage = Literal["valid", "test"]
-PROTOCOLS: tuple[str, ...] = ("leave-last-out", "temporal")
+PROTOCOLS: tuple[str, ...] = ("leave-last-out", "temporal", "cold-items")
 
 
 @dataclass(frozen=True)
@@ -35,13 +48,15 @@ class Split:
     """A train / validation / test split of one dataset (all three share its vocabularies).
 
     Attributes:
-        protocol: ``"leave-last-out"`` or ``"temporal"``.
+        protocol: ``"leave-last-out"``, ``"temporal"`` or ``"cold-items"``.
         train: Training interactions.
         valid: Validation targets (for tuning).
         test: Test targets (for the final report).
         valid_period: Every interaction of the validation period, added to ``train`` for the final fit. It
-            differs from ``valid`` when targets are filtered (the temporal split keeps warm users only);
-            ``None`` means the same as ``valid``.
+            differs from ``valid`` when targets are filtered (the temporal and cold-item splits keep warm users
+            only); ``None`` means the same as ``valid``.
+        cold_valid: ``cold-items`` only: dense indices of the items held out for validation (sorted).
+        cold_test: ``cold-items`` only: dense indices of the items held out for test (sorted).
 
     """
 
@@ -50,6 +65,8 @@ class Split:
     valid: Dataset
     test: Dataset
     valid_period: Dataset | None = None
+    cold_valid: np.ndarray | None = field(default=None, compare=False)
+    cold_test: np.ndarray | None = field(default=None, compare=False)
 
     def fit_data(self, stage: Stage) -> Dataset:
         """What a model may learn from before predicting ``stage``: train, or train + validation for test."""
@@ -64,11 +81,16 @@ class Split:
         """The held-out interactions a model is scored on at ``stage``."""
         return self.valid if stage == "valid" else self.test
 
+    def cold_items(self, stage: Stage) -> np.ndarray | None:
+        """Dense indices of the items held out of training for ``stage`` (``None`` unless ``cold-items``)."""
+        return self.cold_valid if stage == "valid" else self.cold_test
+
     def check(self, fit: Dataset, stage: Stage) -> None:
         """Raise :class:`LeakageError` if ``fit`` contains a ``stage`` target or anything after one.
 
         For ``leave-last-out`` "after" is per user (a user's training events must not be later than that
-        user's target); for ``temporal`` it is global (nothing at or after the cut).
+        user's target); for ``temporal`` it is global (nothing at or after the cut). For ``cold-items`` there is
+        no time order; instead ``fit`` must not hold a single interaction with an item held out for ``stage``.
         """
         targets = self.targets(stage)
         if len(targets) == 0 or len(fit) == 0:
@@ -81,6 +103,16 @@ class Split:
                 f"the training data contains {len(overlap)} {stage} target(s), e.g. user {row.user_id} item "
                 f"{row.item_id}: a model would be scored on what it trained on. Fit on split.fit_data({stage!r})"
             )
+        if self.protocol == "cold-items":
+            cold = self.cold_items(stage)
+            touched = np.isin(fit.item_idx, cold) if cold is not None else np.zeros(len(fit), dtype=bool)
+            if touched.any():
+                item = fit.item_vocab.id(int(fit.item_idx[np.argmax(touched)]))
+                raise LeakageError(
+                    f"the training data holds {int(touched.sum())} interaction(s) with items held out as cold "
+                    f"{stage} items (e.g. item {item}): they would not be cold. Fit on split.fit_data({stage!r})"
+                )
+            return
         if self.protocol == "temporal":
             cut = int(targets.timestamps.min())
             later = fit.timestamps >= cut
@@ -103,12 +135,16 @@ class Split:
 
     def describe(self) -> dict[str, int | str]:
         """Sizes of the three parts, for reports."""
-        return {
+        out: dict[str, int | str] = {
             "protocol": self.protocol,
             "train_interactions": len(self.train),
             "valid_users": len(np.unique(self.valid.user_idx)),
             "test_users": len(np.unique(self.test.user_idx)),
         }
+        if self.cold_valid is not None and self.cold_test is not None:
+            out["cold_valid_items"] = len(self.cold_valid)
+            out["cold_test_items"] = len(self.cold_test)
+        return out
 
 
 def leave_last_out(data: Dataset, *, min_interactions: int = 3) -> Split:
@@ -163,10 +199,64 @@ def temporal_split(data: Dataset, *, valid_fraction: float = 0.1, test_fraction:
     )
 
 
+def cold_item_split(
+    data: Dataset, fraction: float = 0.1, *, valid_fraction: float | None = None, seed: int = 42
+) -> Split:
+    """Item cold start: hold a random set of items out of training entirely; their interactions are the targets.
+
+    Of the items with at least one interaction, a seeded random ``fraction`` becomes the test items and a
+    disjoint ``valid_fraction`` (default: ``fraction``) the validation items. Training keeps every interaction
+    with the remaining (warm) items. The validation targets are all interactions with validation items, the
+    test targets all interactions with test items, each kept only for users who have history in the stage's
+    fit data (a user with no history cannot be personalised; that is the user cold start, another question).
+    For the final fit the validation items join training (like the validation targets of the other
+    protocols), so at test time they are warm and only the test items are cold; at validation time both sets
+    are absent from training. The split ignores time on purpose: it asks "which new item will this user like",
+    not "what comes next".
+
+    Args:
+        data: The whole dataset.
+        fraction: Share of interacted items held out as cold test items.
+        valid_fraction: Share held out (disjointly) as cold validation items; ``None`` = ``fraction``.
+        seed: Seed of the item draw (the same seed gives the same split).
+
+    Raises:
+        ConfigError: The fractions are out of range or leave no item for training.
+
+    """
+    valid_fraction = fraction if valid_fraction is None else valid_fraction
+    if not (0 < fraction < 1 and 0 < valid_fraction < 1 and fraction + valid_fraction < 1):
+        raise ConfigError("fraction and valid_fraction must be in (0, 1) and sum to less than 1")
+    pool = np.unique(data.item_idx)
+    n_test = max(1, round(fraction * len(pool)))
+    n_valid = max(1, round(valid_fraction * len(pool)))
+    if n_test + n_valid >= len(pool):
+        raise ConfigError(f"only {len(pool)} item(s) have interactions: too few to hold out cold items")
+    drawn = np.random.default_rng(seed).permutation(pool)
+    cold_test = np.sort(drawn[:n_test]).astype(np.int64)
+    cold_valid = np.sort(drawn[n_test : n_test + n_valid]).astype(np.int64)
+    is_test = np.isin(data.item_idx, cold_test)
+    is_valid = np.isin(data.item_idx, cold_valid)
+    train_mask = ~(is_test | is_valid)
+    warm_valid = np.isin(data.user_idx, data.user_idx[train_mask])
+    warm_test = np.isin(data.user_idx, data.user_idx[train_mask | is_valid])
+    return Split(
+        "cold-items",
+        data.subset(train_mask, name=data.name),
+        data.subset(is_valid & warm_valid, name=data.name),
+        data.subset(is_test & warm_test, name=data.name),
+        valid_period=data.subset(is_valid, name=data.name),
+        cold_valid=cold_valid,
+        cold_test=cold_test,
+    )
+
+
 def make_split(data: Dataset, protocol: str = "leave-last-out") -> Split:
     """Split ``data`` with a protocol named by string (for the CLI and configs)."""
     if protocol == "leave-last-out":
         return leave_last_out(data)
     if protocol == "temporal":
         return temporal_split(data)
+    if protocol == "cold-items":
+        return cold_item_split(data)
     raise ConfigError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")

@@ -27,8 +27,10 @@ __all__ = ["ModelSpec", "evaluate_models", "popularity_curve"]
 
 log = logging.getLogger(__name__)
 
-ModelSpec = str | tuple[str, Mapping[str, Any]]
-"""A model to evaluate: a registry name (tuned over its grid), or ``(name, config)`` (fixed config)."""
+ModelSpec = str | tuple[str, Mapping[str, Any]] | tuple[str, Mapping[str, Any], str]
+"""A model to evaluate: a registry name (tuned over its grid), ``(name, config)`` (fixed config), or
+``(name, config, label)`` to report it under another label (e.g. ``("sasrec", {"text_init": True},
+"sasrec+textinit")``)."""
 
 
 def popularity_curve(ranked: np.ndarray, popularity: np.ndarray, bins: int = 10) -> list[float]:
@@ -44,7 +46,11 @@ def popularity_curve(ranked: np.ndarray, popularity: np.ndarray, bins: int = 10)
 
 
 class _Stage:
-    """The targets of one stage: which users to rank and their relevant items (minus what they have seen)."""
+    """The targets of one stage: which users to rank and their relevant items (minus what they have seen).
+
+    ``candidates`` is ``None`` (rank the whole catalogue) except under ``cold-items``, where users are ranked
+    among the stage's held-out items.
+    """
 
     def __init__(self, split: Split, stage: Stage) -> None:
         self.fit = split.fit_data(stage)
@@ -56,6 +62,8 @@ class _Stage:
         self.truth = sp.csr_matrix(truth - truth.multiply(seen))
         self.truth.eliminate_zeros()
         self.user_ids = targets.user_vocab.ids[self.users]
+        cold = split.cold_items(stage)
+        self.candidates = None if cold is None else targets.item_vocab.ids[cold]
 
 
 @contextmanager
@@ -82,7 +90,8 @@ def evaluate_models(
         data: The whole dataset; it is split here (``protocol``).
         models: Registry names (tuned over the scorer's ``tuning_grid`` when ``tune``) or ``(name, config)``.
         k: List length and metric cut-off.
-        protocol: ``"leave-last-out"`` or ``"temporal"`` (see :mod:`llmrec.data.splits`).
+        protocol: ``"leave-last-out"``, ``"temporal"`` or ``"cold-items"`` (see :mod:`llmrec.data.splits`;
+            under ``cold-items`` every list is ranked among the held-out cold items only).
         tune: Search each named scorer's grid on the validation targets; otherwise use defaults.
         options: Seed, threads and progress for every fit.
         on_progress: Called with a short message before each fit (the CLI drives a progress bar with it).
@@ -104,10 +113,22 @@ def evaluate_models(
     results = []
     for spec in models:
         name, fixed = (spec, None) if isinstance(spec, str) else (spec[0], dict(spec[1]))
+        label = spec[2] if isinstance(spec, tuple) and len(spec) == 3 else name
         tuning = fixed is None and tune
         candidates = tuning_configs(name) if tuning else [fixed or {}]
         tried: list[dict[str, Any]] = []
         best: tuple[float, dict[str, Any], dict[str, float]] | None = None
+        if tune:
+            # A scorer may choose its own config on validation more cheaply than grid refits (fusion weights).
+            valid = stages["valid"]
+            split.check(valid.fit, "valid")
+            searched = SCORERS[name].search_config(
+                fixed or {}, valid.fit, valid.user_ids, valid.truth, k=k, options=options
+            )
+            if searched is not None:
+                tuning, tried = False, searched[1]
+                score = max(t[f"ndcg@{k}"] for t in tried)
+                best = (score, searched[0], {f"ndcg@{k}": score})
         for config in candidates if tuning else []:
             if on_progress:
                 on_progress(f"{name}: tuning {config or 'defaults'}")
@@ -122,7 +143,7 @@ def evaluate_models(
         metrics, fit_s, rec_s, ranked = _run(name, config, split, "test", stages["test"], k, options, features)
         results.append(
             ModelResult(
-                model=name,
+                model=label,
                 metrics=metrics,
                 fit_s=round(fit_s, 3),
                 config=config,
@@ -132,7 +153,7 @@ def evaluate_models(
                 popularity_curve=popularity_curve(ranked, stages["test"].fit.item_popularity),
             )
         )
-        log.info("%s: ndcg@%d=%.4f fit %.1fs", name, k, metrics[f"ndcg@{k}"], fit_s)
+        log.info("%s: ndcg@%d=%.4f fit %.1fs", label, k, metrics[f"ndcg@{k}"], fit_s)
     return EvalResults(dataset=data.name, protocol=protocol, k=k, results=results, split=split.describe())
 
 
@@ -152,7 +173,7 @@ def _run(
     with _timer() as fit_t:
         scorer.fit(targets.fit, options)
     with _timer() as rec_t:
-        recs = scorer.recommend(targets.user_ids, k=k, exclude_seen=True)
+        recs = scorer.recommend(targets.user_ids, k=k, exclude_seen=True, candidates=targets.candidates)
     metrics = compute_metrics(
         recs.item_idx, targets.truth, k=k, train=targets.fit, item_features=features, users=targets.users
     )

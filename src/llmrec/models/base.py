@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmrec.data.dataset import Dataset
@@ -158,6 +159,25 @@ class Scorer(ABC):
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())
         return f"{type(self).__name__}({fields})"
+
+    @classmethod
+    def search_config(
+        cls,
+        config: dict[str, Any],
+        fit: Dataset,
+        users: np.ndarray,
+        truth: sp.csr_matrix,
+        *,
+        k: int,
+        options: TrainOptions,
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+        """Choose a configuration on validation targets, for scorers that can do better than grid refits.
+
+        The evaluation runner calls this with the training data (``fit``), the validation users (external ids)
+        and their held-out items (``truth``, rows aligned with ``users``). Return ``(config, tried)`` where
+        ``tried`` lists ``{"config": ..., "ndcg@k": ...}``, or ``None`` to use :attr:`tuning_grid` (the default).
+        """
+        return None
 
     # -- training ------------------------------------------------------------------------------------
     def fit(self, data: Dataset, options: TrainOptions | None = None) -> Self:

@@ -13,10 +13,14 @@ from typing import Any
 
 from llmrec.errors import ConfigError
 from llmrec.models.base import Scorer
+from llmrec.models.bert4rec import BERT4Rec
+from llmrec.models.content import Content
 from llmrec.models.ease import EASE
+from llmrec.models.fusion import Fusion
 from llmrec.models.itemknn import ItemKNN
 from llmrec.models.mf import ALS, BPR
 from llmrec.models.popular import Popular
+from llmrec.models.sasrec import SASRec
 
 __all__ = ["SCORERS", "available_scorers", "get_scorer", "scorer_class", "tuning_configs"]
 
@@ -27,6 +31,10 @@ SCORERS: dict[str, type[Scorer]] = {
     "ease": EASE,
     "als": ALS,
     "bpr": BPR,
+    "content": Content,
+    "sasrec": SASRec,
+    "bert4rec": BERT4Rec,
+    "fusion": Fusion,
 }
 
 

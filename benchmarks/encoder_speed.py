@@ -1,0 +1,225 @@
+"""Text-encoder throughput (torch vs ONNX int8) on short item texts, their agreement, and index query latency.
+
+Questions answered:
+
+1. How many MovieLens item texts per second does all-MiniLM-L6-v2 embed on ``--threads`` CPU threads with the
+   torch backend (sentence-transformers) and with the ONNX Runtime int8 backend, at batch sizes 32/64/128?
+   Configurations run interleaved, ``--repeats`` times each, after a warm-up; the best and the median run are
+   reported (the best is the least disturbed by other load on a shared machine).
+2. Do the two backends agree? Cosine between the two vectors of every text (mean, min), and the overlap of
+   each item's 10 nearest neighbours in the sample (what a recommender actually uses).
+3. How long does a query take on each vector index (exact numpy, faiss flat, faiss HNSW), on the embedded
+   sample and on a synthetic 100k-item catalogue: single-query p50/p95 and batched throughput, with 50 seen
+   items excluded per query.
+
+Prints tables and writes the results JSON (DESIGN.md shape: ``dataset``, ``protocol``, ``k``, ``results``).
+
+    python benchmarks/encoder_speed.py --out out/encoder_speed.json [--n 2048] [--threads 2] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from llmrec.data.movielens import load_movielens
+from llmrec.encode.encoder import TextEncoder
+from llmrec.encode.index import ExactIndex, FaissIndex, VectorIndex
+from llmrec.text.build import item_texts
+
+BATCH_SIZES = (32, 64, 128)
+
+
+def _timed(encoder: TextEncoder, texts: list[str]) -> tuple[float, np.ndarray]:
+    start = time.perf_counter()
+    vectors = encoder.encode(texts)
+    return time.perf_counter() - start, vectors
+
+
+def throughput(texts: list[str], threads: int, repeats: int, console: Console) -> tuple[list[dict], dict]:
+    """Texts/s per backend and batch size; returns result rows and the vectors per backend (batch 64)."""
+    encoders = {
+        (backend, bs): TextEncoder(backend=backend, batch_size=bs, threads=threads)
+        for backend in ("torch", "onnx")
+        for bs in BATCH_SIZES
+    }
+    vectors: dict[str, np.ndarray] = {}
+    for (_backend, bs), enc in encoders.items():  # warm-up: load the model, first batches
+        enc.encode(texts[: 2 * bs])
+    runs: dict[tuple[str, int], list[float]] = {key: [] for key in encoders}
+    for rep in range(repeats):
+        for key, enc in encoders.items():  # interleaved, so background load hits every configuration alike
+            seconds, out = _timed(enc, texts)
+            runs[key].append(len(texts) / seconds)
+            if key[1] == 64:
+                vectors[key[0]] = out
+            console.print(f"[dim]run {rep + 1}/{repeats} {key[0]} bs={key[1]}: {runs[key][-1]:.0f} texts/s[/]")
+    rows = []
+    for (backend, bs), values in runs.items():
+        rows.append(
+            {
+                "model": f"minilm-{backend}{'-int8' if backend == 'onnx' else ''}@bs{bs}",
+                "backend": backend,
+                "batch_size": bs,
+                "metrics": {
+                    "throughput_per_s": round(max(values), 1),
+                    "throughput_median_per_s": round(float(np.median(values)), 1),
+                    "runs_per_s": [round(v, 1) for v in values],
+                },
+            }
+        )
+    return rows, vectors
+
+
+def agreement(torch_vectors: np.ndarray, onnx_vectors: np.ndarray, k: int = 10) -> dict[str, float]:
+    """Cosine per text and top-k neighbour overlap between the two backends' vectors."""
+    cos = np.sum(torch_vectors * onnx_vectors, axis=1) / (
+        np.linalg.norm(torch_vectors, axis=1) * np.linalg.norm(onnx_vectors, axis=1)
+    )
+    overlaps = []
+    sims_t = torch_vectors @ torch_vectors.T
+    sims_o = onnx_vectors @ onnx_vectors.T
+    np.fill_diagonal(sims_t, -np.inf)
+    np.fill_diagonal(sims_o, -np.inf)
+    top_t = np.argsort(-sims_t, axis=1)[:, :k]
+    top_o = np.argsort(-sims_o, axis=1)[:, :k]
+    for a, b in zip(top_t, top_o, strict=True):
+        overlaps.append(len(set(a) & set(b)) / k)
+    return {
+        "cosine_mean": round(float(cos.mean()), 5),
+        "cosine_min": round(float(cos.min()), 5),
+        f"neighbour_overlap@{k}": round(float(np.mean(overlaps)), 4),
+    }
+
+
+def index_latency(name: str, index: VectorIndex, vectors: np.ndarray, k: int, rng: np.random.Generator) -> dict:
+    """Single-query p50/p95 (ms) and batched throughput (queries/s), 50 excluded ids per query."""
+    n = len(vectors)
+    groups = rng.integers(0, n, size=(200, 20))
+    queries = vectors[groups].mean(axis=1)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    exclude = [set(rng.integers(0, n, size=50).tolist()) for _ in range(len(queries))]
+    index.search(queries[:2], k, exclude=exclude[:2])  # warm-up
+    single = []
+    for q, ex in zip(queries, exclude, strict=True):
+        start = time.perf_counter()
+        index.search(q[None, :], k, exclude=[ex])
+        single.append(1000 * (time.perf_counter() - start))
+    start = time.perf_counter()
+    index.search(queries, k, exclude=exclude)
+    batch_s = time.perf_counter() - start
+    return {
+        "model": name,
+        "metrics": {
+            "latency_p50_ms": round(float(np.percentile(single, 50)), 3),
+            "latency_p95_ms": round(float(np.percentile(single, 95)), 3),
+            "throughput_per_s": round(len(queries) / batch_s, 1),
+        },
+        "n_items": n,
+    }
+
+
+def indexes(vectors: np.ndarray, k: int, label: str) -> list[dict]:
+    rng = np.random.default_rng(0)
+    ids = np.arange(len(vectors))
+    rows = []
+    for name, index in (
+        ("exact", ExactIndex()),
+        ("faiss-flat", FaissIndex("flat")),
+        ("faiss-hnsw", FaissIndex("hnsw")),
+    ):
+        start = time.perf_counter()
+        index.add(ids, vectors)
+        build_s = time.perf_counter() - start
+        row = index_latency(f"index:{name}@{label}", index, vectors, k, rng)
+        row["metrics"]["build_s"] = round(build_s, 3)
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="results JSON to write")
+    parser.add_argument("--n", type=int, default=2048, help="item texts to embed per run")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--synthetic", type=int, default=100_000, help="items in the synthetic index catalogue")
+    parser.add_argument("--skip-index", action="store_true", help="measure the encoders only")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    console = Console()
+    data = load_movielens()
+    texts = item_texts(data)
+    rng = np.random.default_rng(42)
+    sample = [texts[i] for i in rng.choice(len(texts), size=min(args.n, len(texts)), replace=False)]
+    console.print(
+        f"{len(sample)} MovieLens item texts, mean {np.mean([len(t) for t in sample]):.0f} characters; "
+        f"{args.threads} threads; os.cpu_count()={os.cpu_count()}, load average {os.getloadavg()[0]:.1f}"
+    )
+    speed_rows, vectors = throughput(sample, args.threads, args.repeats, console)
+    agree = agreement(vectors["torch"], vectors["onnx"])
+    index_rows: list[dict] = []
+    if not args.skip_index:
+        index_rows = indexes(vectors["torch"], args.k, f"{len(sample)}")
+        dim = vectors["torch"].shape[1]
+        synthetic = np.random.default_rng(1).normal(size=(args.synthetic, dim)).astype(np.float32)
+        synthetic /= np.linalg.norm(synthetic, axis=1, keepdims=True)
+        index_rows += indexes(synthetic, args.k, f"{args.synthetic}-synthetic")
+
+    table = Table(title=f"encoder throughput, texts/s ({args.threads} threads; best / median of {args.repeats})")
+    table.add_column("backend")
+    for bs in BATCH_SIZES:
+        table.add_column(f"batch {bs}", justify="right")
+    for backend in ("torch", "onnx"):
+        cells = []
+        for bs in BATCH_SIZES:
+            m = next(r for r in speed_rows if r["backend"] == backend and r["batch_size"] == bs)["metrics"]
+            cells.append(f"{m['throughput_per_s']:.0f} / {m['throughput_median_per_s']:.0f}")
+        table.add_row(backend if backend == "torch" else "onnx int8", *cells)
+    console.print(table)
+    console.print(f"torch vs onnx-int8 agreement: {agree}")
+    itable = Table(title=f"index query latency (k={args.k}, 50 excluded ids per query)")
+    for col in ("index", "items", "p50 ms", "p95 ms", "batch queries/s", "build s"):
+        itable.add_column(col, justify="right" if col != "index" else "left")
+    for row in index_rows:
+        m = row["metrics"]
+        itable.add_row(
+            row["model"],
+            str(row["n_items"]),
+            f"{m['latency_p50_ms']:.2f}",
+            f"{m['latency_p95_ms']:.2f}",
+            f"{m['throughput_per_s']:.0f}",
+            f"{m['build_s']:.2f}",
+        )
+    if index_rows:
+        console.print(itable)
+    out = {
+        "dataset": data.name,
+        "protocol": "encoder-speed",
+        "k": args.k,
+        "threads": args.threads,
+        "n_texts": len(sample),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "results": [
+            *speed_rows,
+            {"model": "minilm-onnx-int8 vs minilm-torch", "metrics": agree},
+            *index_rows,
+        ],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2))
+    console.print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""BERT4Rec (Sun et al., 2019): bidirectional self-attention trained with the cloze objective.
+
+Paper: "BERT4Rec: Sequential Recommendation with Bidirectional Encoder Representations from Transformer". A
+bidirectional transformer trained with the cloze objective: in each training window a random ``mask_prob``
+share of the items is replaced by a [MASK] token and the model predicts them from both sides. Every window
+masks at least one item; when the random draw masks none, the last item is masked, which is also the shape of
+the prediction task. Scoring appends a [MASK] after the user's last ``max_len - 1`` training items and ranks
+the catalogue by that position's output. Masks are drawn afresh every epoch from the fit's seeded generator.
+Everything shared with SASRec is in :mod:`llmrec.models.sequential`.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+from pydantic import Field
+
+from llmrec.models.base import ScorerConfig
+from llmrec.models.sequential import SequenceBatch, Sequences, SequentialConfig, SequentialScorer
+
+__all__ = ["BERT4Rec", "BERT4RecConfig"]
+
+
+class BERT4RecConfig(SequentialConfig):
+    """Configuration of :class:`BERT4Rec`.
+
+    Attributes:
+        mask_prob: Share of items replaced by [MASK] in each training window (the paper's ρ).
+
+    """
+
+    mask_prob: float = Field(default=0.2, gt=0.0, lt=1.0)
+    mask_last: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+def cloze_mask(
+    windows: np.ndarray, rng: np.random.Generator, prob: float, pad: int, mask: int, last_prob: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mask a random ``prob`` share of the real items of each window (at least one: the last if none drawn).
+
+    Args:
+        windows: ``(B, L)`` left-padded item windows.
+        rng: The fit's seeded generator.
+        prob: Chance of masking each real item.
+        pad: Padding token.
+        mask: [MASK] token.
+        last_prob: Chance of masking the window's last item in addition to the random draw (the prediction
+            task at scoring time is a [MASK] in the last slot).
+
+    Returns:
+        ``(tokens, targets)``: the windows with masked items replaced by ``mask``, and the original item at every
+        masked position (-1 elsewhere).
+
+    """
+    real = windows != pad
+    masked = (rng.random(windows.shape) < prob) & real
+    if last_prob > 0:
+        masked[:, -1] |= (rng.random(len(windows)) < last_prob) & real[:, -1]
+    none = ~masked.any(axis=1)
+    masked[none, -1] = real[none, -1]  # windows are left-padded: the last slot is the most recent item
+    tokens = np.where(masked, mask, windows)
+    targets = np.where(masked, windows, -1)
+    return tokens, targets
+
+
+class BERT4Rec(SequentialScorer):
+    """Bidirectional self-attention trained with the cloze (masked item) objective."""
+
+    name: ClassVar[str] = "bert4rec"
+    config_class: ClassVar[type[ScorerConfig]] = BERT4RecConfig
+    tuning_grid: ClassVar[dict[str, list]] = {"dropout": [0.2, 0.5], "mask_prob": [0.2, 0.4]}
+    causal: ClassVar[bool] = False
+    output_head: ClassVar[bool] = True
+
+    config: BERT4RecConfig
+
+    def _train_windows(self, seqs: Sequences, pad: int) -> np.ndarray:
+        length = self.config.max_len
+        return seqs.tiles(length, stride=length, min_items=2, pad=pad)
+
+    def _batch(self, windows: np.ndarray, rng: np.random.Generator, pad: int, mask: int) -> SequenceBatch:
+        tokens, targets = cloze_mask(windows, rng, self.config.mask_prob, pad, mask, self.config.mask_last)
+        return SequenceBatch(tokens, targets)
+
+    def _queries(self, seqs: Sequences, users: np.ndarray, pad: int, mask: int) -> np.ndarray:
+        history = seqs.last(users, self.config.max_len - 1, pad)
+        return np.hstack([history, np.full((len(history), 1), mask, dtype=np.int64)])
