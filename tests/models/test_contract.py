@@ -16,10 +16,17 @@ from llmrec.models import SCORERS, Scorer, TrainOptions, available_scorers, get_
 
 NAMES = available_scorers()
 
+# The contract is about shapes and edge behaviour, not quality: train the slow models for a few epochs only.
+FAST: dict[str, dict[str, object]] = {"sasrec": {"max_epochs": 2}, "bert4rec": {"max_epochs": 2}}
+
+
+def make(name: str) -> Scorer:
+    return get_scorer(name, **FAST.get(name, {}))
+
 
 @pytest.fixture(scope="module", params=NAMES)
 def fitted(request: pytest.FixtureRequest, ml_sample: Dataset) -> Scorer:
-    return get_scorer(request.param).fit(ml_sample, TrainOptions(seed=3))
+    return make(request.param).fit(ml_sample, TrainOptions(seed=3))
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +101,8 @@ def test_recommend_shapes_and_descending_scores(fitted: Scorer, ml_sample: Datas
 @pytest.mark.parametrize("name", NAMES)
 def test_same_seed_gives_identical_recommendations(name: str, ml_sample: Dataset, users: np.ndarray) -> None:
     options = TrainOptions(seed=11, threads=2)
-    first = get_scorer(name).fit(ml_sample, options).recommend(users, k=20)
-    second = get_scorer(name).fit(ml_sample, options).recommend(users, k=20)
+    first = make(name).fit(ml_sample, options).recommend(users, k=20)
+    second = make(name).fit(ml_sample, options).recommend(users, k=20)
     np.testing.assert_array_equal(first.item_idx, second.item_idx)
     np.testing.assert_array_equal(first.scores, second.scores)
 
@@ -165,5 +172,5 @@ def test_user_in_vocabulary_without_training_history_gets_popularity(name: str, 
     # is "known" but has no history, and must be treated as cold, not scored with an empty row.
     cold = ml_sample.user_vocab.ids[0]
     train = ml_sample.subset(ml_sample.user_idx != 0)
-    model = get_scorer(name).fit(train, TrainOptions(seed=3))
+    model = make(name).fit(train, TrainOptions(seed=3))
     np.testing.assert_array_equal(model.score([cold])[0], train.item_popularity.astype(np.float64))
