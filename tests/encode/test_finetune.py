@@ -32,7 +32,7 @@ def _liked_sets(data: Dataset, min_value: float | None) -> list[set[int]]:
 
 @pytest.mark.parametrize("source", SOURCES)
 def test_every_pair_is_backed_by_a_user_of_the_given_data(ml_sample: Dataset, source: str) -> None:
-    config = FinetuneConfig(source=source, max_pairs=5000, max_per_item=50)
+    config = FinetuneConfig(source=source, max_pairs=5000, max_per_item=50, min_support=1)
     pairs = build_pairs(ml_sample, config)
     assert len(pairs) > 500
     liked = _liked_sets(ml_sample, config.min_value)
@@ -42,7 +42,7 @@ def test_every_pair_is_backed_by_a_user_of_the_given_data(ml_sample: Dataset, so
 
 @pytest.mark.parametrize("source", SOURCES)
 def test_removed_interactions_never_reach_a_pair(ml_sample: Dataset, source: str) -> None:
-    config = FinetuneConfig(source=source, max_pairs=20_000, max_per_item=1000, min_value=None)
+    config = FinetuneConfig(source=source, max_pairs=20_000, max_per_item=1000, min_value=None, min_support=1)
     # Hold out every interaction of 15 fairly popular items, and the last 5 events of every user.
     popular = np.argsort(-ml_sample.item_popularity, kind="stable")[20:35]
     from_end = pd.Series(np.arange(len(ml_sample))).groupby(ml_sample.user_idx).cumcount(ascending=False)
@@ -70,7 +70,7 @@ def test_sequential_pairs_stay_within_the_window() -> None:
     )
     data = Dataset(frame, name="tiny")
     idx = {item: int(data.item_vocab.index(np.array([item]))[0]) for item in "abcdef"}
-    pairs = build_pairs(data, FinetuneConfig(window=2, max_per_item=100))
+    pairs = build_pairs(data, FinetuneConfig(source="sequential", window=2, max_per_item=100, min_support=1))
     named = {frozenset(k for k, v in idx.items() if v in p) for p in pairs}
     assert frozenset("ab") in named and frozenset("ac") in named
     assert frozenset("ad") not in named  # three steps apart for u
@@ -81,7 +81,7 @@ def test_sequential_pairs_stay_within_the_window() -> None:
 
 @pytest.mark.parametrize("source", SOURCES)
 def test_pairs_are_distinct_capped_and_seeded(ml_sample: Dataset, source: str) -> None:
-    config = FinetuneConfig(source=source, max_pairs=400, max_per_item=5, seed=1)
+    config = FinetuneConfig(source=source, max_pairs=400, max_per_item=5, min_support=1, seed=1)
     pairs = build_pairs(ml_sample, config)
     assert len(pairs) == 400
     assert all(a != b for a, b in pairs)
@@ -96,7 +96,7 @@ def test_cap_and_cosine_weighting_keep_blockbusters_from_dominating(ml_sample: D
     top50 = set(np.argsort(-ml_sample.item_popularity, kind="stable")[:50].tolist())
 
     def share(**fields: object) -> float:
-        pairs = build_pairs(ml_sample, FinetuneConfig(max_pairs=1000, **fields))
+        pairs = build_pairs(ml_sample, FinetuneConfig(source="sequential", min_support=1, max_pairs=1000, **fields))
         return sum(a in top50 or b in top50 for a, b in pairs) / len(pairs)
 
     assert share(weighting="cosine", max_per_item=4) < 0.15 < 0.2 < share(weighting="support", max_per_item=10_000)
@@ -115,7 +115,7 @@ def test_config_is_strict() -> None:
 def test_too_few_pairs_is_a_config_error(ml_sample: Dataset, tmp_path: Path) -> None:
     one_user = ml_sample.subset(ml_sample.user_idx == ml_sample.user_idx[0])
     with pytest.raises(ConfigError, match="pair"):
-        finetune_encoder(one_user, None, FinetuneConfig(min_support=2), tmp_path / "m")
+        finetune_encoder(one_user, None, FinetuneConfig(), tmp_path / "m")
 
 
 def test_refuses_to_write_into_an_unrelated_folder(ml_sample: Dataset, tmp_path: Path) -> None:
@@ -125,7 +125,7 @@ def test_refuses_to_write_into_an_unrelated_folder(ml_sample: Dataset, tmp_path:
 
 
 # -- one real (tiny) fine-tuning run, shared by the checks below ---------------------------------------------
-TINY = FinetuneConfig(max_pairs=64, batch_size=16, epochs=1, lr=5e-5, warmup_ratio=0.0)
+TINY = FinetuneConfig(max_pairs=64, batch_size=16, epochs=1, lr=5e-5, warmup_ratio=0.0, train_layers=3)
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +144,22 @@ def test_writes_a_loadable_sentence_transformers_folder(tuned: tuple[TextEncoder
     assert any(out.rglob("*.safetensors"))
     assert not any(out.rglob("checkpoint-*"))
     assert not any(out.rglob("*.bin"))
+
+
+def test_frozen_layers_keep_their_weights(tuned: tuple[TextEncoderConfig, Path]) -> None:
+    from safetensors.torch import load_file
+
+    from llmrec.encode.encoder import default_model_path
+
+    _, out = tuned
+    before = load_file(str(default_model_path() / "model.safetensors"))
+    after = load_file(str(next(out.rglob("model.safetensors"))))
+    assert set(after) <= set(before) and len(after) >= len(before) - 1  # position_ids is a buffer, not saved
+    for name, tensor in after.items():
+        frozen = name.startswith("embeddings.") or any(f"encoder.layer.{n}." in name for n in range(3))
+        if frozen:
+            assert (tensor == before[name]).all(), name
+    assert any(not (t == before[n]).all() for n, t in after.items() if "encoder.layer.5." in n)
 
 
 def test_metadata_records_base_config_and_data(ml_sample: Dataset, tuned: tuple[TextEncoderConfig, Path]) -> None:

@@ -30,12 +30,13 @@ class BERT4RecConfig(SequentialConfig):
 
     """
 
-    mask_prob: float = Field(default=0.2, gt=0.0, lt=1.0)
-    mask_last: float = Field(default=0.0, ge=0.0, le=1.0)
+    mask_prob: float = Field(default=0.4, gt=0.0, lt=1.0)
+    lr: float = Field(default=5e-3, gt=0.0)
+    patience: int = Field(default=20, ge=1)
 
 
 def cloze_mask(
-    windows: np.ndarray, rng: np.random.Generator, prob: float, pad: int, mask: int, last_prob: float = 0.0
+    windows: np.ndarray, rng: np.random.Generator, prob: float, pad: int, mask: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mask a random ``prob`` share of the real items of each window (at least one: the last if none drawn).
 
@@ -45,8 +46,6 @@ def cloze_mask(
         prob: Chance of masking each real item.
         pad: Padding token.
         mask: [MASK] token.
-        last_prob: Chance of masking the window's last item in addition to the random draw (the prediction
-            task at scoring time is a [MASK] in the last slot).
 
     Returns:
         ``(tokens, targets)``: the windows with masked items replaced by ``mask``, and the original item at every
@@ -55,8 +54,6 @@ def cloze_mask(
     """
     real = windows != pad
     masked = (rng.random(windows.shape) < prob) & real
-    if last_prob > 0:
-        masked[:, -1] |= (rng.random(len(windows)) < last_prob) & real[:, -1]
     none = ~masked.any(axis=1)
     masked[none, -1] = real[none, -1]  # windows are left-padded: the last slot is the most recent item
     tokens = np.where(masked, mask, windows)
@@ -80,7 +77,7 @@ class BERT4Rec(SequentialScorer):
         return seqs.tiles(length, stride=length, min_items=2, pad=pad)
 
     def _batch(self, windows: np.ndarray, rng: np.random.Generator, pad: int, mask: int) -> SequenceBatch:
-        tokens, targets = cloze_mask(windows, rng, self.config.mask_prob, pad, mask, self.config.mask_last)
+        tokens, targets = cloze_mask(windows, rng, self.config.mask_prob, pad, mask)
         return SequenceBatch(tokens, targets)
 
     def _queries(self, seqs: Sequences, users: np.ndarray, pad: int, mask: int) -> np.ndarray:

@@ -35,7 +35,6 @@ seed, data and thread count give bit-identical scores.
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import math
 import time
@@ -108,7 +107,7 @@ class SequentialConfig(ScorerConfig):
     lr: float = Field(default=2e-3, gt=0.0)
     weight_decay: float = Field(default=0.0, ge=0.0)
     batch_size: int = Field(default=64, ge=1)
-    max_epochs: int = Field(default=200, ge=1)
+    max_epochs: int = Field(default=100, ge=1)
     patience: int = Field(default=10, ge=1)
     loss: Literal["ce", "sampled", "bce"] = "sampled"
     negatives: int = Field(default=1024, ge=1)
@@ -242,31 +241,28 @@ class EpochLog:
 # ---------------------------------------------------------------------------------------------------------
 # text init
 # ---------------------------------------------------------------------------------------------------------
-_TEXT_CACHE: dict[str, np.ndarray] = {}
-_TEXT_CACHE_SIZE = 4
-
-
-def text_item_vectors(data: Dataset, *, show_progress: bool = False) -> np.ndarray:
+def text_item_vectors(data: Dataset, *, threads: int | None = None, show_progress: bool = False) -> np.ndarray:
     """Text-encoder embeddings of every catalogue item, ``(n_items, 384)`` float32, in index order.
 
-    Cached in-process by the hash of the texts and encoder id, so tuning several configurations (or fitting
-    the validation and the test model) embeds the catalogue once.
+    Goes through the process-wide embedding cache (:func:`~llmrec.encode.cache.memory_cache`), shared with the
+    content scorer, so tuning several configurations, fitting the validation and the test model, or fitting
+    both sequential models embeds the catalogue once per process.
     """
-    from llmrec.encode.encoder import TextEncoder
+    from llmrec.encode.cache import CachedEncoder, memory_cache
+    from llmrec.encode.encoder import TextEncoder, TextEncoderConfig
     from llmrec.text.build import item_texts
 
-    texts = item_texts(data)
-    encoder = TextEncoder()
-    digest = hashlib.sha256("\x1e".join(texts).encode()).hexdigest()
-    key = f"{encoder.model_id}:{digest}"
-    if key not in _TEXT_CACHE:
-        start = time.perf_counter()
-        vectors = encoder.encode(texts, show_progress=show_progress)
-        log.info("text init: embedded %d item texts in %.1f s", len(texts), time.perf_counter() - start)
-        if len(_TEXT_CACHE) >= _TEXT_CACHE_SIZE:
-            _TEXT_CACHE.pop(next(iter(_TEXT_CACHE)))
-        _TEXT_CACHE[key] = vectors
-    return _TEXT_CACHE[key]
+    start = time.perf_counter()
+    encoder = CachedEncoder(TextEncoder(TextEncoderConfig(threads=threads)), memory_cache())
+    vectors = encoder.encode(item_texts(data), show_progress=show_progress)
+    log.info(
+        "text init: %d item texts (%d embedded, %d cached) in %.1f s",
+        data.n_items,
+        encoder.last.embedded,
+        encoder.last.hits,
+        time.perf_counter() - start,
+    )
+    return np.asarray(vectors, dtype=np.float32)
 
 
 def pca_projection(vectors: np.ndarray, dim: int, std: float = INIT_STD) -> np.ndarray:
@@ -349,7 +345,7 @@ def torch_modules() -> TorchModules:
                 q, k, v, attn_mask=mask, dropout_p=self.attn_dropout if self.training else 0.0
             )
             x = x + self.drop(self.proj(attn.transpose(1, 2).reshape(b, length, hidden)))
-            return x + self.drop(self.ff2(self.drop(F.gelu(self.ff1(self.norm2(x))))))
+            return x + self.drop(self.ff2(F.gelu(self.ff1(self.norm2(x)))))
 
     class SequenceModel(nn.Module):
         """Item sequence -> hidden states -> scores over the catalogue (output layer = item embeddings).
@@ -491,6 +487,8 @@ class SequentialScorer(Scorer):
     batch_size: ClassVar[int] = 256
     min_holdout_len: ClassVar[int] = 3
     """Users need this many training items to have their last one held out for early stopping."""
+    negative_power: ClassVar[float] = 0.75
+    """Sampled softmax draws negatives with probability proportional to ``(count + 1) ** negative_power``."""
     max_holdout_users: ClassVar[int] = 10_000
     """Early stopping ranks the catalogue for at most this many users (a seeded sample) after every epoch."""
 
@@ -526,7 +524,7 @@ class SequentialScorer(Scorer):
             data.n_items, cfg.max_len, cfg.hidden, cfg.blocks, cfg.heads, cfg.dropout, self.causal, self.output_head
         )
         if cfg.text_init:
-            vectors = text_item_vectors(data, show_progress=options.show_progress)
+            vectors = text_item_vectors(data, threads=options.threads, show_progress=options.show_progress)
             init = pca_projection(vectors, cfg.hidden)
             with torch.no_grad():
                 model.items.weight[: data.n_items] = torch.from_numpy(init)
@@ -534,7 +532,6 @@ class SequentialScorer(Scorer):
 
     def _train(self, data: Dataset, options: TrainOptions) -> None:
         import torch
-        import torch.nn.functional as F
 
         cfg = self.config
         start = time.perf_counter()
@@ -569,6 +566,7 @@ class SequentialScorer(Scorer):
         )
         # Sampling at least as many negatives as there are items costs more than the exact softmax.
         full_softmax = cfg.loss == "ce" or (cfg.loss == "sampled" and cfg.negatives >= n_items)
+        sampler = _NegativeSampler(np.bincount(train_seqs.items, minlength=n_items), self.negative_power, device)
         self.history = []
         best: tuple[float, int, dict[str, torch.Tensor] | None] | None = None
         self.stopped_early = False
@@ -587,22 +585,7 @@ class SequentialScorer(Scorer):
                     tokens = torch.from_numpy(batch.tokens).to(device)
                     targets = torch.from_numpy(batch.targets[rows, cols]).to(device)
                     states = model(tokens)[torch.from_numpy(rows).to(device), torch.from_numpy(cols).to(device)]
-                    if full_softmax:
-                        loss = F.cross_entropy(model.logits(states), targets)
-                    elif cfg.loss == "sampled":
-                        negatives = torch.from_numpy(rng.integers(0, n_items, size=cfg.negatives)).to(device)
-                        out = model.head(states)
-                        positive = (out * model.items(targets)).sum(-1, keepdim=True) + model.bias[targets, None]
-                        negative = out @ model.items(negatives).T + model.bias[negatives]
-                        negative = negative.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
-                        logits = torch.cat([positive, negative], dim=1)
-                        loss = F.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long, device=device))
-                    else:
-                        negatives = torch.from_numpy(rng.integers(0, n_items, size=len(rows))).to(device)
-                        pair = model.pair_logits(states, torch.stack([targets, negatives], dim=1))
-                        labels = torch.zeros_like(pair)
-                        labels[:, 0] = 1.0
-                        loss = F.binary_cross_entropy_with_logits(pair, labels)
+                    loss = self._loss(model, states, targets, rng, sampler, full_softmax)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -635,6 +618,37 @@ class SequentialScorer(Scorer):
             best[0],
             time.perf_counter() - start,
         )
+
+    def _loss(
+        self,
+        model: Any,
+        states: torch.Tensor,
+        targets: torch.Tensor,
+        rng: np.random.Generator,
+        sampler: _NegativeSampler,
+        full_softmax: bool,
+    ) -> torch.Tensor:
+        """Training loss of hidden states ``(N, H)`` predicting ``targets`` ``(N,)``."""
+        import torch
+        import torch.nn.functional as F
+
+        cfg = self.config
+        if full_softmax:
+            return F.cross_entropy(model.logits(states), targets)
+        if cfg.loss == "sampled":
+            negatives = sampler.draw(rng, cfg.negatives)
+            log_count = sampler.log_q + math.log(cfg.negatives)  # log of each item's expected number of draws
+            out = model.head(states)
+            positive = (out * model.items(targets)).sum(-1) + model.bias[targets] - log_count[targets]
+            negative = out @ model.items(negatives).T + (model.bias[negatives] - log_count[negatives])
+            negative = negative.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
+            logits = torch.cat([positive[:, None], negative], dim=1)
+            return F.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long, device=logits.device))
+        negatives = torch.from_numpy(rng.integers(0, model.n_items, size=len(targets))).to(targets.device)
+        pair = model.pair_logits(states, torch.stack([targets, negatives], dim=1))
+        labels = torch.zeros_like(pair)
+        labels[:, 0] = 1.0
+        return F.binary_cross_entropy_with_logits(pair, labels)
 
     @staticmethod
     def _early_stopping_metrics(
@@ -685,6 +699,36 @@ class SequentialScorer(Scorer):
         with torch.no_grad():
             out = self.model.logits(self.model(tokens)[:, -1])
         return out.cpu().numpy().astype(np.float64)
+
+
+class _NegativeSampler:
+    """Shared negatives for the sampled softmax, with the log-Q correction that keeps it close to the full one.
+
+    Negatives are drawn with replacement from ``q_i ∝ (count_i + 1) ** power`` (``power = 0``: uniform). Every
+    logit, the positive's included, is reduced by ``log(S q_i)``, the log of the item's expected number of draws
+    among ``S`` (Bengio & Senécal 2008; Yi et al. 2019), so popular items are not over-penalised for being drawn
+    often; accidental hits (a negative equal to the target) are masked.
+
+    Attributes:
+        log_q: ``(n_items,)`` float tensor, ``log q_i``.
+
+    """
+
+    def __init__(self, counts: np.ndarray, power: float, device: Any) -> None:
+        import torch
+
+        weights = (counts.astype(np.float64) + 1.0) ** power
+        prob = weights / weights.sum()
+        self._cumulative = np.cumsum(prob)
+        self.log_q = torch.from_numpy(np.log(prob)).float().to(device)
+        self._device = device
+
+    def draw(self, rng: np.random.Generator, size: int) -> torch.Tensor:
+        """``size`` negative item indices (with replacement)."""
+        import torch
+
+        idx = np.searchsorted(self._cumulative, rng.random(size), side="right")
+        return torch.from_numpy(np.minimum(idx, len(self._cumulative) - 1)).to(self._device)
 
 
 class _Progress:
