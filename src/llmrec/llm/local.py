@@ -24,7 +24,7 @@ import shutil
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -38,6 +38,7 @@ from llmrec.llm.base import LogLik, Prompt, as_messages
 
 __all__ = [
     "PACKAGED_GGUF",
+    "BeamHypothesis",
     "LocalLM",
     "LocalLMConfig",
     "TextScores",
@@ -118,6 +119,22 @@ class TextScores:
     logprobs: np.ndarray
     top_tokens: list[str]
     top_logprobs: np.ndarray
+
+
+@dataclass(frozen=True)
+class BeamHypothesis:
+    """One finished sequence of :meth:`LocalLM.beam_search`.
+
+    Attributes:
+        token_ids: The generated tokens, without the end-of-turn token.
+        logprob: Sum of the log-probabilities (natural log) of every generated token, end-of-turn included: the
+            same number :meth:`LocalLM.loglik` gives the reply (no length normalisation).
+        ended: Whether the sequence ended with the end-of-turn token (``False``: cut by ``max_new_tokens``).
+    """
+
+    token_ids: list[int]
+    logprob: float
+    ended: bool
 
 
 def packaged_gguf_path() -> Path:
@@ -485,6 +502,11 @@ class LocalLM:
         """Token ids of ``text`` as is (special-token markers in it are parsed; nothing is added)."""
         return list(self._state().tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def decode(self, token_ids: Sequence[int]) -> str:
+        """Text of ``token_ids`` exactly as generated (special-token markers kept, no space clean-up)."""
+        tokenizer = self._state().tokenizer
+        return str(tokenizer.decode(list(token_ids), skip_special_tokens=False, clean_up_tokenization_spaces=False))
+
     def count_tokens(self, text: str) -> int:
         """Number of tokens of ``text``."""
         return len(self.encode(text))
@@ -848,6 +870,80 @@ class LocalLM:
     ) -> Iterator[str]:
         """The reply as text pieces, as they are produced (see :meth:`generate`)."""
         return self._stream_text(self.render(prompt), max_new_tokens, temperature, stop, seed)
+
+    def beam_search(
+        self,
+        prompt: Prompt,
+        allowed: Callable[[list[int]], Sequence[int]],
+        *,
+        num_beams: int = 5,
+        num_return: int | None = None,
+        max_new_tokens: int = 32,
+    ) -> list[BeamHypothesis]:
+        """Constrained beam search for the assistant's reply to ``prompt`` (transformers' own ``generate``).
+
+        At every step ``allowed(tokens_so_far)`` names the tokens a beam may take next (it gets the generated tokens
+        only, never the prompt), which is how a caller restricts replies to a closed set such as a catalogue's
+        item identifiers. Scores are plain sums of token log-probabilities (``length_penalty=0``), taken before the
+        constraint is applied, so they equal the reply's :meth:`loglik`. A search ends at the end-of-turn token.
+
+        Args:
+            prompt: Text or chat messages (chat-templated, assistant turn opened).
+            allowed: Tokens allowed after a given generated prefix; must never be empty (return the end-of-turn
+                token for a prefix that cannot go on).
+            num_beams: Beams kept per step (at least 2 are run: transformers treats 1 as greedy search).
+            num_return: Hypotheses returned (``None`` = ``num_beams``); at most ``num_beams``.
+            max_new_tokens: Longest reply, end-of-turn token included.
+
+        Returns:
+            Finished hypotheses, best first (placeholders for beams that never finished are left out).
+        """
+        import torch
+        from transformers import GenerationConfig
+
+        if num_beams < 1 or max_new_tokens < 1:
+            raise ConfigError(f"num_beams and max_new_tokens must be >= 1, got {num_beams} and {max_new_tokens}")
+        num_return = num_beams if num_return is None else num_return
+        if not 1 <= num_return <= num_beams:
+            raise ConfigError(f"num_return must be between 1 and num_beams={num_beams}, got {num_return}")
+        state = self._state()
+        end = state.end_of_turn_id
+        if end is None:
+            raise ConfigError(f"{self.model_id} has no end-of-turn or EOS token: beam search cannot end a reply")
+        beams = max(2, num_beams)
+        ids = torch.tensor([self.encode(self.render(prompt))], dtype=torch.long)
+        config = GenerationConfig(
+            num_beams=beams,
+            num_return_sequences=num_return,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            length_penalty=0.0,
+            early_stopping=False,
+            eos_token_id=end,
+            pad_token_id=end,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+        if state.soft_prompt is None:
+            inputs: dict[str, Any] = {"input_ids": ids}
+            start = ids.shape[1]  # generate returns prompt + reply
+        else:  # a soft prompt goes in front as embeddings; generate then returns the reply only
+            inputs = {"inputs_embeds": self._embed(state, ids)}
+            start = 0
+        inputs["attention_mask"] = torch.ones(1, ids.shape[1] + self._offset(state), dtype=torch.long)
+
+        def constrain(batch_id: int, sequence: Any) -> list[int]:
+            return [int(t) for t in allowed([int(t) for t in sequence[start:].tolist()])]
+
+        with state.lock, _torch_threads(self.config.threads), torch.inference_mode():
+            out = state.model.generate(**inputs, generation_config=config, prefix_allowed_tokens_fn=constrain)
+        hypotheses = []
+        for row, score in zip(out.sequences[:, start:].tolist(), out.sequences_scores.tolist(), strict=True):
+            if not np.isfinite(score) or score <= -1e8:  # -1e9 marks a beam slot that never finished
+                continue
+            ended = end in row
+            hypotheses.append(BeamHypothesis(row[: row.index(end)] if ended else row, float(score), ended))
+        return hypotheses
 
     def complete(
         self,

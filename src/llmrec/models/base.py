@@ -108,6 +108,16 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     clean = np.where(np.isnan(scores), -np.inf, scores)
     if k_eff < m:
         part = np.argpartition(-clean, k_eff - 1, axis=1)[:, :k_eff]
+        # argpartition picks arbitrarily among items tied at the cut: take the lowest indices there instead, so a
+        # list of k is always the head of the list of k + 1 (and the same scores always give the same items).
+        cut = np.take_along_axis(clean, part, axis=1).min(axis=1)
+        crossing = np.flatnonzero(
+            (clean == cut[:, None]).sum(axis=1) > (np.take_along_axis(clean, part, axis=1) == cut[:, None]).sum(axis=1)
+        )
+        for row in crossing:
+            above = np.flatnonzero(clean[row] > cut[row])
+            tied = np.flatnonzero(clean[row] == cut[row])[: k_eff - len(above)]
+            part[row] = np.concatenate([above, tied])
     else:
         part = np.tile(np.arange(m), (n, 1))
     vals = np.take_along_axis(clean, part, axis=1)

@@ -1,0 +1,226 @@
+"""Rerank a retriever's candidates with a causal language model, by likelihood (never by parsing free text).
+
+Three ways to ask the model, all through :meth:`LanguageModel.loglik`, so one batched pass per user scores every
+candidate against a prompt whose key/value cache is computed once:
+
+- ``loglik``: the prompt shows the user's history and asks for one more item; each candidate's title is scored
+  as the reply (length-normalised). Titles the model likes for every user (short, famous ones) would win
+  everywhere, so by default the score is *calibrated*: the title's log-likelihood under a history-free prompt is
+  subtracted (pointwise mutual information with the history). That prior depends on the title only and is
+  cached, so it costs nothing per request.
+- ``yesno``: the TALLRec-style verbalizer. The reply format is ``"<title> - Yes"`` / ``"<title> - No"``; both
+  share the title, so ``log P(Yes) - log P(No)`` given the title comes out of the same packed pass.
+- ``listwise``: the candidates are listed with letters and the reply is the letter of the best one. A small
+  model strongly prefers the first letters, so the list is shown in several orders (as given, reversed, then
+  cyclic shifts) and a candidate's score is its mean log-probability over the orders (position-bias control).
+
+Every method returns one score per given candidate, so a rerank is a permutation of the candidate set: an item
+outside it can never come out. :func:`blend` mixes the language model's opinion with the retriever's scores.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from llmrec.errors import ConfigError
+from llmrec.llm.base import LanguageModel, Message
+from llmrec.llm.prompts import DATA_NOTICE, data_block, sanitize
+
+__all__ = ["Demonstration", "LMReranker", "RerankConfig", "blend"]
+
+log = logging.getLogger(__name__)
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+class RerankConfig(BaseModel):
+    """How the language model is asked about the candidates.
+
+    Attributes:
+        method: ``loglik``, ``yesno`` or ``listwise`` (see the module docstring).
+        history: How many of the user's most recent (liked) items the prompt shows.
+        calibrate: For ``loglik``: subtract each title's history-free log-likelihood.
+        permutations: For ``listwise``: how many orders of the list are scored and averaged.
+        weight: Share of the language model in :func:`blend` (0 = the retriever's order, 1 = the model's).
+        item_noun: What the items are called in the prompt ("movie", "book", ...).
+        prior_cache_size: How many titles' history-free log-likelihoods to keep.
+
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["loglik", "yesno", "listwise"] = "loglik"
+    history: int = Field(default=10, ge=1, le=100)
+    calibrate: bool = True
+    permutations: int = Field(default=2, ge=1, le=26)
+    weight: float = Field(default=0.3, ge=0.0, le=1.0)
+    item_noun: str = Field(default="movie", min_length=1, max_length=30)
+    prior_cache_size: int = Field(default=50_000, ge=0)
+
+
+@dataclass(frozen=True)
+class Demonstration:
+    """One in-context example: another (training) user's history and the item that came next."""
+
+    history: tuple[str, ...]
+    answer: str
+
+
+class LMReranker:
+    """Scores candidate items for one user with a language model (see the module docstring).
+
+    Args:
+        lm: Any :class:`~llmrec.llm.base.LanguageModel` that implements ``loglik``.
+        config: How to prompt and score; defaults to calibrated log-likelihood.
+
+    Example:
+        >>> reranker = LMReranker(LocalLM())  # doctest: +SKIP
+        >>> reranker.score(["Heat", "Ronin"], ["The Matrix", "Toy Story"])  # doctest: +SKIP
+        array([ 0.41, -0.12])
+    """
+
+    def __init__(self, lm: LanguageModel, config: RerankConfig | None = None) -> None:
+        self.lm = lm
+        self.config = config or RerankConfig()
+        self._priors: OrderedDict[str, float] = OrderedDict()
+
+    # -- prompts ------------------------------------------------------------------------------------------------
+
+    def _system(self) -> Message:
+        noun = self.config.item_noun
+        return {"role": "system", "content": f"You recommend {noun}s. {DATA_NOTICE}"}
+
+    def _ask(self, history: Sequence[str]) -> str:
+        noun = self.config.item_noun
+        shown = [f"- {sanitize(t, 120)}" for t in list(history)[-self.config.history :]] or ["- (nothing yet)"]
+        intro = f"The user enjoyed these {noun}s, most recent last:"
+        return f"{intro}\n{data_block('history', shown)}\n"
+
+    def prompt(self, history: Sequence[str], demonstrations: Sequence[Demonstration] = ()) -> list[Message]:
+        """The chat prompt for ``loglik``/``yesno`` (demonstrations become earlier question/answer turns)."""
+        noun = self.config.item_noun
+        if self.config.method == "yesno":
+            question = f"Name a {noun} and say whether the user will like it, as 'Title - Yes' or 'Title - No'."
+        else:
+            question = f"Name one more {noun} the user will enjoy. Reply with the title only."
+        messages: list[Message] = [self._system()]
+        for demo in demonstrations:
+            messages.append({"role": "user", "content": self._ask(demo.history) + question})
+            answer = sanitize(demo.answer, 120) + (" - Yes" if self.config.method == "yesno" else "")
+            messages.append({"role": "assistant", "content": answer})
+        messages.append({"role": "user", "content": self._ask(history) + question})
+        return messages
+
+    def listwise_prompt(self, history: Sequence[str], candidates: Sequence[str]) -> list[Message]:
+        """The chat prompt for ``listwise``: candidates labelled A, B, ... in the given order."""
+        noun = self.config.item_noun
+        listed = [f"{LETTERS[i]}. {sanitize(c, 120)}" for i, c in enumerate(candidates)]
+        question = (
+            f"Which {noun} from the candidates will the user enjoy most?\n{data_block('candidates', listed)}\n"
+            "Reply with its letter only."
+        )
+        return [self._system(), {"role": "user", "content": self._ask(history) + question}]
+
+    # -- scoring ------------------------------------------------------------------------------------------------
+
+    def score(
+        self, history: Sequence[str], candidates: Sequence[str], demonstrations: Sequence[Demonstration] = ()
+    ) -> np.ndarray:
+        """The language model's score of each candidate title for a user with ``history`` (higher = better).
+
+        Args:
+            history: Titles of the user's items, oldest first (the last ``config.history`` are shown).
+            candidates: Candidate titles (distinct), in the retriever's order.
+            demonstrations: In-context examples (``loglik`` and ``yesno`` only).
+
+        Returns:
+            ``(len(candidates),)`` float64 scores.
+
+        Raises:
+            ConfigError: ``listwise`` with more than 26 candidates, or with demonstrations.
+        """
+        if not len(candidates):
+            return np.zeros(0)
+        method = self.config.method
+        if method == "listwise":
+            if demonstrations:
+                raise ConfigError("listwise reranking takes no demonstrations; use method='loglik' for few-shot")
+            return self._listwise(history, candidates)
+        titles = [sanitize(c, 120) for c in candidates]
+        prompt = self.prompt(history, demonstrations)
+        if method == "yesno":
+            ll = self.lm.loglik(prompt, [f"{t} - Yes" for t in titles] + [f"{t} - No" for t in titles])
+            n = len(titles)
+            return np.asarray(ll.total[:n] - ll.total[n:], dtype=np.float64)
+        scores = np.asarray(self.lm.loglik(prompt, titles).mean, dtype=np.float64)
+        if self.config.calibrate:
+            scores = scores - self.priors(titles)
+        return scores
+
+    def priors(self, titles: Sequence[str]) -> np.ndarray:
+        """Mean log-likelihood of each title under the history-free prompt (cached per title)."""
+        missing = list(dict.fromkeys(t for t in titles if t not in self._priors))
+        if missing:
+            ll = self.lm.loglik(self.prompt([]), missing)
+            for title, value in zip(missing, ll.mean, strict=True):
+                self._priors[title] = float(value)
+            while len(self._priors) > self.config.prior_cache_size:
+                self._priors.popitem(last=False)
+        return np.array([self._priors.get(t, 0.0) for t in titles], dtype=np.float64)
+
+    def orders(self, n: int) -> list[np.ndarray]:
+        """The ``config.permutations`` list orders ``listwise`` shows: as given, reversed, then spread-out shifts."""
+        p = self.config.permutations
+        base = np.arange(n)
+        unique: list[np.ndarray] = []
+        for order in [base, base[::-1], *(np.roll(base, -(j * n // p)) for j in range(1, p))]:
+            if not any(np.array_equal(order, u) for u in unique):
+                unique.append(order)
+        return unique[:p]
+
+    def _listwise(self, history: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
+        n = len(candidates)
+        if n > len(LETTERS):
+            raise ConfigError(f"listwise reranking labels candidates A-Z: give at most 26, got {n}")
+        total = np.zeros(n)
+        orders = self.orders(n)
+        for order in orders:
+            shown = [candidates[i] for i in order]
+            ll = self.lm.loglik(self.listwise_prompt(history, shown), list(LETTERS[:n]))
+            total[order] += ll.total  # position p holds candidate order[p]
+        return total / len(orders)
+
+
+def _standardise(values: np.ndarray) -> np.ndarray:
+    """Finite values shifted to mean 0 and scaled to standard deviation 1; the rest ``-inf``."""
+    finite = np.isfinite(values)
+    out = np.full(values.shape, -np.inf)
+    if finite.any():
+        v = values[finite]
+        spread = v.std()
+        out[finite] = (v - v.mean()) / (spread if spread > 0 else 1.0)
+    return out
+
+
+def blend(retriever: np.ndarray, lm: np.ndarray, weight: float) -> np.ndarray:
+    """``(1 - weight) * z(retriever) + weight * z(lm)``: both standardised within the candidate list.
+
+    Standardising puts a dot product and a log-probability on one scale; ``weight`` 0 keeps the retriever's order
+    and 1 is the language model's alone. Non-finite retriever scores stay ``-inf`` (never recommended).
+    """
+    if retriever.shape != lm.shape:
+        raise ConfigError(f"score shapes differ: retriever {retriever.shape}, language model {lm.shape}")
+    if not 0.0 <= weight <= 1.0:
+        raise ConfigError(f"weight must be within [0, 1], got {weight}")
+    base = _standardise(retriever)
+    out = np.full(base.shape, -np.inf)
+    finite = np.isfinite(base)
+    out[finite] = (1 - weight) * base[finite] + weight * _standardise(lm)[finite]
+    return out

@@ -1,0 +1,291 @@
+"""The Pipeline: retrieve -> (fuse) -> LM rerank -> explain, configured in one place.
+
+It is the only way llmrec produces recommendations for people: the CLI, the HTTP API and the evaluation runner
+all call :meth:`Pipeline.recommend`, so what is measured is what is served.
+
+Stages:
+1. **Retrieve**: any registered scorer (a ``fusion`` of several is one scorer) ranks the catalogue and hands the
+   top ``candidates`` to the next stage (seen items and items outside an allowed set are already gone).
+2. **Rerank** (optional): a language model scores the candidates given the user's history (and few-shot
+   demonstrations from similar training users); its score is blended with the retriever's. The result is a
+   permutation of the candidates, so nothing outside them can be recommended.
+3. **Explain** (on request): grounded explanations of the final items from the user's history and item facts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Self
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from llmrec.data.dataset import Dataset
+from llmrec.errors import ConfigError, NotFittedError
+from llmrec.llm.fewshot import FewShotConfig, FewShotPool
+from llmrec.llm.prompts import short_title
+from llmrec.llm.rerank import LMReranker, RerankConfig, blend
+from llmrec.models.base import Recommendations, Scorer, TrainOptions, top_k
+from llmrec.models.registry import get_scorer
+
+if TYPE_CHECKING:
+    from llmrec.llm.base import LanguageModel
+
+__all__ = ["LMSpec", "Pipeline", "PipelineConfig", "RerankedBatch", "RetrieverSpec"]
+
+log = logging.getLogger(__name__)
+
+
+class RetrieverSpec(BaseModel):
+    """A registered scorer and its configuration (``{"name": "fusion", "config": {"components": [...]}}`` fuses)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "ease"
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class LMSpec(BaseModel):
+    """Which language model the rerank and explain stages use.
+
+    Attributes:
+        backend: ``local`` (transformers in this process; the packaged SmolLM2 unless ``local`` names weights) or
+            ``openai`` (any OpenAI-compatible server the user runs; ``openai`` holds its address).
+        local: :class:`~llmrec.llm.local.LocalLMConfig` fields.
+        openai: :class:`~llmrec.llm.openai_http.OpenAIConfig` fields.
+
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: Literal["local", "openai"] = "local"
+    local: dict[str, Any] = Field(default_factory=dict)
+    openai: dict[str, Any] = Field(default_factory=dict)
+
+    def build(self) -> LanguageModel:
+        """The configured language model (weights load lazily, on first use)."""
+        try:
+            if self.backend == "openai":
+                from llmrec.llm.openai_http import OpenAIChatLM, OpenAIConfig
+
+                return OpenAIChatLM(OpenAIConfig(**self.openai))
+            from llmrec.llm.local import LocalLM, LocalLMConfig
+
+            return LocalLM(LocalLMConfig(**self.local))
+        except ValueError as exc:  # pydantic validation of the backend's own config
+            raise ConfigError(f"invalid {self.backend} language model config: {exc}") from exc
+
+
+class PipelineConfig(BaseModel):
+    """Every stage's settings.
+
+    Attributes:
+        retriever: The scorer that finds candidates.
+        candidates: How many of the retriever's top items the reranker sees (and reorders).
+        rerank: The language-model rerank stage; ``None`` switches it off (the retriever's order is final).
+        fewshot: In-context demonstrations for the rerank prompt; ``None`` = zero-shot.
+        lm: The language model of the rerank and explain stages.
+        liked_min_value: Interactions with ``value >= liked_min_value`` make up the history shown to the language
+            model (all interactions when a user has none, or when ``None``).
+
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    retriever: RetrieverSpec = Field(default_factory=RetrieverSpec)
+    candidates: int = Field(default=20, ge=1, le=1000)
+    rerank: RerankConfig | None = Field(default_factory=RerankConfig)
+    fewshot: FewShotConfig | None = None
+    lm: LMSpec = Field(default_factory=LMSpec)
+    liked_min_value: float | None = 4.0
+
+
+@dataclass(frozen=True)
+class RerankedBatch:
+    """The rerank stage's inputs and outputs for a batch of users (what :func:`blend` combines).
+
+    Attributes:
+        retrieved: The retriever's top ``candidates`` per user.
+        lm_scores: The language model's score of each retrieved item, ``(n_users, candidates)``; NaN in padded
+            slots. ``None`` when the pipeline does not rerank.
+
+    """
+
+    retrieved: Recommendations
+    lm_scores: np.ndarray | None
+
+    def final(self, k: int, weight: float) -> Recommendations:
+        """The top ``k`` after blending with ``weight`` (the language model's share)."""
+        base = self.retrieved
+        scores = base.scores.copy()
+        if self.lm_scores is not None:
+            for row in range(len(base)):
+                real = base.item_idx[row] >= 0
+                scores[row, real] = blend(base.scores[row, real], self.lm_scores[row, real], weight)
+        pos, vals = top_k(scores, k)
+        idx = np.where(pos >= 0, np.take_along_axis(base.item_idx, np.maximum(pos, 0), axis=1), -1)
+        items = np.where(idx >= 0, np.take_along_axis(base.items, np.maximum(pos, 0), axis=1), None)
+        return Recommendations(base.users, items, vals, idx)
+
+
+class Pipeline:
+    """Retrieve, rerank with a language model, explain (see the module docstring).
+
+    Args:
+        config: The stages' settings (defaults: EASE retriever, 20 candidates, calibrated log-likelihood rerank
+            with the packaged SmolLM2).
+        lm: A language model object to use instead of building one from ``config.lm`` (e.g. one shared by
+            several pipelines).
+
+    Example:
+        >>> pipe = Pipeline().fit(load_movielens())  # doctest: +SKIP
+        >>> pipe.recommend(["1"], k=10).for_user("1")  # doctest: +SKIP
+    """
+
+    def __init__(self, config: PipelineConfig | None = None, *, lm: LanguageModel | None = None) -> None:
+        self.config = config or PipelineConfig()
+        self._lm = lm
+        self._data: Dataset | None = None
+        self.retriever: Scorer | None = None
+        self.reranker: LMReranker | None = None
+        self.fewshot: FewShotPool | None = None
+
+    @property
+    def lm(self) -> LanguageModel:
+        """The language model of the rerank and explain stages (built from ``config.lm`` on first use)."""
+        if self._lm is None:
+            self._lm = self.config.lm.build()
+        return self._lm
+
+    @property
+    def data(self) -> Dataset:
+        """The data the pipeline was fitted on."""
+        if self._data is None:
+            raise NotFittedError("the pipeline is not fitted: call fit(data) first")
+        return self._data
+
+    # -- training -----------------------------------------------------------------------------------------------
+
+    def fit(self, data: Dataset, options: TrainOptions | None = None) -> Self:
+        """Fit the retriever on ``data`` (training interactions only) and prepare the other stages."""
+        spec = self.config.retriever
+        self.retriever = get_scorer(spec.name, **spec.config).fit(data, options)
+        self._data = data
+        self.titles = item_titles(data)
+        self._history = _liked_histories(data, self.config.liked_min_value)
+        if self.config.rerank is not None:
+            self.reranker = LMReranker(self.lm, self.config.rerank)
+            if self.config.fewshot is not None and self.config.fewshot.shots > 0:
+                self.fewshot = FewShotPool(data, self.titles, self.config.fewshot)
+        return self
+
+    # -- inference ----------------------------------------------------------------------------------------------
+
+    def history(self, user_idx: int) -> np.ndarray:
+        """Item indices of a known user's history as the language model sees it (liked items, oldest first)."""
+        return self._history[user_idx] if 0 <= user_idx < len(self._history) else np.zeros(0, dtype=np.int64)
+
+    def rerank_scores(
+        self,
+        users: Sequence[object] | np.ndarray,
+        exclude_seen: bool = True,
+        candidates: Sequence[object] | np.ndarray | None = None,
+        *,
+        rerank: bool | None = None,
+        show_progress: bool = False,
+    ) -> RerankedBatch:
+        """Retrieve each user's candidates and, when reranking, score them with the language model.
+
+        :meth:`recommend` is this plus :meth:`RerankedBatch.final`; evaluation uses this step to try several blend
+        weights on validation users without asking the language model again.
+        """
+        if self.retriever is None:
+            raise NotFittedError("the pipeline is not fitted: call fit(data) first")
+        retrieved = self.retriever.recommend(users, self.config.candidates, exclude_seen, candidates)
+        use_lm = self.config.rerank is not None if rerank is None else rerank
+        if not use_lm:
+            return RerankedBatch(retrieved, None)
+        if self.reranker is None:
+            raise ConfigError("this pipeline has no rerank stage (config.rerank is None)")
+        uidx = self.data.user_vocab.index(retrieved.users, missing="negative")
+        lm_scores = np.full(retrieved.scores.shape, np.nan)
+        for row in _progress(range(len(retrieved)), show_progress, "LM rerank"):
+            real = retrieved.item_idx[row] >= 0
+            if not real.any():
+                continue
+            history = self.history(int(uidx[row]))
+            demos = self.fewshot.select(history, exclude_user=int(uidx[row])) if self.fewshot else []
+            titles = [self.titles[i] for i in retrieved.item_idx[row, real]]
+            lm_scores[row, real] = self.reranker.score([self.titles[i] for i in history], titles, demos)
+        return RerankedBatch(retrieved, lm_scores)
+
+    def recommend(
+        self,
+        users: Sequence[object] | np.ndarray,
+        k: int = 10,
+        exclude_seen: bool = True,
+        candidates: Sequence[object] | np.ndarray | None = None,
+        *,
+        rerank: bool | None = None,
+        show_progress: bool = False,
+    ) -> Recommendations:
+        """Top-``k`` items per user (external ids in and out), reranked by the language model when configured.
+
+        Args:
+            users: External user ids (unknown users get the retriever's fallback, popularity).
+            k: List length; at most ``config.candidates`` items come out when reranking.
+            exclude_seen: Leave out items the user interacted with in the fitted data.
+            candidates: Restrict to these external item ids.
+            rerank: Override whether the language model reranks (``None`` = as configured).
+            show_progress: A progress bar over users while reranking.
+
+        """
+        if self.retriever is None:
+            raise NotFittedError("the pipeline is not fitted: call fit(data) first")
+        if k < 1:
+            raise ConfigError(f"k must be >= 1, got {k}")
+        if k > self.config.candidates:
+            raise ConfigError(
+                f"k={k} is more than the {self.config.candidates} candidates the retriever hands on: "
+                "raise config.candidates"
+            )
+        batch = self.rerank_scores(users, exclude_seen, candidates, rerank=rerank, show_progress=show_progress)
+        weight = self.config.rerank.weight if self.config.rerank is not None else 0.0
+        return batch.final(k, weight)
+
+
+def item_titles(data: Dataset) -> list[str]:
+    """Every item's short display title by index (``item <id>`` when the catalogue has no title)."""
+    titles = data.items["title"].tolist() if "title" in data.items else [None] * data.n_items
+    out = []
+    for ext_id, title in zip(data.item_vocab.ids, titles, strict=True):
+        text = short_title(title) if isinstance(title, str) else ""
+        out.append(text or f"item {ext_id}")
+    return out
+
+
+def _liked_histories(data: Dataset, min_value: float | None) -> list[np.ndarray]:
+    """Per user: liked item indices in time order (all items for users who liked none)."""
+    order = np.argsort(data.user_idx, kind="stable")  # interactions are time-sorted; stable keeps that order
+    users, items, values = data.user_idx[order], data.item_idx[order], data.values[order]
+    starts = np.searchsorted(users, np.arange(data.n_users + 1))
+    out = []
+    for u in range(data.n_users):
+        own, vals = items[starts[u] : starts[u + 1]], values[starts[u] : starts[u + 1]]
+        if min_value is not None:
+            liked = own[np.nan_to_num(vals, nan=-np.inf) >= min_value]
+            own = liked if len(liked) else own
+        out.append(own.astype(np.int64))
+    return out
+
+
+def _progress(rows: range, show: bool, label: str) -> Iterator[int]:
+    """Iterate ``rows`` with a rich progress bar when ``show``."""
+    if not show:
+        yield from rows
+        return
+    from rich.progress import track
+
+    yield from track(rows, description=label)

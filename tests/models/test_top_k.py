@@ -1,0 +1,31 @@
+"""top_k: best first, deterministic ties (lowest index), padding, and a list of k is the head of a list of k + 1."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from llmrec.models.base import top_k
+
+# Few distinct values, so ties (also at the cut) are common; some items cannot be recommended (-inf, NaN).
+scores = arrays(
+    np.float64,
+    st.tuples(st.integers(1, 4), st.integers(1, 15)),
+    elements=st.sampled_from([0.0, 1.0, 2.0, -np.inf, np.nan]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(scores, st.integers(1, 16))
+def test_lists_are_prefix_consistent_and_match_a_full_sort(matrix: np.ndarray, k: int) -> None:
+    idx, vals = top_k(matrix, k)
+    assert idx.shape == vals.shape == (matrix.shape[0], k)
+    longer, _ = top_k(matrix, k + 1)
+    np.testing.assert_array_equal(idx, longer[:, :k])
+    for row, values in enumerate(np.where(np.isnan(matrix), -np.inf, matrix)):
+        finite = np.flatnonzero(np.isfinite(values))
+        expected = finite[np.lexsort((finite, -values[finite]))][:k]  # by score, then lowest index
+        np.testing.assert_array_equal(idx[row, : len(expected)], expected)
+        assert (idx[row, len(expected) :] == -1).all() and np.isneginf(vals[row, len(expected) :]).all()

@@ -1,0 +1,99 @@
+"""The Pipeline: retrieve -> LM rerank (packaged SmolLM2) -> blend, and its evaluation path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from llmrec.data.dataset import Dataset
+from llmrec.errors import ConfigError, NotFittedError
+from llmrec.eval.runner import evaluate_pipeline
+from llmrec.llm.fewshot import FewShotConfig
+from llmrec.llm.rerank import RerankConfig
+from llmrec.models.registry import get_scorer
+from llmrec.pipeline import LMSpec, Pipeline, PipelineConfig, RetrieverSpec
+
+SMALL = PipelineConfig(retriever=RetrieverSpec(name="itemknn"), candidates=8)
+
+
+@pytest.fixture(scope="module")
+def pipe(ml_sample: Dataset, lm: Any) -> Pipeline:
+    return Pipeline(SMALL, lm=lm).fit(ml_sample)
+
+
+def test_rerank_is_a_permutation_of_the_retrieved_candidates(pipe: Pipeline, ml_sample: Dataset) -> None:
+    users = ["1", "7"]
+    retriever = get_scorer("itemknn").fit(ml_sample)
+    top = retriever.recommend(users, k=8)
+    recs = pipe.recommend(users, k=5)
+    assert recs.items.shape == (2, 5)
+    for row in range(2):
+        assert set(recs.item_idx[row]) <= set(top.item_idx[row])  # nothing from outside the candidates
+        assert len(set(recs.item_idx[row])) == 5
+        assert np.all(np.diff(recs.scores[row]) <= 0)
+    seen = ml_sample.matrix("binary")
+    uidx = ml_sample.user_vocab.index(np.array(users))
+    assert all(seen[u, i] == 0 for u, row in zip(uidx, recs.item_idx, strict=True) for i in row)
+
+
+def test_without_rerank_or_with_weight_zero_the_retriever_decides(pipe: Pipeline, ml_sample: Dataset) -> None:
+    top = get_scorer("itemknn").fit(ml_sample).recommend(["3"], k=5)
+    plain = pipe.recommend(["3"], k=5, rerank=False)
+    np.testing.assert_array_equal(plain.item_idx, top.item_idx)
+    batch = pipe.rerank_scores(["3"])
+    assert np.isfinite(batch.lm_scores).all()
+    np.testing.assert_array_equal(batch.final(5, 0.0).item_idx, top.item_idx)
+    by_lm = batch.final(8, 1.0).item_idx[0]
+    expected = batch.retrieved.item_idx[0][np.argsort(-batch.lm_scores[0], kind="stable")]
+    np.testing.assert_array_equal(by_lm, expected)
+
+
+def test_candidates_and_unknown_users(pipe: Pipeline, ml_sample: Dataset) -> None:
+    allowed = list(ml_sample.item_vocab.ids[:50])
+    recs = pipe.recommend(["1", "no-such-user"], k=3, candidates=allowed)
+    assert set(recs.items.ravel()) <= set(allowed)
+    assert (recs.item_idx[1] >= 0).all()  # a stranger gets popular items, reranked on an empty history
+
+
+def test_history_is_liked_items_in_time_order(pipe: Pipeline, ml_sample: Dataset) -> None:
+    u = 0
+    mine = (ml_sample.user_idx == u) & (ml_sample.values >= 4.0)
+    np.testing.assert_array_equal(pipe.history(u), ml_sample.item_idx[mine])
+    assert pipe.history(10_000).size == 0
+
+
+def test_few_shot_pipeline_runs(ml_sample: Dataset, lm: Any) -> None:
+    config = SMALL.model_copy(update={"fewshot": FewShotConfig(shots=1, history=3)})
+    pipe = Pipeline(config, lm=lm).fit(ml_sample)
+    assert pipe.fewshot is not None
+    recs = pipe.recommend(["2"], k=4)
+    assert (recs.item_idx >= 0).all()
+
+
+def test_errors(ml_sample: Dataset, lm: Any) -> None:
+    with pytest.raises(NotFittedError):
+        Pipeline(SMALL, lm=lm).recommend(["1"])
+    fitted = Pipeline(SMALL.model_copy(update={"rerank": None}), lm=lm).fit(ml_sample)
+    with pytest.raises(ConfigError, match="candidates"):
+        fitted.recommend(["1"], k=9)
+    with pytest.raises(ConfigError, match="rerank stage"):
+        fitted.recommend(["1"], k=3, rerank=True)
+    assert fitted.recommend(["1"], k=3).items.shape == (1, 3)
+    with pytest.raises(ConfigError, match="openai"):
+        LMSpec(backend="openai", openai={"no_such_field": 1}).build()
+    with pytest.raises(ConfigError, match="scorer"):
+        Pipeline(PipelineConfig(retriever=RetrieverSpec(name="nope"))).fit(ml_sample)
+
+
+def test_evaluate_pipeline_reports_retriever_and_rerank_on_the_same_users(ml_sample: Dataset, lm: Any) -> None:
+    config = SMALL.model_copy(update={"rerank": RerankConfig(method="yesno")})
+    results = evaluate_pipeline(ml_sample, config, k=5, weights=(0.0, 1.0), max_users=6, lm=lm)
+    plain, reranked = results.results
+    assert plain.model == "itemknn" and reranked.model == "itemknn+rerank:yesno"
+    assert plain.metrics["n_users"] == reranked.metrics["n_users"] <= 6
+    assert [t["config"]["weight"] for t in reranked.tuning] == [0.0, 1.0]
+    assert reranked.config["weight"] in (0.0, 1.0)
+    best = max(t["ndcg@5"] for t in reranked.tuning)
+    assert reranked.valid_metrics["ndcg@5"] == best
