@@ -63,6 +63,27 @@ def test_bad_input_gets_a_message_not_a_traceback(tmp_path: Path, db: str) -> No
 def test_demo_ingests_trains_evaluates_and_shows_a_top10(db: str) -> None:
     result = runner.invoke(app, ["demo", "--db", db, "--models", "popular,itemknn", "--user", "1"])
     assert result.exit_code == 0, result.output
-    assert "top-10 for user 1" in result.output
+    assert "top-10 for user 1" in result.output and "LM rerank" in result.output
     assert "ndcg@10" in result.output
+    assert result.output.count("(rests on:") + result.output.count("(template)") >= 1  # explained
     assert "Toy Story (1995)" not in result.output.split("top-10 for user 1")[1]  # user 1 rated it: excluded
+
+
+def test_recommend_reranks_and_explains_through_the_pipeline(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["recommend", "--user", "1", "--k", "3", "--retriever", "itemknn", "--explain"])
+    assert result.exit_code == 0, result.output
+    assert "top-3 for user 1 (itemknn + LM rerank (loglik))" in result.output
+    why = result.output.split("why")[1]
+    assert [line.split(".")[0].strip() for line in why.splitlines() if line[:4].strip().rstrip(".").isdigit()] == [
+        "1",
+        "2",
+        "3",
+    ]
+    plain = runner.invoke(
+        app, ["recommend", "--user", "no-such-user", "--k", "3", "--retriever", "popular", "--no-rerank"]
+    )
+    assert plain.exit_code == 0 and "retriever only" in plain.output and "not in movielens-small" in plain.output
+    config = tmp_path / "pipeline.json"
+    config.write_text(json.dumps({"retriever": {"name": "popular"}, "candidates": 0}))
+    bad = runner.invoke(app, ["recommend", "--user", "1", "--config", str(config)])
+    assert bad.exit_code == 2 and "candidates" in bad.output and "Traceback" not in bad.output

@@ -97,3 +97,17 @@ def test_evaluate_pipeline_reports_retriever_and_rerank_on_the_same_users(ml_sam
     assert reranked.config["weight"] in (0.0, 1.0)
     best = max(t["ndcg@5"] for t in reranked.tuning)
     assert reranked.valid_metrics["ndcg@5"] == best
+
+
+def test_explanations_of_the_final_list_are_grounded(pipe: Pipeline, ml_sample: Dataset) -> None:
+    from llmrec.llm.explain import grounding_rate
+
+    recs = pipe.recommend(["1"], k=2)
+    explanations = pipe.explain("1", list(recs.items[0]))
+    assert [e.item_id for e in explanations] == list(recs.items[0])
+    assert grounding_rate(explanations, pipe.explainer.catalogue) == 1.0
+    assert all(e.citations for e in explanations)
+    stream = pipe.stream_explanation("1", recs.items[0][0])
+    assert "".join(stream) == stream.explanation.text
+    template_only = Pipeline(SMALL.model_copy(update={"explain_with_lm": False, "rerank": None})).fit(ml_sample)
+    assert template_only.explain("1", list(recs.items[0]))[0].source == "template"

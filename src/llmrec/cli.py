@@ -1,4 +1,4 @@
-"""The ``llmrec`` command line: demo, ingest, evaluate, report, datasets.
+"""The ``llmrec`` command line: demo, recommend, ingest, evaluate, report, datasets.
 
 Every command catches :class:`~llmrec.errors.LlmrecError` and prints its message (which names the file, line,
 field and fix) instead of a traceback, exiting with status 2.
@@ -216,15 +216,13 @@ def demo(
     ] = True,
     k: Annotated[int, typer.Option(help="List length and metric cut-off.")] = 10,
 ) -> None:
-    """Ingest the bundled MovieLens into a local database, train and evaluate the baselines, show a top-10."""
+    """Ingest the bundled MovieLens, train and evaluate the baselines, show an LM-reranked, explained top-10."""
     import time
-
-    import numpy as np
 
     from llmrec.data.movielens import load_movielens
     from llmrec.data.store import Store
     from llmrec.models.base import TrainOptions
-    from llmrec.models.registry import get_scorer
+    from llmrec.pipeline import Pipeline, PipelineConfig, RetrieverSpec
 
     started = time.perf_counter()
     store = Store(db)
@@ -238,21 +236,99 @@ def demo(
     console.print(metrics_table(results, [f"ndcg@{k}", f"hr@{k}", f"mrr@{k}", f"coverage@{k}", f"novelty@{k}"]))
     best = max(results.results, key=lambda r: r.metrics[f"ndcg@{k}"])
     console.print(f"[bold]3/4[/] best on test NDCG@{k}: {best.model}; refitting it on all data")
-    scorer = get_scorer(best.model, **best.config).fit(data, TrainOptions(seed=42))
-    titles = dict(zip(data.items["item_id"], data.items["title"], strict=True))
     history = data.interactions[data.interactions["user_id"] == str(user)].tail(5)
     console.print(f"[bold]4/4[/] user {user}: recently rated")
+    titles = dict(zip(data.items["item_id"], data.items["title"], strict=True))
     for row in history.itertuples():
         console.print(f"    {row.value:.1f}  {titles.get(row.item_id, row.item_id)}")
-    recs = scorer.recommend([user], k=k)
-    table = Table(title=f"top-{k} for user {user} ({best.model})")
-    table.add_column("#", justify="right")
-    table.add_column("movie")
-    table.add_column("score", justify="right")
-    for rank, (item, score) in enumerate(recs.for_user(user), start=1):
-        table.add_row(str(rank), titles.get(item, item), f"{score:.3f}" if np.isfinite(score) else "-")
-    console.print(table)
+    config = PipelineConfig(retriever=RetrieverSpec(name=best.model, config=best.config))
+    pipe = Pipeline(config).fit(data, TrainOptions(seed=42))
+    _show_recommendations(pipe, user, k, explain=True)
     console.print(f"done in {time.perf_counter() - started:.0f} s")
+
+
+def _show_recommendations(pipe: Any, user: str, k: int, *, explain: bool, rerank: bool | None = None) -> None:
+    """Print a user's top-``k`` from ``pipe`` (reranked as configured) and, with ``explain``, a reason for each."""
+    import numpy as np
+
+    reranking = pipe.config.rerank is not None if rerank is None else rerank
+    with console.status("retrieving and reranking with the language model" if reranking else "retrieving"):
+        recs = pipe.recommend([user], k=k, rerank=rerank)
+    stage = f"{pipe.config.retriever.name} + LM rerank ({pipe.config.rerank.method})" if reranking else "retriever only"
+    titles = pipe.data.items["title"].tolist()
+    table = Table(title=f"top-{k} for user {user} ({stage})")
+    table.add_column("#", justify="right")
+    table.add_column("item")
+    table.add_column("title")
+    table.add_column("score", justify="right")
+    for rank, (item, idx, score) in enumerate(zip(recs.items[0], recs.item_idx[0], recs.scores[0], strict=True), 1):
+        if idx >= 0:
+            table.add_row(str(rank), str(item), escape(str(titles[idx])), f"{score:.3f}" if np.isfinite(score) else "-")
+    console.print(table)
+    if not explain:
+        return
+    if user not in pipe.data.user_vocab:
+        console.print("[dim]no explanations: this user has no history to ground them in[/]")
+        return
+    console.print("[bold]why[/] (grounded in the user's history and the items' facts; checked before shown)")
+    for rank, (item, idx) in enumerate(zip(recs.items[0], recs.item_idx[0], strict=True), 1):
+        if idx < 0:
+            continue
+        console.print(f"  {rank:>2}. [bold]{escape(str(titles[idx]))}[/]: ", end="")
+        stream = pipe.stream_explanation(user, item)
+        for piece in stream:
+            console.print(escape(piece), end="")
+        explanation = stream.explanation
+        cited = ", ".join(c.value for c in explanation.citations if c.kind == "history")
+        note = (
+            f" [dim](rests on: {escape(cited)}; {explanation.source})[/]"
+            if cited
+            else f" [dim]({explanation.source})[/]"
+        )
+        console.print(note)
+
+
+@app.command()
+@_friendly_errors
+def recommend(
+    user: Annotated[str, typer.Option(help="External user id.")],
+    dataset: Annotated[
+        str, typer.Option(help="movielens-small, goodbooks-10k, or a dataset ingested into the store.")
+    ] = "movielens-small",
+    k: Annotated[int, typer.Option(help="List length.")] = 10,
+    retriever: Annotated[str, typer.Option(help="Scorer that finds the candidates.")] = "ease",
+    rerank: Annotated[bool, typer.Option(help="Rerank the candidates with the language model.")] = True,
+    method: Annotated[str, typer.Option(help="LM rerank method: loglik, yesno or listwise.")] = "loglik",
+    explain: Annotated[bool, typer.Option(help="Explain each recommendation (grounded, checked).")] = False,
+    config: Annotated[
+        Path | None, typer.Option(help="A PipelineConfig JSON file (overrides --retriever and --method).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed of the retriever's fit.")] = 42,
+    db: Annotated[str | None, typer.Option(help="Store URL for ingested datasets (default: LLMREC_DB_URL).")] = None,
+) -> None:
+    """Recommend for one user through the pipeline: retrieve, rerank with the language model, explain."""
+    from pydantic import ValidationError
+
+    from llmrec.data.registry import load_named
+    from llmrec.models.base import TrainOptions
+    from llmrec.pipeline import Pipeline, PipelineConfig, RetrieverSpec
+
+    try:
+        if config is not None:
+            settings = PipelineConfig.model_validate_json(config.read_text(encoding="utf-8"))
+        else:
+            settings = PipelineConfig(retriever=RetrieverSpec(name=retriever), rerank={"method": method})
+    except OSError as exc:
+        raise ConfigError(f"cannot read the pipeline config {config}: {exc.strerror}") from exc
+    except ValidationError as exc:
+        where = f" in {config}" if config is not None else ""
+        raise ConfigError(f"invalid pipeline config{where}: {exc}") from exc
+    data = load_named(dataset, db)
+    if str(user) not in data.user_vocab:
+        console.print(f"[yellow]user {user} is not in {data.name}: showing popular items[/]")
+    with console.status(f"fitting {settings.retriever.name} on {data.name}"):
+        pipe = Pipeline(settings).fit(data, TrainOptions(seed=seed))
+    _show_recommendations(pipe, user, k, explain=explain, rerank=rerank if settings.rerank is not None else False)
 
 
 if __name__ == "__main__":  # pragma: no cover

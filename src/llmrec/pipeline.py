@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llmrec.data.dataset import Dataset
 from llmrec.errors import ConfigError, NotFittedError
+from llmrec.llm.explain import ExplainConfig, Explainer, Explanation, ExplanationStream
 from llmrec.llm.fewshot import FewShotConfig, FewShotPool
 from llmrec.llm.prompts import short_title
 from llmrec.llm.rerank import LMReranker, RerankConfig, blend
@@ -87,6 +88,9 @@ class PipelineConfig(BaseModel):
         rerank: The language-model rerank stage; ``None`` switches it off (the retriever's order is final).
         fewshot: In-context demonstrations for the rerank prompt; ``None`` = zero-shot.
         lm: The language model of the rerank and explain stages.
+        explain: Evidence and checking settings of the explain stage.
+        explain_with_lm: Let the language model phrase explanations (checked, repaired when unfaithful); ``False``
+            writes them from the evidence alone (instant, grounded by construction).
         liked_min_value: Interactions with ``value >= liked_min_value`` make up the history shown to the language
             model (all interactions when a user has none, or when ``None``).
 
@@ -99,6 +103,8 @@ class PipelineConfig(BaseModel):
     rerank: RerankConfig | None = Field(default_factory=RerankConfig)
     fewshot: FewShotConfig | None = None
     lm: LMSpec = Field(default_factory=LMSpec)
+    explain: ExplainConfig = Field(default_factory=ExplainConfig)
+    explain_with_lm: bool = True
     liked_min_value: float | None = 4.0
 
 
@@ -151,6 +157,7 @@ class Pipeline:
         self.retriever: Scorer | None = None
         self.reranker: LMReranker | None = None
         self.fewshot: FewShotPool | None = None
+        self._explainer: Explainer | None = None
 
     @property
     def lm(self) -> LanguageModel:
@@ -175,6 +182,7 @@ class Pipeline:
         self._data = data
         self.titles = item_titles(data)
         self._history = _liked_histories(data, self.config.liked_min_value)
+        self._explainer = None
         if self.config.rerank is not None:
             self.reranker = LMReranker(self.lm, self.config.rerank)
             if self.config.fewshot is not None and self.config.fewshot.shots > 0:
@@ -254,6 +262,28 @@ class Pipeline:
         batch = self.rerank_scores(users, exclude_seen, candidates, rerank=rerank, show_progress=show_progress)
         weight = self.config.rerank.weight if self.config.rerank is not None else 0.0
         return batch.final(k, weight)
+
+    # -- explanations -------------------------------------------------------------------------------------------
+
+    @property
+    def explainer(self) -> Explainer:
+        """The explain stage over the fitted data (built on first use: it indexes every catalogue title)."""
+        if self._explainer is None:
+            lm = self.lm if self.config.explain_with_lm else None
+            self._explainer = Explainer(lm, self.data, self.config.explain)
+        return self._explainer
+
+    def explain(self, user: object, item_ids: Sequence[object]) -> list[Explanation]:
+        """Grounded explanations of ``item_ids`` for ``user`` (an external user id, or a list of item ids).
+
+        Each names the history items and attributes it rests on; text the language model writes that names
+        anything outside the evidence is repaired or replaced (see :mod:`llmrec.llm.explain`).
+        """
+        return self.explainer.explain_many(user, item_ids)
+
+    def stream_explanation(self, user: object, item_id: object) -> ExplanationStream:
+        """One explanation as text pieces, released sentence by sentence once each passed the check."""
+        return self.explainer.stream(user, item_id)
 
 
 def item_titles(data: Dataset) -> list[str]:

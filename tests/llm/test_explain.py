@@ -235,7 +235,8 @@ def test_repair_removes_exactly_the_bad_sentence(ml: Dataset, ml_catalogue: Cata
     bad = "It is the sequel to Toy Story, released in 1931."
     fixed = repair(f"{good} {bad}", ev, ml_catalogue)
     assert fixed.text == good and fixed.source == "repaired" and fixed.grounded
-    assert {p.kind for p in fixed.problems} == {"item", "year"} and all(p.sentence == bad for p in fixed.problems)
+    assert {p.kind for p in fixed.problems} == {"item", "year", "unsupported"}
+    assert all(p.sentence == bad for p in fixed.problems)
     assert len(fixed.repairs) == 1 and "dropped sentence 2" in fixed.repairs[0]
     assert check(fixed.text, ev, ml_catalogue).ok
 
@@ -318,3 +319,14 @@ def test_real_lm_stream_is_released_sentence_by_sentence(lm: Any, ml: Dataset, m
     assert final.grounded and check(final.text, ev, ml_catalogue).ok
     for piece in pieces:  # every released piece passed the check on its own
         assert check(piece.strip(), ev, ml_catalogue).ok
+
+
+def test_claims_beyond_the_evidence_are_unsupported(ml: Dataset, ml_catalogue: Catalogue) -> None:
+    ev = build_evidence(History.of_user(ml, "1"), _idx(ml, "6"), ml, catalogue=ml_catalogue)
+    liked = ev.links[0].title
+    invented = f"You liked {liked}, a film about politics and social justice."
+    result = check(invented, ev, ml_catalogue)
+    assert {p.value for p in result.problems if p.kind == "unsupported"} == {"politics", "social", "justice"}
+    assert check(f"You liked {liked}; this one is {ev.genres[0]} too.", ev, ml_catalogue).ok
+    lenient = ExplainConfig(strict_words=False)
+    assert check(invented, ev, ml_catalogue, config=lenient).ok

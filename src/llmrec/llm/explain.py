@@ -32,7 +32,7 @@ import re
 import threading
 import weakref
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from llmrec.data.dataset import Dataset
 
 __all__ = [
+    "EXPLANATION_WORDS",
     "Catalogue",
     "CheckResult",
     "Citation",
@@ -76,7 +77,7 @@ __all__ = [
 
 Source = Literal["lm", "template", "repaired"]
 CitationKind = Literal["item", "genre", "tag", "year"]
-ProblemKind = Literal["item", "genre", "tag", "year", "quoted", "markup", "repetition", "no_reference"]
+ProblemKind = Literal["item", "genre", "tag", "year", "quoted", "markup", "repetition", "unsupported", "no_reference"]
 
 
 class ExplainConfig(BaseModel):
@@ -105,6 +106,10 @@ class ExplainConfig(BaseModel):
         flag_quoted: Report quoted phrases that are neither an evidence title nor an evidence attribute (a small
             model quotes invented titles that are not in the catalogue).
         min_title_chars: Titles of one word shorter than this are not matched (too ambiguous).
+        strict_words: Every other word of model text must come from the evidence, from common function words, or
+            from a short list of words explanations are made of ("liked", "because", "similar"...). A small model
+            adds claims no title/genre/year check can see ("a film about politics and social justice"); this
+            rejects them, so model text can only rephrase the evidence.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -127,6 +132,7 @@ class ExplainConfig(BaseModel):
     require_reference: bool = True
     flag_quoted: bool = True
     min_title_chars: int = Field(default=4, ge=1)
+    strict_words: bool = True
 
 
 _DEFAULT_CONFIG = ExplainConfig()
@@ -147,6 +153,16 @@ _MARKUP = re.compile(r"<\|[^|>]{0,40}\|>|</?[A-Za-z_][\w-]{0,30}>|\[/?INST\]|<</
 _YEAR = re.compile(r"(?<![\w$€£#.,/-])(1[89]\d\d|20\d\d)(?![\w%/-]|[.,]\d)")
 _QUOTED = re.compile(r"[\"“”]([^\"“”\n]{2,80})[\"“”]")
 _ABBREVIATION = re.compile(r"(?:\b(?:[A-Za-z]|Dr|Mr|Mrs|Ms|St|Jr|Sr|vs|Vol|No|Mt|Lt|Col|Gen|Prof|etc)\.)$")
+#: Words an explanation may use besides the evidence's own words and function words (see ``strict_words``).
+_EXPLANATION_TEXT = """
+    user users you your they their them he she his her liked like likes enjoyed enjoy enjoys enjoying loved love
+    loves watched watch read because since also similar similarly same shares share sharing shared both recommend
+    recommended recommending recommendation suggest suggested may might will would could should fan fans taste
+    tastes style kind sort genre genres tag tags tagged theme themes year years released release from with and
+    title titles movie movies film films book books item items show shows story stories other another too well
+    more much many great good fit fits match matches mix mixes blend blends combines combine elements element
+    classic favourite favorite favourites favorites suit suits suited"""
+EXPLANATION_WORDS: frozenset[str] = frozenset(_EXPLANATION_TEXT.split())
 _SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s)|\n")
 
 
@@ -771,8 +787,9 @@ class Problem:
 
     Attributes:
         kind: ``"item"`` (a catalogue title not in evidence), ``"genre"``, ``"tag"``, ``"year"``, ``"quoted"``
-            (a quoted name that is no evidence title or attribute), ``"markup"`` (control markers or tags), or
-            ``"no_reference"`` (the text names nothing from the evidence).
+            (a quoted name that is no evidence title or attribute), ``"markup"`` (control markers or tags),
+            ``"repetition"``, ``"unsupported"`` (a word from neither the evidence nor the allowed vocabulary, see
+            ``ExplainConfig.strict_words``), or ``"no_reference"`` (the text names nothing from the evidence).
         value: What was found, as written in the text.
         sentence: The sentence it was found in.
     """
@@ -915,10 +932,33 @@ def check(text: str, evidence: Evidence, catalogue: Catalogue, *, config: Explai
         repeated = _repetition(text, s, e, title_spans)
         if repeated:
             problems.append(Problem("repetition", repeated, text[s:e]))
+    if config.strict_words:
+        problems.extend(_unsupported_words(text, evidence, title_spans, config.item_noun, sentence_at))
     cites = tuple(citations)
     if config.require_reference and not problems and text.strip() and not _references(cites):
         problems.append(Problem("no_reference", text.strip()[:80], text.strip()))
     return CheckResult(ok=not problems, problems=tuple(problems), citations=cites)
+
+
+def _unsupported_words(
+    text: str,
+    evidence: Evidence,
+    title_spans: Sequence[tuple[int, int]],
+    item_noun: str,
+    sentence_at: Callable[[int], str],
+) -> list[Problem]:
+    """Words of ``text`` (outside catalogue titles) found neither in the evidence nor in the allowed vocabulary."""
+    allowed = set(_tokens(" ".join(evidence.lines()))) | STOPWORDS | EXPLANATION_WORDS | set(_tokens(item_noun))
+    problems = []
+    for match in _TOKEN.finditer(text):
+        if any(s <= match.start() < e for s, e in title_spans):
+            continue
+        word = match.group().casefold().replace("’", "'")
+        base = word.removesuffix("'s")
+        if word.isdigit() or base in allowed or base.rstrip("s") in allowed or f"{base}s" in allowed:
+            continue
+        problems.append(Problem("unsupported", match.group(), sentence_at(match.start())))
+    return problems
 
 
 def _repetition(text: str, start: int, end: int, titles: Sequence[tuple[int, int]], n: int = 3, times: int = 3) -> str:
