@@ -169,3 +169,16 @@ def test_adapter_loads_on_top(lm: LocalLM, tmp_path: Path, kind: str) -> None:
     naive = tuned.loglik(PROMPT, TITLES[:3], strategy="naive")
     np.testing.assert_allclose(got.total, naive.total, atol=1e-3)
     assert tuned.generate("Say hi.", max_new_tokens=3)
+
+
+def test_int8_quantization_keeps_the_ranking(lm: LocalLM) -> None:
+    quantized = LocalLM(lm.config.model_copy(update={"quantize": "int8"}))
+    assert quantized.model_id.endswith("@int8") and quantized.model_id != lm.model_id
+    prompt = "The user enjoyed Heat, Ronin and Alien. Name one more movie."
+    titles = ["Die Hard", "Aliens", "Toy Story", "The Matrix", "Notting Hill", "Jaws", "Saw", "Speed", "Babe", "Fargo"]
+    exact, fast = lm.loglik(prompt, titles).mean, quantized.loglik(prompt, titles).mean
+    assert not np.allclose(exact, fast)  # really quantized
+    assert np.abs(exact - fast).mean() < 2.0  # per-token nats: a coarse model, but the order below holds
+    rank = lambda x: np.argsort(np.argsort(x))  # noqa: E731
+    assert np.corrcoef(rank(exact), rank(fast))[0, 1] > 0.7
+    assert quantized.generate(prompt, max_new_tokens=4)

@@ -82,6 +82,10 @@ class LocalLMConfig(BaseModel):
         max_batch_tokens: Upper bound on continuation tokens per forward pass (long candidate lists are split in
             chunks, so memory stays bounded).
         prompt_cache_size: How many recent prompt caches to keep for prefix reuse across calls (0 turns it off).
+        quantize: ``"int8"`` replaces every linear layer by torch's dynamically quantized int8 version (weights
+            int8 per output channel, activations quantized per call): 2.4x faster scoring on an AVX2 CPU (20
+            candidates: 697 -> 291 ms, one thread), but per-token log-likelihoods move by ~1.2 nats and the
+            candidates' order agrees with fp32 at Spearman ~0.9. ``"none"`` keeps the exact weights.
         seed: Default seed for sampling (``temperature > 0``); ``None`` = torch's global generator.
     """
 
@@ -97,6 +101,7 @@ class LocalLMConfig(BaseModel):
     loglik_strategy: Literal["packed", "batch", "naive"] = "packed"
     max_batch_tokens: int = Field(default=2048, ge=1)
     prompt_cache_size: int = Field(default=4, ge=0)
+    quantize: Literal["none", "int8"] = "none"
     seed: int | None = None
 
 
@@ -315,10 +320,26 @@ def _end_of_turn_id(tokenizer: Any) -> int | None:
     return int(eos) if eos is not None else None
 
 
+def _quantize_int8(model: Any) -> Any:
+    """``model`` with every ``nn.Linear`` replaced by torch's dynamic int8 version (in place, returned)."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        # torch marks its eager quantization API deprecated in favour of torchao; with torch pinned it works.
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        qconfig = torch.ao.quantization.per_channel_dynamic_qconfig  # per output row: less error than per tensor
+        return torch.ao.quantization.quantize_dynamic(
+            model, {torch.nn.Linear: qconfig}, dtype=torch.qint8, inplace=True
+        )
+
+
 def _load(config: LocalLMConfig) -> _Loaded:
     """Load (or fetch from this process's cache) the model and tokenizer of ``config``."""
     folder, gguf = _resolve_source(config)
-    key = (str((folder / gguf) if gguf else folder), config.dtype, config.adapter)
+    key = (str((folder / gguf) if gguf else folder), config.dtype, config.adapter, config.quantize)
     with _LOAD_LOCK:
         if key in _LOADED:
             return _LOADED[key]
@@ -348,6 +369,8 @@ def _load(config: LocalLMConfig) -> _Loaded:
             if config.adapter is not None:
                 model, soft_prompt = _apply_adapter(model, config.adapter)
             model.eval()
+            if config.quantize == "int8":
+                model = _quantize_int8(model)
         eos: set[int] = set()
         gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         for value in (gen_eos, tokenizer.eos_token_id):
@@ -447,6 +470,8 @@ class LocalLM:
             name += f"+{Path(self.config.adapter).name}"
         if self.config.dtype != "float32":
             name += f"@{self.config.dtype}"
+        if self.config.quantize != "none":
+            name += f"@{self.config.quantize}"
         return name
 
     def load(self) -> LocalLM:
