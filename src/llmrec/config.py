@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, TypeVar
 
-from pydantic import Field
+from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "default_data_dir", "get_settings"]
+__all__ = ["Settings", "config_from", "default_data_dir", "get_settings"]
+
+C = TypeVar("C", bound=BaseModel)
 
 
 def default_data_dir() -> Path | None:
@@ -42,3 +45,21 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The settings of this process (read once)."""
     return Settings()
+
+
+def config_from(cls: type[C], config: C | None, kwargs: dict[str, Any]) -> C:
+    """A component's config: the given object, or one built from keyword arguments (never both).
+
+    Raises:
+        ConfigError: Both were given, or the keyword arguments are invalid (the message names the fields).
+    """
+    from llmrec.errors import ConfigError
+
+    if config is not None and kwargs:
+        raise ConfigError(f"pass either a {cls.__name__} or keyword arguments, not both")
+    if config is not None:
+        return config
+    try:
+        return cls(**kwargs)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid {cls.__name__}: {exc}") from exc

@@ -987,7 +987,7 @@ def _contains(tokens: list[str], key: tuple[str, ...]) -> bool:
 
 
 def _references(citations: Sequence[Citation]) -> bool:
-    return any(c.kind in ("item", "genre", "tag") for c in citations)
+    return any(c.kind in ("item", "genre", "tag", "year") for c in citations)
 
 
 def template_explanation(evidence: Evidence, *, item_noun: str = "title") -> Explanation:

@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, runtime_checkable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from llmrec.config import config_from
 from llmrec.data.dataset import Dataset
 from llmrec.errors import ConfigError, NotFittedError
 from llmrec.llm.base import Message, Prompt
@@ -147,14 +148,7 @@ class SemanticIds:
     """
 
     def __init__(self, config: SemanticIdConfig | None = None, **kwargs: Any) -> None:
-        if config is not None and kwargs:
-            raise ConfigError("pass either a SemanticIdConfig or keyword arguments, not both")
-        if config is None:
-            try:
-                config = SemanticIdConfig(**kwargs)
-            except ValidationError as exc:
-                raise ConfigError(f"invalid SemanticIdConfig: {exc}") from exc
-        self.config = config
+        self.config = config_from(SemanticIdConfig, config, kwargs)
         self._codes: np.ndarray | None = None
         self._codebooks: list[np.ndarray] = []
 
@@ -619,15 +613,8 @@ class GenerativeRetriever:
                 "control over generation, so replies cannot be restricted to catalogue items. Use LocalLM (any "
                 "local transformers checkpoint or GGUF), or rank candidates by likelihood with the reranker"
             )
-        if config is not None and kwargs:
-            raise ConfigError("pass either a GenerativeRetrieverConfig or keyword arguments, not both")
-        if config is None:
-            try:
-                config = GenerativeRetrieverConfig(**kwargs)
-            except ValidationError as exc:
-                raise ConfigError(f"invalid GenerativeRetrieverConfig: {exc}") from exc
         self.lm = lm
-        self.config = config
+        self.config = config_from(GenerativeRetrieverConfig, config, kwargs)
         self.encoder = encoder
         self._given_semantic = semantic_ids
         self.semantic_ids: SemanticIds | None = None

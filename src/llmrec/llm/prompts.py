@@ -30,6 +30,7 @@ _CONTROL = re.compile(
     re.IGNORECASE | re.MULTILINE,
 )
 _YEAR_SUFFIX = re.compile(r"\s*\(\s*\d{4}(?:\s*[-–]\s*\d{0,4})?\s*\)\s*$")
+_ALTERNATIVE = re.compile(r"(?<=\S)\s*\([^()]*\)\s*$")  # "Postman, The (Postino, Il)": a trailing other-language title
 _ARTICLE = re.compile(r"^(?P<rest>.+), (?P<article>The|A|An|Les|La|Le|L'|Il|Das|Der|Die|El)$")
 
 
@@ -55,12 +56,17 @@ def sanitize(text: object, max_chars: int = 300) -> str:
 
 
 def short_title(title: object) -> str:
-    """A title as people say it: the release year dropped and a trailing article moved to the front.
+    """A title as people say it: year and alternative titles dropped, a trailing article moved to the front.
 
-    MovieLens writes "Usual Suspects, The (1995)"; the language model has read "The Usual Suspects". Shorter
-    strings are also fewer tokens to score per candidate.
+    MovieLens writes "Usual Suspects, The (1995)" and "Boot, Das (Boat, The) (1981)"; the language model has read
+    "The Usual Suspects" and "Das Boot". Shorter strings are also fewer tokens to score per candidate.
     """
     text = _YEAR_SUFFIX.sub("", sanitize(title, max_chars=200))
+    while True:
+        shorter = _ALTERNATIVE.sub("", text)
+        if shorter == text or not shorter.strip():
+            break
+        text = shorter
     match = _ARTICLE.match(text)
     if match:
         text = f"{match['article']} {match['rest']}"
