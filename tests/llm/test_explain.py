@@ -330,3 +330,12 @@ def test_claims_beyond_the_evidence_are_unsupported(ml: Dataset, ml_catalogue: C
     assert check(f"You liked {liked}; this one is {ev.genres[0]} too.", ev, ml_catalogue).ok
     lenient = ExplainConfig(strict_words=False)
     assert check(invented, ev, ml_catalogue, config=lenient).ok
+
+
+def test_a_garbled_title_with_an_evidence_year_is_caught(ml: Dataset, ml_catalogue: Catalogue) -> None:
+    ev = build_evidence(History.of_user(ml, "1"), _idx(ml, "6"), ml, catalogue=ml_catalogue)
+    link = next(link for link in ev.links if link.year)
+    assert check(f"The user liked: {link.title} ({link.year}).", ev, ml_catalogue).ok
+    garbled = f"The user liked: {link.title} Two ({link.year})."
+    result = check(garbled, ev, ml_catalogue)
+    assert not result.ok and any(p.kind == "item" for p in result.problems)

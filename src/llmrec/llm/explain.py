@@ -932,12 +932,29 @@ def check(text: str, evidence: Evidence, catalogue: Catalogue, *, config: Explai
         repeated = _repetition(text, s, e, title_spans)
         if repeated:
             problems.append(Problem("repetition", repeated, text[s:e]))
+    problems.extend(_misquoted_titles(text, evidence, sentence_at))
     if config.strict_words:
         problems.extend(_unsupported_words(text, evidence, title_spans, config.item_noun, sentence_at))
     cites = tuple(citations)
     if config.require_reference and not problems and text.strip() and not _references(cites):
         problems.append(Problem("no_reference", text.strip()[:80], text.strip()))
     return CheckResult(ok=not problems, problems=tuple(problems), citations=cites)
+
+
+def _misquoted_titles(text: str, evidence: Evidence, sentence_at: Callable[[int], str]) -> list[Problem]:
+    """``Title (year)`` forms whose title is not the evidence item of that year.
+
+    A model copies the evidence's format but garbles the name ("Live and Let Go (1973)" for Live and Let Die).
+    """
+    titled = [(evidence.title, evidence.year), *((link.title, link.year) for link in evidence.links)]
+    problems = []
+    for match in re.finditer(r"\((1[89]\d\d|20\d\d)\)", text):
+        before = " ".join(text[: match.start()].split()).casefold()
+        year = int(match.group(1))
+        if not any(t and y == year and before.endswith(" ".join(t.split()).casefold()) for t, y in titled):
+            words = text[: match.start()].split()[-4:]
+            problems.append(Problem("item", " ".join([*words, match.group()]), sentence_at(match.start())))
+    return problems
 
 
 def _unsupported_words(
