@@ -11,7 +11,7 @@ Everything shared with SASRec is in :mod:`llmrec.models.sequential`.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -27,10 +27,14 @@ class BERT4RecConfig(SequentialConfig):
 
     Attributes:
         mask_prob: Share of items replaced by [MASK] in each training window (the paper's ρ).
+        loss: ``"ce"`` (full softmax over the catalogue) by default, as in the paper. On MovieLens latest-small the
+            sampled softmax that suits SASRec left BERT4Rec below popularity (test NDCG@10 0.0137, fit 139 s) while
+            the full softmax reaches 0.0250 (fit 433 s on 2 cores).
 
     """
 
     mask_prob: float = Field(default=0.4, gt=0.0, lt=1.0)
+    loss: Literal["ce", "sampled", "bce"] = "ce"
     lr: float = Field(default=5e-3, gt=0.0)
     patience: int = Field(default=20, ge=1)
 
