@@ -1,9 +1,13 @@
-"""Shared fixtures: the bundled MovieLens data (full and a small sample) and the packaged language model."""
+"""Shared fixtures: the bundled MovieLens data (full and a small sample), database URLs (SQLite, and PostgreSQL from
+``LLMREC_TEST_PG_URL``: ``export LLMREC_TEST_PG_URL=$(bash scripts/postgres.sh)``), and the packaged language model.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -45,3 +49,34 @@ def lm() -> Any:
 
     threads = int(os.environ.get("LLMREC_TEST_LM_THREADS", "1"))
     return LocalLM(LocalLMConfig(threads=threads)).load()
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> Callable[[str], str]:
+    """``kind`` -> URL: a fresh SQLite file, or the shared test PostgreSQL database.
+
+    Without ``LLMREC_TEST_PG_URL`` the PostgreSQL cases are skipped, except under CI (``CI`` set), where a missing
+    server is a failure.
+    """
+
+    def url(kind: str) -> str:
+        if kind == "sqlite":
+            return f"sqlite:///{tmp_path / 'db' / 'llmrec.db'}"
+        pg = os.environ.get("LLMREC_TEST_PG_URL", "").strip()
+        if not pg:
+            message = (
+                "LLMREC_TEST_PG_URL is not set: run `export LLMREC_TEST_PG_URL=$(bash scripts/postgres.sh)` to start "
+                "PostgreSQL on loopback"
+            )
+            if os.environ.get("CI"):
+                pytest.fail(message)
+            pytest.skip(message)
+        return pg
+
+    return url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, database_url: Callable[[str], str]) -> str:
+    """A database URL: a fresh SQLite file, or the shared test PostgreSQL database."""
+    return database_url(request.param)

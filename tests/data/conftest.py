@@ -6,36 +6,12 @@ it the PostgreSQL cases are skipped, except under CI (``CI`` set), where a missi
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
 from llmrec.data.store import Store
-
-
-def postgres_url() -> str:
-    """The test PostgreSQL URL; skips (or fails under CI) when it is not configured."""
-    url = os.environ.get("LLMREC_TEST_PG_URL", "").strip()
-    if not url:
-        message = (
-            "LLMREC_TEST_PG_URL is not set: run `export LLMREC_TEST_PG_URL=$(bash scripts/postgres.sh)` to start "
-            "PostgreSQL on loopback"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return url
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A database URL: a fresh SQLite file, or the shared test PostgreSQL database."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'db' / 'llmrec.db'}"
-    return postgres_url()
 
 
 @pytest.fixture
