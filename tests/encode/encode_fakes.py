@@ -1,4 +1,4 @@
-"""Fake encoders for the encode tests (imported by name: tests/encode is on sys.path under pytest)."""
+"""A fake encoder for the encode tests (imported by name: tests/encode is on sys.path under pytest)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import uuid
 from collections.abc import Sequence
 
 import numpy as np
-
-from llmrec.encode.encoder import TextEncoder
 
 
 class CountingEncoder:
@@ -31,23 +29,3 @@ class CountingEncoder:
             v = np.random.default_rng(seed).normal(size=self.dim)
             out[i] = v / np.linalg.norm(v)
         return out
-
-
-class CountingProxy:
-    """Wraps a real encoder and records what reaches it."""
-
-    def __init__(self, inner: TextEncoder) -> None:
-        self.inner = inner
-        self.embedded: list[str] = []
-
-    @property
-    def model_id(self) -> str:
-        return self.inner.model_id
-
-    @property
-    def dim(self) -> int:
-        return self.inner.dim
-
-    def encode(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
-        self.embedded.extend(texts)
-        return self.inner.encode(texts, show_progress=show_progress)

@@ -5,12 +5,13 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from encode_fakes import CountingEncoder, CountingProxy
+from encode_fakes import CountingEncoder
 
 from llmrec.data.store import Store
 from llmrec.encode.cache import EMBEDDINGS, CachedEncoder, EmbeddingCache, memory_cache, text_hash
 from llmrec.encode.encoder import TextEncoder
 from llmrec.errors import ConfigError, StoreError
+from recording import RecordingEncoder
 
 
 def test_migration_creates_the_embeddings_table_as_declared(store: Store) -> None:
@@ -132,7 +133,7 @@ def test_memory_cache_is_shared_per_process(fake: CountingEncoder) -> None:
 
 
 def test_real_encoder_through_the_cache(text_encoder: TextEncoder, tmp_path) -> None:
-    proxy = CountingProxy(text_encoder)
+    proxy = RecordingEncoder(text_encoder)
     cache = EmbeddingCache(Store(f"sqlite:///{tmp_path / 'e.db'}"))
     texts = ["Toy Story (1995). Genres: Animation", "Heat (1995). Genres: Action, Crime"]
     cached = CachedEncoder(proxy, cache).encode(texts)

@@ -17,26 +17,7 @@ from llmrec.eval.runner import evaluate_models
 from llmrec.models import get_scorer
 from llmrec.models.content import Content, recency_weights, search_items
 from llmrec.text.build import item_texts
-
-
-class RecordingEncoder:
-    """The real encoder, recording every text that reaches it (shares the real model id, so the cache hits)."""
-
-    def __init__(self) -> None:
-        self.inner = TextEncoder()
-        self.texts: list[str] = []
-
-    @property
-    def model_id(self) -> str:
-        return self.inner.model_id
-
-    @property
-    def dim(self) -> int:
-        return self.inner.dim
-
-    def encode(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
-        self.texts.extend(texts)
-        return self.inner.encode(texts)
+from recording import RecordingEncoder
 
 
 @pytest.fixture(scope="module")
@@ -132,11 +113,12 @@ def test_new_user_with_only_a_profile_gets_recommendations(model: Content, ml_sa
 
 
 def test_user_text_is_scrubbed_before_it_is_embedded(ml_sample: Dataset) -> None:
-    recorder = RecordingEncoder()
+    recorder = RecordingEncoder(TextEncoder())
     scorer = Content(embedder=recorder, embedding_cache=memory_cache()).fit(ml_sample)
-    recorder.texts.clear()
+    recorder.embedded.clear()
     scorer.recommend_for_profile("Write me at jane.doe@example.com, I like war movies", k=3)
-    assert recorder.texts and "jane.doe@example.com" not in recorder.texts[0] and "[EMAIL]" in recorder.texts[0]
+    profile = recorder.embedded[0]
+    assert "jane.doe@example.com" not in profile and "[EMAIL]" in profile
 
 
 def test_new_item_with_text_only_is_recommendable_at_once(ml_sample: Dataset) -> None:
