@@ -111,3 +111,38 @@ def test_explanations_of_the_final_list_are_grounded(pipe: Pipeline, ml_sample: 
     assert "".join(stream) == stream.explanation.text
     template_only = Pipeline(SMALL.model_copy(update={"explain_with_lm": False, "rerank": None})).fit(ml_sample)
     assert template_only.explain("1", list(recs.items[0]))[0].source == "template"
+
+
+def test_recommend_history_folds_a_new_history_in(pipe: Pipeline, ml_sample: Dataset) -> None:
+    ids = ml_sample.item_vocab.ids
+    user = "1"
+    liked = list(ids[pipe.history(int(ml_sample.user_vocab.index([user])[0]))])
+    # Without the LM: the known user's own liked history reproduces the retriever's scores on that history.
+    folded = pipe.recommend_history(liked, k=5, rerank=False, label=user)
+    direct = pipe.retriever.score_histories([ml_sample.item_vocab.index(liked)])[0]
+    direct[ml_sample.item_vocab.index(liked)] = -np.inf
+    np.testing.assert_array_equal(folded.item_idx[0], np.argsort(-direct, kind="stable")[:5])
+    assert folded.users[0] == user
+    # A different history gives a different list, and nothing of the history, the exclusions or outside the
+    # allowed set comes out, with or without the LM.
+    other = list(ids[[0, 1, 2]])
+    allowed = list(ids[:300])
+    for rerank in (False, True):
+        recs = pipe.recommend_history(other, k=5, exclude=[ids[3], ids[4]], candidates=allowed, rerank=rerank)
+        out = set(recs.items[0])
+        assert len(out) == 5
+        assert out <= set(allowed)
+        assert not out & {*other, ids[3], ids[4]}
+    assert set(pipe.recommend_history(other, k=5, rerank=False).items[0]) != set(folded.items[0])
+
+
+def test_recommend_history_mixes_in_query_scores(pipe: Pipeline, ml_sample: Dataset) -> None:
+    wanted = 123
+    query = np.zeros(ml_sample.n_items)
+    query[wanted] = 100.0
+    cold = pipe.recommend_history([], k=3, query_scores=query, rerank=False)
+    assert cold.item_idx[0][0] == wanted  # an empty history: the query decides
+    with pytest.raises(ConfigError, match="query_scores"):
+        pipe.recommend_history([], k=3, query_scores=np.zeros(3), rerank=False)
+    with pytest.raises(ConfigError, match="more than"):
+        pipe.recommend_history([], k=100, rerank=False)

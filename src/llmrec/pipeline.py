@@ -15,7 +15,7 @@ Stages:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Self
 
@@ -218,16 +218,87 @@ class Pipeline:
         if self.reranker is None:
             raise ConfigError("this pipeline has no rerank stage (config.rerank is None)")
         uidx = self.data.user_vocab.index(retrieved.users, missing="negative")
+        histories = [(self.history(int(u)), int(u)) for u in uidx]
+        return RerankedBatch(retrieved, self._lm_scores(retrieved, histories, show_progress))
+
+    def _lm_scores(
+        self, retrieved: Recommendations, histories: Sequence[tuple[np.ndarray, int]], show_progress: bool = False
+    ) -> np.ndarray:
+        """The language model's score of each retrieved item given each row's ``(history, user index)``."""
+        if self.reranker is None:
+            raise ConfigError("this pipeline has no rerank stage (config.rerank is None)")
         lm_scores = np.full(retrieved.scores.shape, np.nan)
         for row in _progress(range(len(retrieved)), show_progress, "LM rerank"):
             real = retrieved.item_idx[row] >= 0
             if not real.any():
                 continue
-            history = self.history(int(uidx[row]))
-            demos = self.fewshot.select(history, exclude_user=int(uidx[row])) if self.fewshot else []
+            history, user_idx = histories[row]
+            demos = self.fewshot.select(history, exclude_user=user_idx) if self.fewshot else []
             titles = [self.titles[i] for i in retrieved.item_idx[row, real]]
             lm_scores[row, real] = self.reranker.score([self.titles[i] for i in history], titles, demos)
-        return RerankedBatch(retrieved, lm_scores)
+        return lm_scores
+
+    def recommend_history(
+        self,
+        history: Sequence[object],
+        k: int = 10,
+        *,
+        exclude: Iterable[object] = (),
+        candidates: Iterable[object] | None = None,
+        query_scores: np.ndarray | None = None,
+        query_weight: float = 0.5,
+        rerank: bool | None = None,
+        label: str = "session",
+    ) -> Recommendations:
+        """Top-``k`` for someone known by the items they liked, not (or not only) by the fitted data.
+
+        A chat session's liked items, or a user's feedback since the last fit, change the answer at once: the
+        retriever folds the history into its fitted parameters (:meth:`Scorer.score_histories`), and the language
+        model sees the history's titles. Everything else is as :meth:`recommend` does it.
+
+        Args:
+            history: External item ids the person liked, oldest first (unknown ids are ignored; empty = cold).
+            k: List length.
+            exclude: External item ids never to recommend (the history is always excluded).
+            candidates: Restrict to these external item ids (e.g. those meeting a conversation's constraints).
+            query_scores: Optional ``(n_items,)`` scores of what the person asked for in words (e.g. text search
+                similarity); standardised and mixed with the retriever's standardised scores.
+            query_weight: The query's share in that mix (0..1).
+            rerank: Override whether the language model reranks (``None`` = as configured).
+            label: The user id the returned :class:`Recommendations` carries.
+
+        """
+        if self.retriever is None:
+            raise NotFittedError("the pipeline is not fitted: call fit(data) first")
+        self._check_k(k)
+        vocab = self.data.item_vocab
+        hidx = vocab.index(list(history), missing="negative")
+        hidx = hidx[hidx >= 0].astype(np.int64)
+        scores = self.retriever.score_histories([hidx])[0]
+        if query_scores is not None:
+            if query_scores.shape != scores.shape:
+                raise ConfigError(f"query_scores must have shape ({self.data.n_items},), got {query_scores.shape}")
+            if not 0.0 <= query_weight <= 1.0:
+                raise ConfigError(f"query_weight must be within 0..1, got {query_weight}")
+            w = query_weight if len(hidx) else 1.0  # a cold history has nothing to say: the query decides
+            scores = (1.0 - w) * _standardise(scores) + w * _standardise(query_scores)
+        blocked = np.zeros(self.data.n_items, dtype=bool)
+        blocked[hidx] = True
+        gone = vocab.index(list(exclude), missing="negative")
+        blocked[gone[gone >= 0]] = True
+        if candidates is not None:
+            allowed = vocab.index(list(candidates), missing="negative")
+            keep = np.zeros(self.data.n_items, dtype=bool)
+            keep[allowed[allowed >= 0]] = True
+            blocked |= ~keep
+        scores = np.where(blocked, -np.inf, scores)[None, :]
+        idx, vals = top_k(scores, self.config.candidates)
+        retrieved = Recommendations(np.array([label], dtype=object), vocab.ids_of(idx), vals, idx)
+        use_lm = self.config.rerank is not None if rerank is None else rerank
+        if not use_lm:
+            return RerankedBatch(retrieved, None).final(k, 0.0)
+        batch = RerankedBatch(retrieved, self._lm_scores(retrieved, [(hidx, -1)]))
+        return batch.final(k, self.config.rerank.weight if self.config.rerank is not None else 0.0)
 
     def recommend(
         self,
@@ -252,6 +323,12 @@ class Pipeline:
         """
         if self.retriever is None:
             raise NotFittedError("the pipeline is not fitted: call fit(data) first")
+        self._check_k(k)
+        batch = self.rerank_scores(users, exclude_seen, candidates, rerank=rerank, show_progress=show_progress)
+        weight = self.config.rerank.weight if self.config.rerank is not None else 0.0
+        return batch.final(k, weight)
+
+    def _check_k(self, k: int) -> None:
         if k < 1:
             raise ConfigError(f"k must be >= 1, got {k}")
         if k > self.config.candidates:
@@ -259,9 +336,6 @@ class Pipeline:
                 f"k={k} is more than the {self.config.candidates} candidates the retriever hands on: "
                 "raise config.candidates"
             )
-        batch = self.rerank_scores(users, exclude_seen, candidates, rerank=rerank, show_progress=show_progress)
-        weight = self.config.rerank.weight if self.config.rerank is not None else 0.0
-        return batch.final(k, weight)
 
     # -- explanations -------------------------------------------------------------------------------------------
 
@@ -309,6 +383,15 @@ def _liked_histories(data: Dataset, min_value: float | None) -> list[np.ndarray]
             own = liked if len(liked) else own
         out.append(own.astype(np.int64))
     return out
+
+
+def _standardise(scores: np.ndarray) -> np.ndarray:
+    """Zero-mean unit-variance scores over the finite entries (-inf and NaN stay at the bottom)."""
+    finite = np.isfinite(scores)
+    if not finite.any():
+        return scores
+    mean, std = scores[finite].mean(), scores[finite].std()
+    return np.where(finite, (scores - mean) / (std if std > 0 else 1.0), -np.inf)
 
 
 def _progress(rows: range, show: bool, label: str) -> Iterator[int]:

@@ -174,3 +174,41 @@ def test_user_in_vocabulary_without_training_history_gets_popularity(name: str, 
     train = ml_sample.subset(ml_sample.user_idx != 0)
     model = make(name).fit(train, TrainOptions(seed=3))
     np.testing.assert_array_equal(model.score([cold])[0], train.item_popularity.astype(np.float64))
+
+
+def training_history(data: Dataset, user: str) -> np.ndarray:
+    """The user's training item indices in time order (interactions are stored time-sorted)."""
+    return data.item_idx[data.user_idx == data.user_vocab.index([user])[0]]
+
+
+# Folding a user's own training history back in reproduces the fitted user exactly, except for the
+# factorisation models (and fusions of them): their fitted users come from many alternating or SGD steps.
+APPROXIMATE_FOLD_IN = {"als", "bpr", "fusion"}
+
+
+def test_fold_in_of_a_training_history_matches_the_fitted_user(
+    fitted: Scorer, ml_sample: Dataset, users: np.ndarray
+) -> None:
+    histories = [training_history(ml_sample, u) for u in users]
+    folded = fitted.score_histories(histories)
+    direct = fitted.score(users)
+    assert folded.shape == direct.shape == (len(users), ml_sample.n_items)
+    if fitted.name in APPROXIMATE_FOLD_IN:
+        seen = ml_sample.matrix("binary")[ml_sample.user_vocab.index(users)].toarray() > 0
+        for row in range(len(users)):
+            a, b = np.where(seen[row], -np.inf, folded[row]), np.where(seen[row], -np.inf, direct[row])
+            top_a, top_b = set(top_k(a[None], 20)[0][0]), set(top_k(b[None], 20)[0][0])
+            assert len(top_a & top_b) >= 8, f"{fitted.name}: fold-in shares only {len(top_a & top_b)} of the top 20"
+    else:
+        np.testing.assert_allclose(folded, direct, rtol=1e-4, atol=1e-5)
+
+
+def test_fold_in_responds_to_the_history_and_handles_edges(fitted: Scorer, ml_sample: Dataset) -> None:
+    pop = ml_sample.item_popularity.astype(np.float64)
+    liked = np.argsort(-pop)[:3]
+    scores = fitted.score_histories([[], liked, liked[:1]])
+    np.testing.assert_array_equal(scores[0], pop)  # an empty history is a cold user
+    if fitted.name != "popular":
+        assert not np.allclose(scores[1], scores[2]), "adding items to a history must change its scores"
+    with pytest.raises(ConfigError, match="outside the catalogue"):
+        fitted.score_histories([[ml_sample.n_items]])

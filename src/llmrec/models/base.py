@@ -209,6 +209,24 @@ class Scorer(ABC):
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         """Scores of all items for known users: ``(len(user_idx), n_items)`` float array."""
 
+    def _score_histories(self, histories: list[np.ndarray]) -> np.ndarray:
+        """Scores of all items for unseen users given only their (non-empty) histories; see :meth:`score_histories`.
+
+        Scorers that can fold a new history into their fitted parameters override this.
+        """
+        raise ConfigError(
+            f"{self.name} cannot score a history it was not trained on. Fix: use a scorer that can "
+            "(popular, itemknn, ease, als, bpr, content, sasrec, bert4rec, or a fusion of them)"
+        )
+
+    def _history_matrix(self, histories: list[np.ndarray]) -> sp.csr_matrix:
+        """Binary ``(len(histories), n_items)`` matrix of the histories (repeats count once)."""
+        rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
+        cols = np.concatenate(histories) if histories else np.zeros(0, dtype=np.int64)
+        out = sp.csr_matrix((np.ones(len(cols)), (rows, cols)), shape=(len(histories), self.data.n_items))
+        out.data[:] = 1.0
+        return out
+
     # -- inference -----------------------------------------------------------------------------------
     @property
     def data(self) -> Dataset:
@@ -229,6 +247,43 @@ class Scorer(ABC):
             for start in range(0, len(rows), self.batch_size):
                 sel = rows[start : start + self.batch_size]
                 out[sel] = self._score(uidx[sel])
+        return out
+
+    def score_histories(self, histories: Sequence[Sequence[int] | np.ndarray]) -> np.ndarray:
+        """All-item scores for users known only by an item history: the fitted model, folded in.
+
+        This is how a chat session's liked items, or feedback that arrived after the last fit, change the next
+        answer at once without a refit. The parameters stay as fitted; each history is scored as a user with
+        exactly those interactions would be (EASE/ItemKNN: the history row times the item weights; ALS/BPR: one
+        least-squares user step; content: the recency-weighted mean of the items' text vectors; SASRec and
+        BERT4Rec: the history as the input sequence).
+
+        Args:
+            histories: Per user, dense item indices, oldest first (an empty history gets the popularity
+                fallback, as an unknown user does).
+
+        Returns:
+            ``(len(histories), n_items)`` float64 scores.
+
+        Raises:
+            ConfigError: An index is outside the catalogue, or this scorer cannot fold in histories.
+
+        """
+        n_items = self.data.n_items
+        arrays = [np.asarray(h, dtype=np.int64).ravel() for h in histories]
+        for row, h in enumerate(arrays):
+            if len(h) and (h.min() < 0 or h.max() >= n_items):
+                raise ConfigError(
+                    f"history {row} holds item index {int(h.min() if h.min() < 0 else h.max())}, outside the "
+                    f"catalogue of {n_items} items. Fix: map external ids with data.item_vocab.index first"
+                )
+        out = np.empty((len(arrays), n_items), dtype=np.float64)
+        full = np.array([len(h) > 0 for h in arrays], dtype=bool)
+        out[~full] = self._fallback
+        rows = np.flatnonzero(full)
+        for start in range(0, len(rows), self.batch_size):
+            sel = rows[start : start + self.batch_size]
+            out[sel] = self._score_histories([arrays[r] for r in sel])
         return out
 
     def score(

@@ -282,6 +282,16 @@ class Content(Scorer):
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         return (self.user_vectors[user_idx] @ self.item_vectors.T).astype(np.float64)
 
+    def _score_histories(self, histories: list[np.ndarray]) -> np.ndarray:
+        users = np.stack(
+            [
+                recency_weights(np.zeros(len(h), dtype=np.int64), self.config.half_life)
+                @ self.item_vectors[h].astype(np.float64)
+                for h in histories
+            ]
+        )
+        return _normalize_rows(users) @ self.item_vectors.T.astype(np.float64)
+
     # -- retrieval -----------------------------------------------------------------------------------------
     @property
     def index(self) -> VectorIndex:

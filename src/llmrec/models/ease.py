@@ -119,7 +119,12 @@ class EASE(Scorer):
         log.info("ease: fitted %d items in %.2f s", n, time.perf_counter() - start)
 
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
-        history = self._seen[user_idx][:, self.active_items]
-        out = np.zeros((len(user_idx), self.data.n_items), dtype=np.float64)
-        out[:, self.active_items] = history @ self.weights
+        return self._score_rows(self._seen[user_idx])
+
+    def _score_histories(self, histories: list[np.ndarray]) -> np.ndarray:
+        return self._score_rows(self._history_matrix(histories))
+
+    def _score_rows(self, history: sp.csr_matrix) -> np.ndarray:
+        out = np.zeros((history.shape[0], self.data.n_items), dtype=np.float64)
+        out[:, self.active_items] = history[:, self.active_items] @ self.weights
         return out

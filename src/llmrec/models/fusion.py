@@ -111,6 +111,10 @@ class Fusion(Scorer):
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         return fuse_scores(self._parts(user_idx), [c.weight for c in self.config.components])
 
+    def _score_histories(self, histories: list[np.ndarray]) -> np.ndarray:
+        parts = [_normalise(m.score_histories(histories), self.config.method, self.config.rrf_k) for m in self.models]
+        return fuse_scores(parts, [c.weight for c in self.config.components])
+
     @classmethod
     def search_config(
         cls,

@@ -112,5 +112,7 @@ class ItemKNN(Scorer):
         return sim_matrix
 
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
-        history = self._seen[user_idx]
-        return (history @ self.similarity.T).toarray()
+        return (self._seen[user_idx] @ self.similarity.T).toarray()
+
+    def _score_histories(self, histories: list[np.ndarray]) -> np.ndarray:
+        return (self._history_matrix(histories) @ self.similarity.T).toarray()

@@ -111,6 +111,23 @@ class ImplicitMF(Scorer):
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         return self.user_factors[user_idx] @ self.item_factors.T
 
+    def _score_histories(self, histories: list[np.ndarray]) -> np.ndarray:
+        """One ALS user step per history against the fitted item factors (the standard fold-in).
+
+        Solves ``(YᵀY + (α - 1)Y_hᵀY_h + λI) x = α Y_hᵀ1`` as ``implicit`` does: every item is a zero-preference
+        observation of weight 1 and each history item a positive one of confidence ``α`` (its binary value scaled
+        by ``alpha``). BPR's factors are folded in the same way, with confidence 1.
+        """
+        y = self.item_factors.astype(np.float64)
+        alpha = float(getattr(self.config, "alpha", 1.0))
+        reg = max(float(self.config.regularization), 1e-6)
+        gram = y.T @ y + reg * np.eye(y.shape[1])
+        users = np.empty((len(histories), y.shape[1]))
+        for row, items in enumerate(histories):
+            yh = y[np.unique(items)]
+            users[row] = np.linalg.solve(gram + (alpha - 1.0) * yh.T @ yh, alpha * yh.sum(axis=0))
+        return users @ y.T
+
 
 class ALS(ImplicitMF):
     """Alternating least squares with confidence weights (``implicit.cpu.als``, conjugate-gradient solver)."""
@@ -167,3 +184,32 @@ class BPR(ImplicitMF):
             num_threads=num_threads,
             random_state=seed,
         )
+
+    def _score_histories(self, histories: list[np.ndarray]) -> np.ndarray:
+        """Fold-in by BPR's own objective: gradient ascent on one user vector, item factors fixed.
+
+        Maximises the mean of ``log σ(x·y_i - x·y_j)`` over every history item ``i`` (the most recent
+        :data:`FOLD_IN_ITEMS`) and every catalogue item ``j``, minus the L2 penalty, from the mean of the history's
+        factors; the last component stays 1 (it multiplies the item bias). A least-squares step, right for ALS,
+        agrees poorly with BPR's fitted users (3 of 20 top items shared on MovieLens; this reaches ~13).
+        """
+        y = self.item_factors.astype(np.float64)
+        out = np.empty((len(histories), y.shape[0]))
+        for row, items in enumerate(histories):
+            h = np.unique(items[-FOLD_IN_ITEMS:])
+            x = y[h].mean(axis=0)
+            x[-1] = 1.0
+            for _ in range(FOLD_IN_STEPS):
+                s = y @ x
+                weight = 1.0 / (1.0 + np.exp(s[h][:, None] - s[None, :]))  # σ(s_j - s_i): the gradient's weights
+                grad = (weight.sum(axis=1) @ y[h] - weight.sum(axis=0) @ y) / weight.size
+                x += FOLD_IN_RATE * (grad - self.config.regularization * x)
+                x[-1] = 1.0
+            out[row] = y @ x
+        return out
+
+
+FOLD_IN_ITEMS = 256
+"""How many of a history's most recent items BPR's fold-in fits (bounds its cost on long histories)."""
+FOLD_IN_STEPS = 200
+FOLD_IN_RATE = 0.5

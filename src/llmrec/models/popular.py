@@ -46,3 +46,6 @@ class Popular(Scorer):
 
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         return np.tile(self.popularity, (len(user_idx), 1))
+
+    def _score_histories(self, histories: list[np.ndarray]) -> np.ndarray:
+        return np.tile(self.popularity, (len(histories), 1))

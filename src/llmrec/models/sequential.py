@@ -693,11 +693,19 @@ class SequentialScorer(Scorer):
 
     # -- inference -------------------------------------------------------------------------------------
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
+        return self._score_tokens(self._query_tokens[user_idx])
+
+    def _score_histories(self, histories: list[np.ndarray]) -> np.ndarray:
+        n_items = self.data.n_items
+        indptr = np.concatenate([[0], np.cumsum([len(h) for h in histories])]).astype(np.int64)
+        seqs = Sequences(indptr, np.concatenate(histories).astype(np.int64))
+        return self._score_tokens(self._queries(seqs, np.arange(len(histories)), n_items, n_items + 1))
+
+    def _score_tokens(self, tokens: np.ndarray) -> np.ndarray:
         import torch
 
-        tokens = torch.from_numpy(self._query_tokens[user_idx]).to(self._device)
         with torch.no_grad():
-            out = self.model.logits(self.model(tokens)[:, -1])
+            out = self.model.logits(self.model(torch.from_numpy(tokens).to(self._device))[:, -1])
         return out.cpu().numpy().astype(np.float64)
 
 
