@@ -334,6 +334,15 @@ class Content(Scorer):
         )
         return result  # type: ignore[return-value]
 
+    def text_scores(self, query: str) -> np.ndarray:
+        """Cosine similarity of every catalogue item's text to a free-text ``query``, ``(n_items,)``.
+
+        The conversational recommender mixes these with collaborative scores (see
+        :meth:`llmrec.pipeline.Pipeline.recommend_history`).
+        """
+        vector = _normalize_rows(np.asarray(self.encoder.encoder.encode([_scrub([query])[0]]), dtype=np.float32))
+        return (self.item_vectors @ vector[0]).astype(np.float64)
+
     def recommend_for_profile(
         self,
         profile: str,

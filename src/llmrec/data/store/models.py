@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "DatasetRow", "InteractionRow", "ItemRow", "UserRow"]
+__all__ = ["Base", "ChatSessionRow", "DatasetRow", "InteractionRow", "ItemRow", "UserRow"]
 
 # An autoincrementing 64-bit key; SQLite only autoincrements an INTEGER PRIMARY KEY (which is 64-bit there).
 BigIntKey = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -101,3 +101,22 @@ class InteractionRow(Base):
     timestamp: Mapped[int] = mapped_column(sa.BigInteger)
     value: Mapped[float] = mapped_column(sa.Float, default=1.0)
     event: Mapped[str] = mapped_column(sa.Text, default="interaction")
+
+
+class ChatSessionRow(Base):
+    """One conversation: its dialogue state and its turns, as JSON (see :mod:`llmrec.chat.sessions`).
+
+    ``user_id`` is set when the conversation belongs to a user of the dataset (their feedback then becomes
+    interactions); anonymous sessions leave it empty.
+    """
+
+    __tablename__ = "chat_sessions"
+    __table_args__ = (sa.Index("ix_chat_sessions_user", "dataset", "user_id"),)
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    dataset: Mapped[str] = mapped_column(sa.Text)
+    user_id: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    state: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    turns: Mapped[list[Any]] = mapped_column(sa.JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+    updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())

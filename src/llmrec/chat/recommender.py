@@ -1,0 +1,362 @@
+"""The conversational recommender: each turn updates the dialogue state, then retrieves, reranks and answers.
+
+One turn:
+
+1. :func:`~llmrec.chat.parse.parse_turn` reads the message. Requests for the system prompt, other users' data or
+   the store are declined; requests with nothing to do with recommending are declined politely.
+2. The state takes the update (liked/disliked/seen items, genre and year constraints, a text query).
+3. The pipeline recommends for the state: the liked items (plus the user's own history, for a known user) are
+   folded into the retriever (:meth:`~llmrec.pipeline.Pipeline.recommend_history`), mixed with text-search scores
+   when the person described what they want, restricted to the items meeting the hard constraints, with every
+   disliked, seen, rejected or already shown item excluded, then reranked by the language model.
+4. The answer names only catalogue items, each with a grounded reason from the explain stage.
+
+Feedback (thumbs up/down, seen, a rating) changes the state the same way a message does, so the very next answer
+reflects it; for a session that belongs to a user it is also stored as an interaction, for the next training run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from llmrec.chat.parse import Intent, parse_turn
+from llmrec.chat.sessions import ChatSession, MemorySessionStore, SessionStore, Turn, new_session_id
+from llmrec.chat.state import DialogueState, FeedbackKind, StateUpdate
+from llmrec.errors import ConfigError, UnknownIdError
+from llmrec.llm.explain import Catalogue, Explainer
+
+if TYPE_CHECKING:
+    from llmrec.data.store import Store
+    from llmrec.models.content import Content
+    from llmrec.pipeline import Pipeline
+
+__all__ = ["FEEDBACK_EVENTS", "ChatConfig", "ConversationalRecommender", "RecommendedItem", "Reply"]
+
+log = logging.getLogger(__name__)
+
+#: How feedback is stored as an interaction: (event name, value). A thumbs-down is kept like a 1-star rating
+#: (the person knows the item), so value-aware stages and ``liked_min_value`` treat it as disliked.
+FEEDBACK_EVENTS: dict[str, tuple[str, float]] = {
+    "up": ("thumbs_up", 5.0),
+    "down": ("thumbs_down", 1.0),
+    "seen": ("seen", 3.0),
+    "rating": ("rating", float("nan")),
+}
+
+DECLINE_REFUSED = (
+    "I can't help with that: I only recommend {noun}s from the catalogue, and I never share other people's data "
+    "or how I am set up. Tell me a {noun} you liked, or a genre you're in the mood for."
+)
+DECLINE_OUT_OF_SCOPE = (
+    "That's outside what I can do: I recommend {noun}s. Tell me a {noun} you liked, a genre, or a decade."
+)
+GREETING = "Hi! Tell me a {noun} you liked, or what you're in the mood for (a genre, a decade, a few words)."
+RESET = "Starting over. What are you in the mood for?"
+
+
+class ChatConfig(BaseModel):
+    """Settings of the conversational recommender.
+
+    Attributes:
+        k: Items recommended per answer.
+        rerank: Let the language model rerank (when the pipeline has a rerank stage).
+        query_weight: Share of text-search scores when the person described what they want.
+        explain_with_lm: Let the language model phrase each reason (checked against the evidence, slow on a CPU);
+            ``False`` writes reasons from the evidence alone (instant, grounded by construction).
+        item_noun: What the items are called in answers.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    k: int = Field(default=5, ge=1, le=50)
+    rerank: bool = True
+    query_weight: float = Field(default=0.5, ge=0.0, le=1.0)
+    explain_with_lm: bool = False
+    item_noun: str = "movie"
+
+
+@dataclass(frozen=True)
+class RecommendedItem:
+    """One recommended item with its grounded reason.
+
+    Attributes:
+        item_id: External item id.
+        title: Display title.
+        year: Release year, when known.
+        genres: Genres, when known.
+        reason: A short explanation, grounded in the catalogue and the conversation.
+        score: The pipeline's final score.
+    """
+
+    item_id: str
+    title: str
+    year: int | None
+    genres: tuple[str, ...]
+    reason: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The answer to one turn.
+
+    Attributes:
+        session_id: The conversation.
+        intent: How the turn was read (see :data:`~llmrec.chat.parse.Intent`).
+        text: The answer in words (names catalogue items only).
+        items: The recommended items (empty when the turn was declined or nothing qualifies).
+        state: The dialogue state after the turn.
+    """
+
+    session_id: str
+    intent: Intent
+    text: str
+    items: list[RecommendedItem] = field(default_factory=list)
+    state: DialogueState = field(default_factory=DialogueState)
+
+
+class ConversationalRecommender:
+    """Multi-turn recommendation over a fitted :class:`~llmrec.pipeline.Pipeline` (see the module docstring).
+
+    Args:
+        pipeline: A fitted pipeline; its data's catalogue is what the conversation is about.
+        sessions: Where sessions live (default: in memory; :class:`~llmrec.chat.sessions.SqlSessionStore` keeps
+            them in the database).
+        store: The store that receives feedback of user-owned sessions as interactions (optional).
+        dataset: The store dataset those interactions go to (default: the pipeline data's name).
+        searcher: A fitted :class:`~llmrec.models.content.Content` scorer on the same data, for text queries
+            ("a heist set in Europe"); without one, descriptions only steer through genres and years.
+        config: Settings.
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        sessions: SessionStore | None = None,
+        store: Store | None = None,
+        dataset: str | None = None,
+        searcher: Content | None = None,
+        config: ChatConfig | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.data = pipeline.data
+        self.sessions: SessionStore = sessions or MemorySessionStore()
+        self.store = store
+        self.dataset = dataset or self.data.name
+        self.searcher = searcher
+        self.config = config or ChatConfig()
+        self.catalogue = Catalogue.of(self.data)
+        n = len(self.catalogue)
+        self._years = np.array([self.catalogue.year(i) or 0 for i in range(n)], dtype=np.int64)
+        self._genres = [frozenset(self.catalogue.genres(i)) for i in range(n)]
+        self._newest = int(self._years.max()) if (self._years > 0).any() else None
+        self._popularity = self.data.item_popularity
+        self.explainer = (
+            pipeline.explainer if self.config.explain_with_lm else Explainer(None, self.data, pipeline.config.explain)
+        )
+
+    # -- sessions -------------------------------------------------------------------------------------------
+
+    def start(self, user_id: str | None = None) -> ChatSession:
+        """A new conversation, anonymous or for a user of the pipeline's data.
+
+        Raises:
+            UnknownIdError: ``user_id`` is not a user of the data.
+        """
+        if user_id is not None and int(self.data.user_vocab.index([user_id], missing="negative")[0]) < 0:
+            raise UnknownIdError(f"unknown user '{user_id}'. Fix: use a user id of dataset '{self.dataset}'")
+        session = ChatSession(id=new_session_id(), dataset=self.dataset, user_id=user_id)
+        self.sessions.save(session)
+        return session
+
+    def session(self, session_id: str) -> ChatSession:
+        """The stored session (:class:`UnknownIdError` when there is none)."""
+        return self.sessions.load(session_id)
+
+    def edit_state(self, session_id: str, state: DialogueState) -> ChatSession:
+        """Replace a session's state (the person corrected what the system understood).
+
+        Raises:
+            UnknownIdError: The session, or an item id in the state, is unknown.
+        """
+        session = self.sessions.load(session_id)
+        self._check_items(state.liked + state.disliked + state.seen + state.rejected + state.recommended)
+        session.state = state
+        self.sessions.save(session)
+        return session
+
+    def _check_items(self, item_ids: list[str]) -> None:
+        idx = self.data.item_vocab.index(item_ids, missing="negative")
+        if (idx < 0).any():
+            bad = [i for i, x in zip(item_ids, idx, strict=True) if x < 0]
+            raise UnknownIdError(f"unknown item ids {bad[:5]}. Fix: use item ids of dataset '{self.dataset}'")
+
+    # -- turns ----------------------------------------------------------------------------------------------
+
+    def turn(self, session_id: str, text: str) -> Reply:
+        """Answer one user message (see the module docstring).
+
+        Raises:
+            UnknownIdError: There is no such session.
+            ConfigError: ``text`` is empty.
+        """
+        if not text or not text.strip():
+            raise ConfigError("the message is empty. Fix: say what you'd like, e.g. 'something funny from the 90s'")
+        session = self.sessions.load(session_id)
+        state = session.state
+        parsed = parse_turn(
+            text[:2000],
+            self.catalogue,
+            recommended=frozenset(state.recommended),
+            popularity=self._popularity,
+            newest_year=self._newest,
+        )
+        noun = self.config.item_noun
+        session.turns.append(Turn(role="user", text=text[:2000]))
+        items: list[RecommendedItem] = []
+        if parsed.intent == "refused":
+            answer = DECLINE_REFUSED.format(noun=noun)
+        elif parsed.intent == "out_of_scope":
+            answer = DECLINE_OUT_OF_SCOPE.format(noun=noun)
+        elif parsed.intent == "greeting":
+            answer = GREETING.format(noun=noun)
+        else:
+            state = state.apply(parsed.update)
+            state.turns += 1
+            if parsed.intent == "reset":
+                answer = RESET
+            else:
+                items = self.recommend(session.user_id, state)
+                state.recommended = list(dict.fromkeys(state.recommended + [i.item_id for i in items]))
+                answer = self._answer(state, items)
+        session.state = state
+        session.turns.append(Turn(role="assistant", text=answer, items=[i.item_id for i in items]))
+        self.sessions.save(session)
+        return Reply(session.id, parsed.intent, answer, items, state)
+
+    def stream_turn(self, session_id: str, text: str) -> Iterator[dict[str, Any]]:
+        """One turn as events for server-sent streaming: ``state``, one ``item`` each, then ``done``."""
+        reply = self.turn(session_id, text)
+        yield {"event": "state", "data": {"intent": reply.intent, "state": reply.state.model_dump()}}
+        for item in reply.items:
+            yield {"event": "item", "data": item.__dict__ | {"genres": list(item.genres)}}
+        yield {"event": "done", "data": {"text": reply.text}}
+
+    # -- feedback -------------------------------------------------------------------------------------------
+
+    def feedback(self, session_id: str, item_id: str, kind: FeedbackKind, value: float | None = None) -> ChatSession:
+        """Record feedback on an item: the next answer reflects it (see the module docstring).
+
+        ``up`` and ratings of 4 or more like the item; ``down`` and ratings of 2 or less dislike it; ``seen``
+        marks it seen. For a session of a known user, the feedback is also stored as an interaction.
+
+        Raises:
+            UnknownIdError: The session or item is unknown.
+            ConfigError: A rating without a value, or with one outside 0..5.
+        """
+        session = self.sessions.load(session_id)
+        self._check_items([item_id])
+        if kind == "rating" and (value is None or not 0.0 <= value <= 5.0):
+            raise ConfigError("a rating needs a value between 0 and 5. Fix: send value=4 (for example)")
+        if kind == "up" or (kind == "rating" and value is not None and value >= 4):
+            update = StateUpdate(liked=[item_id])
+        elif kind == "down" or (kind == "rating" and value is not None and value <= 2):
+            update = StateUpdate(disliked=[item_id])
+        else:
+            update = StateUpdate(seen=[item_id])
+        session.state = session.state.apply(update)
+        self.sessions.save(session)
+        if self.store is not None and session.user_id is not None:
+            event, default = FEEDBACK_EVENTS[kind]
+            row = {
+                "user_id": session.user_id,
+                "item_id": item_id,
+                "timestamp": int(time.time()),
+                "value": value if value is not None else default,
+                "event": event,
+            }
+            self.store.ingest_interactions(self.dataset, pd.DataFrame([row]))
+        return session
+
+    # -- recommending ---------------------------------------------------------------------------------------
+
+    def allowed(self, state: DialogueState) -> list[str] | None:
+        """Item ids meeting the state's hard constraints (``None``: no constraints, every item)."""
+        if not (state.genres_include or state.genres_exclude or state.year_min or state.year_max):
+            return None
+        include, exclude = set(state.genres_include), set(state.genres_exclude)
+        keep = np.array([(not include or bool(g & include)) and not (g & exclude) for g in self._genres], dtype=bool)
+        if state.year_min is not None:
+            keep &= self._years >= state.year_min
+        if state.year_max is not None:
+            keep &= (self._years > 0) & (self._years <= state.year_max)
+        return [str(i) for i in self.catalogue.item_ids[keep]]
+
+    def recommend(self, user_id: str | None, state: DialogueState) -> list[RecommendedItem]:
+        """Items for this state (and user, when known), best first, each with a grounded reason."""
+        history = list(state.liked)
+        exclude = state.excluded()
+        if user_id is not None:
+            uidx = int(self.data.user_vocab.index([user_id], missing="negative")[0])
+            if uidx >= 0:
+                own = [str(i) for i in self.data.item_vocab.ids[self.pipeline.history(uidx)]]
+                history = [i for i in own if i not in set(state.disliked)] + history
+                seen = self.data.matrix("binary")[uidx].indices
+                exclude += [str(i) for i in self.data.item_vocab.ids[seen]]
+        allowed = self.allowed(state)
+        if allowed is not None and not allowed:
+            return []
+        query = None
+        if state.query and self.searcher is not None:
+            query = self.searcher.text_scores(state.query)
+        use_lm = self.config.rerank and self.pipeline.config.rerank is not None
+        k = min(self.config.k, self.pipeline.config.candidates)
+        recs = self.pipeline.recommend_history(
+            history,
+            k,
+            exclude=exclude,
+            candidates=allowed,
+            query_scores=query,
+            query_weight=self.config.query_weight,
+            rerank=use_lm,
+        )
+        out = []
+        for idx, item_id, score in zip(recs.item_idx[0], recs.items[0], recs.scores[0], strict=True):
+            if idx < 0:
+                continue
+            reason = self.explainer.explain(history, item_id).text
+            out.append(
+                RecommendedItem(
+                    item_id=str(item_id),
+                    title=self.catalogue.title(int(idx)) or str(item_id),
+                    year=self.catalogue.year(int(idx)),
+                    genres=self.catalogue.genres(int(idx)),
+                    reason=reason,
+                    score=float(score),
+                )
+            )
+        return out
+
+    def _answer(self, state: DialogueState, items: list[RecommendedItem]) -> str:
+        noun = self.config.item_noun
+        wanted = state.describe()
+        if not items:
+            return (
+                f"I found no {noun}s that fit ({wanted or 'everything is excluded'}). "
+                "Try loosening a constraint, or say 'start over'."
+            )
+        lead = f"Here are {noun}s " + (f"that fit ({wanted})" if wanted else "you might like") + ":"
+        lines = [lead]
+        for n, item in enumerate(items, 1):
+            year = f" ({item.year})" if item.year else ""
+            lines.append(f"{n}. {item.title}{year}: {item.reason}")
+        return "\n".join(lines)
