@@ -87,3 +87,16 @@ def test_recommend_reranks_and_explains_through_the_pipeline(tmp_path: Path) -> 
     config.write_text(json.dumps({"retriever": {"name": "popular"}, "candidates": 0}))
     bad = runner.invoke(app, ["recommend", "--user", "1", "--config", str(config)])
     assert bad.exit_code == 2 and "candidates" in bad.output and "Traceback" not in bad.output
+
+
+def test_chat_in_the_terminal_takes_feedback_and_constraints() -> None:
+    script = "hello\nsomething funny from the 90s\n/down 1\n/down 9\nno comedy, westerns please\n/state\n/quit\n"
+    result = runner.invoke(app, ["chat", "--retriever", "itemknn", "--k", "3"], input=script)
+    assert result.exit_code == 0, result.output
+    answers = result.output.split("llmrec>")
+    assert "Tell me a movie you liked" in answers[1]
+    assert "fit (comedy, from 1990 to 1999)" in answers[2]
+    first_pick = answers[2].split("1. ")[1].split(":")[0]
+    assert "noted: down on item 1" in result.output and "give the number of an item" in result.output
+    assert "western" in answers[3].lower() and first_pick not in answers[3]
+    assert '"disliked"' in result.output  # /state printed the state as JSON

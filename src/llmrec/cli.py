@@ -1,4 +1,4 @@
-"""The ``llmrec`` command line: demo, recommend, ingest, evaluate, report, datasets.
+"""The ``llmrec`` command line: demo, recommend, chat, ingest, evaluate, report, datasets.
 
 Every command catches :class:`~llmrec.errors.LlmrecError` and prints its message (which names the file, line,
 field and fix) instead of a traceback, exiting with status 2.
@@ -329,6 +329,64 @@ def recommend(
     with console.status(f"fitting {settings.retriever.name} on {data.name}"):
         pipe = Pipeline(settings).fit(data, TrainOptions(seed=seed))
     _show_recommendations(pipe, user, k, explain=explain, rerank=rerank if settings.rerank is not None else False)
+
+
+CHAT_HELP = (
+    "Say what you like or want ('I loved Heat', 'something funny from the 90s, no horror'). Commands: "
+    "/up N, /down N, /seen N (feedback on item N of the last answer), /state, /quit."
+)
+
+
+@app.command()
+@_friendly_errors
+def chat(
+    dataset: Annotated[
+        str, typer.Option(help="movielens-small, goodbooks-10k, or a dataset ingested into the store.")
+    ] = "movielens-small",
+    user: Annotated[str | None, typer.Option(help="Chat as this user of the dataset (default: anonymous).")] = None,
+    k: Annotated[int, typer.Option(help="Items per answer.")] = 5,
+    retriever: Annotated[str, typer.Option(help="Scorer that finds the candidates.")] = "ease",
+    rerank: Annotated[bool, typer.Option(help="Rerank the candidates with the language model.")] = False,
+    seed: Annotated[int, typer.Option(help="Random seed of the retriever's fit.")] = 42,
+    db: Annotated[str | None, typer.Option(help="Store URL for ingested datasets (default: LLMREC_DB_URL).")] = None,
+) -> None:
+    """Talk to the conversational recommender in the terminal (feedback changes the next answer)."""
+    from llmrec.chat import ChatConfig, ConversationalRecommender
+    from llmrec.data.registry import load_named
+    from llmrec.models.base import TrainOptions
+    from llmrec.pipeline import Pipeline, PipelineConfig, RetrieverSpec
+
+    settings = PipelineConfig(retriever=RetrieverSpec(name=retriever), rerank={} if rerank else None)
+    data = load_named(dataset, db)
+    with console.status(f"fitting {retriever} on {data.name}"):
+        pipe = Pipeline(settings).fit(data, TrainOptions(seed=seed))
+    recommender = ConversationalRecommender(pipe, config=ChatConfig(k=min(k, settings.candidates), rerank=rerank))
+    session = recommender.start(user)
+    console.print(CHAT_HELP, highlight=False)
+    last: list[str] = []
+    while True:
+        try:
+            text = console.input("[bold]you>[/] ").strip()
+        except (EOFError, KeyboardInterrupt):
+            break
+        if not text:
+            continue
+        if text in ("/quit", "/exit"):
+            break
+        if text == "/state":
+            console.print_json(recommender.session(session.id).state.model_dump_json())
+            continue
+        command, _, arg = text.partition(" ")
+        if command in ("/up", "/down", "/seen"):
+            if not arg.strip().isdigit() or not 1 <= int(arg) <= len(last):
+                console.print(f"[yellow]give the number of an item of the last answer (1-{len(last)})[/]")
+                continue
+            recommender.feedback(session.id, last[int(arg) - 1], command[1:])  # type: ignore[arg-type]
+            console.print(f"noted: {command[1:]} on item {arg}")
+            continue
+        reply = recommender.turn(session.id, text)
+        last = [item.item_id for item in reply.items] or last
+        console.print(f"[bold green]llmrec>[/] {escape(reply.text)}", highlight=False)
 
 
 if __name__ == "__main__":  # pragma: no cover
