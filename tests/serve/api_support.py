@@ -33,7 +33,7 @@ def serve_config(name: str, **overrides: object) -> ServeConfig:
         "dataset": name,
         "admin_key": ADMIN_KEY,
         "pipeline": PipelineConfig(retriever=RetrieverSpec(name="popular"), rerank=None, explain_with_lm=False),
-        "retrievers": ("popular", "ease"),
+        "retrievers": ("popular", "itemknn", "ease"),
         "max_request_bytes": 64 * 1024,
     }
     values.update(overrides)

@@ -38,7 +38,7 @@ from llmrec.serve.config import ServeConfig
 if TYPE_CHECKING:
     from llmrec.llm.base import LanguageModel
     from llmrec.llm.explain import Explanation
-    from llmrec.models.content import ContentScorer
+    from llmrec.models.content import Content
 
 __all__ = [
     "FEEDBACK_VALUES",
@@ -250,7 +250,7 @@ class RecommenderService:
         self._snapshot: _Snapshot | None = None
         self._lock = threading.RLock()
         self._load_lock = threading.Lock()
-        self._content: tuple[_Snapshot, ContentScorer] | None = None
+        self._content: tuple[_Snapshot, Content] | None = None
 
     # -- plumbing -----------------------------------------------------------------------------------------------
     @property
@@ -624,9 +624,9 @@ class RecommenderService:
             content = self._content[1] if self._content is not None and self._content[0] is snap else None
         if content is None:
             from llmrec.encode.cache import EmbeddingCache
-            from llmrec.models.content import ContentScorer
+            from llmrec.models.content import Content
 
-            content = ContentScorer(embedding_cache=EmbeddingCache(self._store)).fit(snap.data, self.options)
+            content = Content(embedding_cache=EmbeddingCache(self._store)).fit(snap.data, self.options)
             with self._lock:
                 self._content = (snap, content)
         candidates = None
