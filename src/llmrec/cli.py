@@ -1,4 +1,4 @@
-"""The ``llmrec`` command line: demo, recommend, chat, ingest, evaluate, report, datasets.
+"""The ``llmrec`` command line: demo, recommend, chat, ingest, evaluate, report, datasets, serve.
 
 Every command catches :class:`~llmrec.errors.LlmrecError` and prints its message (which names the file, line,
 field and fix) instead of a traceback, exiting with status 2.
@@ -7,6 +7,7 @@ field and fix) instead of a traceback, exiting with status 2.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -387,6 +388,65 @@ def chat(
         reply = recommender.turn(session.id, text)
         last = [item.item_id for item in reply.items] or last
         console.print(f"[bold green]llmrec>[/] {escape(reply.text)}", highlight=False)
+
+
+@app.command()
+@_friendly_errors
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    dataset: Annotated[
+        str, typer.Option(help="Store dataset to serve (movielens-small is ingested when missing).")
+    ] = "movielens-small",
+    db: Annotated[
+        str | None, typer.Option(help="Store URL (default: LLMREC_DB_URL, else ~/.llmrec/llmrec.db).")
+    ] = None,
+    retriever: Annotated[
+        str, typer.Option(help="Default retriever (a request may choose another served one).")
+    ] = "ease",
+    config: Annotated[
+        Path | None, typer.Option(help="A ServeConfig JSON file (overrides --dataset and --retriever).")
+    ] = None,
+    warm: Annotated[bool, typer.Option(help="Fit the default pipeline before accepting requests.")] = True,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the HTTP API (/v1, OpenAPI docs at /docs) with uvicorn.
+
+    The admin key comes from LLMREC_ADMIN_KEY; without it a random one is made for this run and shown once.
+    """
+    import secrets
+
+    from pydantic import SecretStr, ValidationError
+
+    from llmrec.data.store import Store
+    from llmrec.pipeline import PipelineConfig, RetrieverSpec
+
+    try:
+        import uvicorn
+
+        from llmrec.serve import RecommenderService, ServeConfig, create_app
+    except ImportError as exc:
+        raise ConfigError(f"the HTTP API needs the serve extra ({exc}). Fix: pip install 'llmrec[serve]'") from exc
+    try:
+        if config is not None:
+            settings = ServeConfig.from_settings(**json.loads(config.read_text(encoding="utf-8")))
+        else:
+            pipeline = PipelineConfig(retriever=RetrieverSpec(name=retriever), rerank=None, explain_with_lm=False)
+            settings = ServeConfig.from_settings(dataset=dataset, pipeline=pipeline)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the serve config {config}: {exc.strerror}") from exc
+    except (ValueError, ValidationError) as exc:
+        raise ConfigError(f"invalid serve config{f' in {config}' if config else ''}: {exc}") from exc
+    if settings.admin_key is None:
+        made = secrets.token_urlsafe(24)
+        settings.admin_key = SecretStr(made)
+        console.print(f"admin key for this run (set LLMREC_ADMIN_KEY to choose one): [bold]{made}[/]")
+    store = Store(db)
+    service = RecommenderService(store, settings)
+    with console.status(f"preparing {settings.dataset} in {store.display_url}"):
+        service.prepare()
+    console.print(f"serving {settings.dataset} at http://{host}:{port}/v1 (docs: http://{host}:{port}/docs)")
+    uvicorn.run(create_app(service, warm=warm), host=host, port=port, log_level=log_level)
 
 
 if __name__ == "__main__":  # pragma: no cover

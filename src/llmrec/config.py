@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "config_from", "default_data_dir", "get_settings"]
@@ -31,6 +31,10 @@ class Settings(BaseSettings):
         db_url: SQLAlchemy URL of the store. SQLite file by default; ``postgresql+psycopg://...`` for PostgreSQL.
         data_dir: Folder holding non-bundled datasets (goodbooks-10k, ReDial, ...).
         cache_dir: Folder for downloads and derived artifacts.
+        admin_key: The HTTP API's admin key (``LLMREC_ADMIN_KEY``): it may do everything, including creating the
+            per-user keys. Without one, ``llmrec serve`` makes a random key for the run and shows it once.
+        max_request_bytes: Largest request body the HTTP API accepts (``LLMREC_MAX_REQUEST_BYTES``); larger ones
+            get 413 before they are read.
 
     """
 
@@ -39,6 +43,8 @@ class Settings(BaseSettings):
     db_url: str = Field(default_factory=lambda: f"sqlite:///{Path.home() / '.llmrec' / 'llmrec.db'}")
     data_dir: Path | None = Field(default_factory=default_data_dir)
     cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "llmrec")
+    admin_key: SecretStr | None = None
+    max_request_bytes: int = Field(default=1_048_576, ge=1)
 
 
 @lru_cache(maxsize=1)

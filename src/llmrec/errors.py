@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "ConfigError",
+    "ConflictError",
     "DataProblem",
     "DataValidationError",
     "DownloadError",
@@ -38,6 +39,10 @@ class UnknownIdError(LlmrecError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable.
         return str(self.args[0]) if self.args else ""
+
+
+class ConflictError(LlmrecError):
+    """A record with that id is already stored (create it under another id, or update the stored one)."""
 
 
 class LeakageError(LlmrecError):

@@ -1,9 +1,11 @@
 """The SQL store of datasets: SQLite by default, PostgreSQL by URL, with the schema migrated by alembic.
 
-``Store`` is the one entry point: ingest (validated, bulk, idempotent, transactional), load, list, delete.
+``Store`` is the one entry point: ingest (validated, bulk, idempotent, transactional), load, list, delete, and
+single-record access (get, page, search, update, delete; API keys) for the HTTP API.
 The alembic environment ships in ``migrations/`` inside this package and runs from ``Store.migrate()``.
 """
 
 from llmrec.data.store.core import IngestReport, Store
+from llmrec.data.store.records import ApiKeyRecord, ItemRecord, Page, UserRecord
 
-__all__ = ["IngestReport", "Store"]
+__all__ = ["ApiKeyRecord", "IngestReport", "ItemRecord", "Page", "Store", "UserRecord"]

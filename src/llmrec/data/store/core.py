@@ -29,7 +29,8 @@ from llmrec.config import get_settings
 from llmrec.data.dataset import Dataset
 from llmrec.data.files import read_tables, validate_safely
 from llmrec.data.schema import INTERACTION_COLUMNS, validate_interactions, validate_items, validate_users
-from llmrec.data.store.models import Base, DatasetRow, InteractionRow, ItemRow, UserRow
+from llmrec.data.store.models import ApiKeyRow, Base, DatasetRow, InteractionRow, ItemRow, UserRow
+from llmrec.data.store.records import RecordAccess
 from llmrec.errors import ConfigError, StoreError
 
 __all__ = ["IngestReport", "Store"]
@@ -160,7 +161,7 @@ class _Progress:
 
 
 # -- the store ---------------------------------------------------------------------------------------------
-class Store:
+class Store(RecordAccess):
     """Datasets in a SQL database (SQLite file by default, PostgreSQL by URL), migrated on first use.
 
     Args:
@@ -565,7 +566,7 @@ class Store:
     def delete_dataset(self, name: str) -> bool:
         """Delete dataset ``name`` and all its rows in one transaction; returns whether it was stored."""
         with self._transaction(f"delete dataset '{name}'") as conn:
-            for model in (InteractionRow, ItemRow, UserRow):
+            for model in (InteractionRow, ItemRow, UserRow, ApiKeyRow):
                 conn.execute(sa.delete(model).where(model.dataset == name))
             deleted = conn.execute(sa.delete(DatasetRow).where(DatasetRow.name == name)).rowcount
         logger.info("deleted dataset '%s' from %s", name, self.display_url)

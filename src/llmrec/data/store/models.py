@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "ChatSessionRow", "DatasetRow", "InteractionRow", "ItemRow", "UserRow"]
+__all__ = ["ApiKeyRow", "Base", "ChatSessionRow", "DatasetRow", "InteractionRow", "ItemRow", "UserRow"]
 
 # An autoincrementing 64-bit key; SQLite only autoincrements an INTEGER PRIMARY KEY (which is 64-bit there).
 BigIntKey = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -120,3 +120,26 @@ class ChatSessionRow(Base):
     turns: Mapped[list[Any]] = mapped_column(sa.JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
     updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+
+
+class ApiKeyRow(Base):
+    """An API key of the HTTP API, bound to one user of one dataset; only its SHA-256 is stored.
+
+    Keys are long random strings (not passwords), so an unsalted SHA-256 is enough to make a stolen table useless
+    while a key is still found with one indexed lookup. ``revoked_at`` is set instead of deleting the row, so a
+    revoked key stays explainable in logs.
+    """
+
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        sa.UniqueConstraint("key_hash", name="uq_api_keys_key_hash"),
+        sa.Index("ix_api_keys_user", "dataset", "user_id"),
+    )
+
+    key_id: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    key_hash: Mapped[str] = mapped_column(sa.String(64))
+    dataset: Mapped[str] = mapped_column(sa.Text, _dataset_fk())
+    user_id: Mapped[str] = mapped_column(sa.Text)
+    role: Mapped[str] = mapped_column(sa.Text, default="user")
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True), nullable=True)

@@ -1,0 +1,83 @@
+"""The app factory: one FastAPI app around one :class:`RecommenderService`, no module-level state.
+
+Everything the routes need hangs off ``app.state.service``, so several apps (tests, one per dataset) live side by
+side in one process. More routers (the chat router) plug in through ``create_app(routers=[...])`` or
+``app.include_router(router, prefix="/v1")``; they get the service and the caller through
+:mod:`llmrec.serve.deps`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from llmrec.data.store import Store
+from llmrec.serve.config import ServeConfig
+from llmrec.serve.errors import install_error_handlers
+from llmrec.serve.limits import BodySizeLimit
+from llmrec.serve.routes import ROUTERS
+from llmrec.serve.service import RecommenderService
+
+__all__ = ["API_PREFIX", "create_app"]
+
+API_PREFIX = "/v1"
+log = logging.getLogger(__name__)
+
+_DESCRIPTION = """Recommendations with language models: items, users, interactions, recommendations with grounded
+explanations, and feedback that the next list reflects.
+
+Authenticate with `Authorization: Bearer <key>` (or `X-API-Key`). The admin key may do everything; a user key
+(made with `POST /v1/keys`) reads and writes only its own user's data and reads items. Every error is
+`{"error": {"type", "message", "fields": [{"loc", "msg"}]}}`."""
+
+
+def create_app(
+    service: RecommenderService | None = None,
+    *,
+    config: ServeConfig | None = None,
+    store: Store | None = None,
+    routers: Sequence[APIRouter] = (),
+    warm: bool = False,
+) -> FastAPI:
+    """Build the HTTP API.
+
+    Args:
+        service: The service to serve; built from ``config`` and ``store`` when ``None``.
+        config: Used only when ``service`` is ``None`` (default: :meth:`ServeConfig.from_settings`).
+        store: Used only when ``service`` is ``None`` (default: the store at ``LLMREC_DB_URL``).
+        routers: More routers to mount under ``/v1`` (e.g. chat).
+        warm: At startup, make sure the dataset is stored and fit the default pipeline, so the first request
+            does not wait for it.
+
+    Returns:
+        The app; ``app.state.service`` is its service.
+
+    """
+    if service is None:
+        service = RecommenderService(store or Store(), config or ServeConfig.from_settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if warm:
+            service.prepare()
+            service.pipeline()
+            log.info("serving %s: default pipeline fitted", service.dataset)
+        yield
+
+    from llmrec import __version__
+
+    app = FastAPI(
+        title="llmrec",
+        version=__version__,
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=service.config.max_request_bytes)
+    for router in (*ROUTERS, *routers):
+        app.include_router(router, prefix=API_PREFIX)
+    return app

@@ -1,0 +1,71 @@
+"""What one HTTP API instance serves and how: the dataset, the default pipeline, the choices a request may make.
+
+Deployment secrets and limits (admin key, request size) come from :class:`~llmrec.config.Settings` by default
+(``LLMREC_ADMIN_KEY``, ``LLMREC_MAX_REQUEST_BYTES``); everything about recommendations is a pipeline setting.
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from llmrec.config import Settings, get_settings
+from llmrec.llm.rerank import RerankConfig
+from llmrec.pipeline import PipelineConfig
+
+__all__ = ["ServeConfig"]
+
+
+def _default_pipeline() -> PipelineConfig:
+    # Retriever only, template explanations: answers in milliseconds; a request may still ask for the LM rerank.
+    return PipelineConfig(rerank=None, explain_with_lm=False)
+
+
+class ServeConfig(BaseModel):
+    """Settings of one API instance.
+
+    Attributes:
+        dataset: The store dataset served (``movielens-small`` is ingested from the bundled copy when missing).
+        pipeline: The default pipeline. Its retriever is used when a request names none; its other stages
+            (candidates, LM, explain settings) apply to every pipeline the service builds.
+        retrievers: Retriever names a request may choose (each is fitted on first use, so the list bounds the
+            memory and time a client can make the server spend).
+        rerank: The LM rerank stage used when a request asks for it (``rerank=true``) and the default pipeline
+            has none.
+        max_k: Longest list a request may ask for without rerank (with rerank: ``pipeline.candidates``).
+        rating_range: Inclusive range of a ``rating`` feedback value.
+        admin_key: The admin key; ``None`` disables admin access (only user keys work).
+        max_request_bytes: Largest accepted request body.
+        seed: Seed of every fit.
+
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = "movielens-small"
+    pipeline: PipelineConfig = Field(default_factory=_default_pipeline)
+    retrievers: tuple[str, ...] = ("popular", "itemknn", "ease", "als", "bpr")
+    rerank: RerankConfig = Field(default_factory=RerankConfig)
+    max_k: int = Field(default=100, ge=1, le=1000)
+    rating_range: tuple[float, float] = (0.5, 5.0)
+    admin_key: SecretStr | None = None
+    max_request_bytes: int = Field(default=1_048_576, ge=1)
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _default_retriever_allowed(self) -> Self:
+        if self.pipeline.retriever.name not in self.retrievers:
+            self.retrievers = (self.pipeline.retriever.name, *self.retrievers)
+        low, high = self.rating_range
+        if low > high:
+            raise ValueError(f"rating_range must be (low, high) with low <= high, got {self.rating_range}")
+        return self
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, **overrides: object) -> ServeConfig:
+        """A config taking the admin key and request size limit from ``settings`` (the process's by default)."""
+        settings = settings or get_settings()
+        values: dict[str, object] = {"admin_key": settings.admin_key, "max_request_bytes": settings.max_request_bytes}
+        values.update(overrides)
+        return cls.model_validate(values)

@@ -1,0 +1,19 @@
+"""The ``/v1`` routers, one module per resource; :data:`ROUTERS` lists them in the order the docs show them."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from llmrec.serve.routes import feedback, interactions, items, keys, recommendations, system, users
+
+__all__ = ["ROUTERS"]
+
+ROUTERS: tuple[APIRouter, ...] = (
+    system.router,
+    items.router,
+    users.router,
+    interactions.router,
+    recommendations.router,
+    feedback.router,
+    keys.router,
+)

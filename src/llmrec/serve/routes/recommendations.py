@@ -1,0 +1,39 @@
+"""A user's recommendations through the pipeline: choose the retriever and rerank, filter, explain."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from llmrec.serve.deps import ServiceDep, UserAccess
+from llmrec.serve.errors import error_responses
+from llmrec.serve.schemas import RecommendationsOut
+from llmrec.serve.service import RecommendationOptions
+
+__all__ = ["router"]
+
+router = APIRouter(
+    prefix="/users/{user_id}/recommendations",
+    tags=["recommendations"],
+    responses=error_responses(400, 401, 403, 404, 422),
+)
+
+
+@router.get("", response_model=RecommendationsOut)
+def recommendations(
+    user_id: str, options: Annotated[RecommendationOptions, Query()], service: ServiceDep, _caller: UserAccess
+) -> RecommendationsOut:
+    """Top-k for a user; list parameters repeat (``?genres=Comedy&genres=Drama``).
+
+    Items the user gave feedback on or interacted with since the last fit are left out at once.
+    """
+    return RecommendationsOut.of(service.recommend(user_id, options))
+
+
+@router.post("", response_model=RecommendationsOut)
+def recommendations_post(
+    user_id: str, options: RecommendationOptions, service: ServiceDep, _caller: UserAccess
+) -> RecommendationsOut:
+    """Top-k for a user, with the options as a JSON body (for long exclude lists)."""
+    return RecommendationsOut.of(service.recommend(user_id, options))

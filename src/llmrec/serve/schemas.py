@@ -1,0 +1,339 @@
+"""Request and response bodies of the HTTP API (pydantic models; they are the OpenAPI schemas)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from llmrec.data.store import ApiKeyRecord, ItemRecord, UserRecord
+    from llmrec.llm.explain import Explanation
+    from llmrec.serve.service import RecommendationResult
+
+__all__ = [
+    "CitationOut",
+    "DeletedOut",
+    "ExplanationOut",
+    "FeedbackIn",
+    "FeedbackOut",
+    "HealthOut",
+    "IngestOut",
+    "InteractionIn",
+    "InteractionOut",
+    "InteractionsIn",
+    "InteractionsOut",
+    "ItemIn",
+    "ItemOut",
+    "ItemPage",
+    "ItemPatch",
+    "KeyCreated",
+    "KeyIn",
+    "KeyOut",
+    "KeysOut",
+    "RecommendationsOut",
+    "RecommendedItemOut",
+    "RefitIn",
+    "RefitOut",
+    "UserIn",
+    "UserOut",
+    "UserPage",
+]
+
+Id = Field(min_length=1, max_length=256, pattern=r"\S")
+Attributes = dict[str, Any]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- items -------------------------------------------------------------------------------------------------------
+class ItemIn(_In):
+    """A new item."""
+
+    item_id: str = Id
+    title: str = Field(default="", max_length=10_000)
+    text: str = Field(default="", max_length=100_000)
+    attributes: Attributes = Field(default_factory=dict, description="Other fields, e.g. genres, year.")
+
+
+class ItemPatch(_In):
+    """Changes to an item; fields left out keep their value, an attribute set to null is removed."""
+
+    title: str | None = Field(default=None, max_length=10_000)
+    text: str | None = Field(default=None, max_length=100_000)
+    attributes: Attributes | None = None
+
+
+class ItemOut(BaseModel):
+    """A stored item."""
+
+    item_id: str
+    title: str
+    text: str
+    attributes: Attributes
+    score: float | None = Field(default=None, description="Similarity to the query (semantic search only).")
+
+    @classmethod
+    def of(cls, record: ItemRecord, score: float | None = None) -> ItemOut:
+        """From a store record."""
+        return cls(
+            item_id=record.item_id, title=record.title, text=record.text, attributes=record.attributes, score=score
+        )
+
+
+class ItemPage(BaseModel):
+    """A page of items."""
+
+    items: list[ItemOut]
+    total: int
+    offset: int
+    limit: int
+    next_offset: int | None
+
+
+class DeletedOut(BaseModel):
+    """What was deleted."""
+
+    deleted: str
+
+
+# -- users -------------------------------------------------------------------------------------------------------
+class UserIn(_In):
+    """A new user."""
+
+    user_id: str = Id
+    profile: str = Field(default="", max_length=10_000, description="Free text about the user's tastes.")
+    attributes: Attributes = Field(default_factory=dict)
+
+
+class UserOut(BaseModel):
+    """A stored user."""
+
+    user_id: str
+    profile: str
+    attributes: Attributes
+
+    @classmethod
+    def of(cls, record: UserRecord) -> UserOut:
+        """From a store record."""
+        return cls(user_id=record.user_id, profile=record.profile, attributes=record.attributes)
+
+
+class UserPage(BaseModel):
+    """A page of users."""
+
+    users: list[UserOut]
+    total: int
+    offset: int
+    limit: int
+    next_offset: int | None
+
+
+# -- interactions ------------------------------------------------------------------------------------------------
+class InteractionIn(_In):
+    """One interaction."""
+
+    user_id: str = Id
+    item_id: str = Id
+    timestamp: int | str = Field(description="Seconds since 1970-01-01, or an ISO-8601 date/time.")
+    value: float | None = Field(default=None, description="A rating or weight; 1 when left out.")
+    event: str = Field(default="interaction", min_length=1, max_length=64)
+
+
+class InteractionsIn(_In):
+    """A batch of interactions, stored all or nothing."""
+
+    interactions: list[InteractionIn] = Field(min_length=1, max_length=100_000)
+
+
+class IngestOut(BaseModel):
+    """What a batch stored."""
+
+    inserted: int
+    skipped: int = Field(description="Rows already stored (the same user, item, time and event).")
+
+
+class InteractionOut(BaseModel):
+    """A stored interaction."""
+
+    item_id: str
+    timestamp: int
+    value: float
+    event: str
+
+
+class InteractionsOut(BaseModel):
+    """A user's interactions, oldest first."""
+
+    user_id: str
+    interactions: list[InteractionOut]
+
+
+# -- recommendations ---------------------------------------------------------------------------------------------
+class CitationOut(BaseModel):
+    """A piece of evidence an explanation rests on."""
+
+    kind: str = Field(description="item (a history item), genre, tag or year")
+    value: str
+    item_id: str | None = None
+
+
+class ExplanationOut(BaseModel):
+    """Why an item is recommended."""
+
+    text: str
+    grounded: bool = Field(description="Whether the text passed the faithfulness check against its evidence.")
+    source: str = Field(description="lm, repaired or template")
+    citations: list[CitationOut]
+
+    @classmethod
+    def of(cls, explanation: Explanation) -> ExplanationOut:
+        """From the pipeline's explanation."""
+        return cls(
+            text=explanation.text,
+            grounded=explanation.grounded,
+            source=explanation.source,
+            citations=[CitationOut(kind=c.kind, value=c.value, item_id=c.item_id) for c in explanation.citations],
+        )
+
+
+class RecommendedItemOut(BaseModel):
+    """One recommended item."""
+
+    item_id: str
+    rank: int
+    score: float | None
+    title: str
+    attributes: Attributes
+    explanation: ExplanationOut | None = None
+
+
+class RecommendationsOut(BaseModel):
+    """A user's recommendations."""
+
+    user_id: str
+    retriever: str
+    reranked: bool
+    known_user: bool = Field(description="False: the user was not in the fitted data and gets the cold-start list.")
+    fitted_at: datetime
+    excluded_recent: list[str] = Field(description="Items left out because of feedback or interactions since the fit.")
+    items: list[RecommendedItemOut]
+
+    @classmethod
+    def of(cls, result: RecommendationResult) -> RecommendationsOut:
+        """From the service's result."""
+        return cls(
+            user_id=result.user_id,
+            retriever=result.retriever,
+            reranked=result.reranked,
+            known_user=result.known_user,
+            fitted_at=result.fitted_at,
+            excluded_recent=result.excluded_recent,
+            items=[
+                RecommendedItemOut(
+                    item_id=it.item_id,
+                    rank=it.rank,
+                    score=it.score,
+                    title=it.title,
+                    attributes=it.attributes,
+                    explanation=ExplanationOut.of(it.explanation) if it.explanation is not None else None,
+                )
+                for it in result.items
+            ],
+        )
+
+
+# -- feedback ----------------------------------------------------------------------------------------------------
+class FeedbackIn(_In):
+    """Feedback on an item; stored as an interaction whose event is the kind."""
+
+    user_id: str | None = Field(default=None, min_length=1, description="Left out: the user of the key.")
+    item_id: str = Id
+    kind: Literal["thumbs_up", "thumbs_down", "seen", "rating"]
+    value: float | None = Field(default=None, description="The rating (kind=rating only).")
+
+
+class FeedbackOut(BaseModel):
+    """Stored feedback."""
+
+    user_id: str
+    item_id: str
+    kind: str
+    value: float
+    timestamp: int
+    stored: bool = Field(description="False when the identical event was already stored.")
+
+
+# -- keys --------------------------------------------------------------------------------------------------------
+class KeyIn(_In):
+    """A key to make."""
+
+    user_id: str = Id
+
+
+class KeyOut(BaseModel):
+    """A stored key (the key itself is never shown again)."""
+
+    key_id: str
+    user_id: str
+    created_at: datetime
+    revoked_at: datetime | None
+    active: bool
+
+    @classmethod
+    def of(cls, record: ApiKeyRecord) -> KeyOut:
+        """From a store record."""
+        return cls(
+            key_id=record.key_id,
+            user_id=record.user_id,
+            created_at=record.created_at,
+            revoked_at=record.revoked_at,
+            active=record.active,
+        )
+
+
+class KeyCreated(KeyOut):
+    """A new key: ``key`` is shown this once."""
+
+    key: str
+
+
+class KeysOut(BaseModel):
+    """Keys."""
+
+    keys: list[KeyOut]
+
+
+# -- system ------------------------------------------------------------------------------------------------------
+class HealthOut(BaseModel):
+    """Liveness and what is loaded."""
+
+    status: Literal["ok"] = "ok"
+    version: str
+    dataset: str
+    loaded: bool
+    fitted_at: datetime | None
+    pipelines: list[str]
+    items: int | None
+    users: int | None
+    interactions: int | None
+
+
+class RefitIn(_In):
+    """Which retrievers to refit (all fitted so far when left out)."""
+
+    retrievers: list[str] | None = None
+
+
+class RefitOut(BaseModel):
+    """What a refit did."""
+
+    dataset: str
+    users: int
+    items: int
+    interactions: int
+    pipelines: list[str]
+    seconds: float

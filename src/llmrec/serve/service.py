@@ -1,0 +1,671 @@
+"""The recommender service behind the HTTP API: one store dataset, its fitted pipelines, and what changed since.
+
+The service is plain Python (no web framework), so the HTTP routes, the chat layer and tests share it. It holds:
+
+* a **snapshot** of the dataset loaded from the store, and the pipelines fitted on it, one per (retriever, rerank)
+  pair, each fitted on first use;
+* the **marker** of the snapshot (the id of the newest interaction row it holds). What a user did after the marker
+  (feedback, new interactions) is read from the store on every recommendation call, so the very next list leaves
+  those items out without waiting for a refit;
+* :meth:`RecommenderService.refit`, which reloads the store and refits every pipeline in use, then swaps them in at
+  once (requests keep being answered from the old snapshot meanwhile).
+
+Recommendations come from :meth:`llmrec.pipeline.Pipeline.recommend` and explanations from
+:meth:`~llmrec.pipeline.Pipeline.explain`; filters only choose the ``candidates`` handed to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from llmrec.data.dataset import Dataset
+from llmrec.data.store import IngestReport, ItemRecord, Page, Store, UserRecord
+from llmrec.errors import ConfigError, ConflictError, UnknownIdError
+from llmrec.models.base import TrainOptions
+from llmrec.pipeline import Pipeline, RetrieverSpec
+from llmrec.serve.config import ServeConfig
+
+if TYPE_CHECKING:
+    from llmrec.llm.base import LanguageModel
+    from llmrec.llm.explain import Explanation
+    from llmrec.models.content import Content
+
+__all__ = [
+    "FEEDBACK_VALUES",
+    "FeedbackKind",
+    "FeedbackResult",
+    "RecommendationOptions",
+    "RecommendationResult",
+    "RecommendedItem",
+    "RecommenderService",
+    "RefitReport",
+    "ServiceStatus",
+]
+
+log = logging.getLogger(__name__)
+
+FeedbackKind = Literal["thumbs_up", "thumbs_down", "seen", "rating"]
+FEEDBACK_VALUES: Mapping[str, float] = {"thumbs_up": 1.0, "thumbs_down": -1.0, "seen": 0.0}
+"""The interaction ``value`` stored for each feedback kind (a ``rating`` stores the rating itself)."""
+
+
+class RecommendationOptions(BaseModel):
+    """What a recommendation request may choose (the same fields as the API's query string and JSON body).
+
+    Attributes:
+        k: List length.
+        retriever: A retriever of ``ServeConfig.retrievers``; the default pipeline's when ``None``.
+        rerank: Rerank the retriever's candidates with the language model.
+        explain: Add a grounded explanation to each item.
+        exclude_seen: Leave out items the user already interacted with.
+        exclude_items: Item ids never to recommend in this list.
+        genres: Only items with at least one of these genres (case-insensitive).
+        exclude_genres: No items with any of these genres.
+        year_min: Only items from this year on.
+        year_max: Only items up to this year.
+
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    k: int = Field(default=10, ge=1, le=1000)
+    retriever: str | None = None
+    rerank: bool = False
+    explain: bool = False
+    exclude_seen: bool = True
+    exclude_items: list[str] = Field(default_factory=list, max_length=10_000)
+    genres: list[str] = Field(default_factory=list, max_length=100)
+    exclude_genres: list[str] = Field(default_factory=list, max_length=100)
+    year_min: int | None = None
+    year_max: int | None = None
+
+
+@dataclass(frozen=True)
+class RecommendedItem:
+    """One recommended item, with what a page needs to show it."""
+
+    item_id: str
+    rank: int
+    score: float | None
+    title: str
+    attributes: dict[str, Any]
+    explanation: Explanation | None = None
+
+
+@dataclass(frozen=True)
+class RecommendationResult:
+    """A user's list and how it was made.
+
+    Attributes:
+        user_id: The user.
+        items: Best first.
+        retriever: The retriever used.
+        reranked: Whether the language model reranked the candidates.
+        known_user: Whether the user was in the fitted data (unknown users get the retriever's cold-start list).
+        excluded_recent: Items left out because the user interacted with them after the last fit.
+        fitted_at: When the data behind the list was loaded.
+
+    """
+
+    user_id: str
+    items: list[RecommendedItem]
+    retriever: str
+    reranked: bool
+    known_user: bool
+    excluded_recent: list[str]
+    fitted_at: datetime
+
+
+@dataclass(frozen=True)
+class FeedbackResult:
+    """A stored piece of feedback (``stored`` is false when the identical event was already stored)."""
+
+    user_id: str
+    item_id: str
+    kind: str
+    value: float
+    timestamp: int
+    stored: bool
+
+
+@dataclass(frozen=True)
+class RefitReport:
+    """What a refit loaded and fitted."""
+
+    dataset: str
+    users: int
+    items: int
+    interactions: int
+    pipelines: list[str]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """The service's state, for health checks."""
+
+    dataset: str
+    loaded: bool
+    fitted_at: datetime | None
+    pipelines: list[str]
+    items: int | None
+    users: int | None
+    interactions: int | None
+
+
+@dataclass
+class _Snapshot:
+    """The dataset as loaded from the store, and what has been fitted on it."""
+
+    data: Dataset
+    marker: int
+    loaded_at: datetime
+    removed: set[str] = field(default_factory=set)
+    pipelines: dict[tuple[str, bool], Pipeline] = field(default_factory=dict)
+    fit_locks: dict[tuple[str, bool], threading.Lock] = field(default_factory=dict)
+    _genres: dict[str, np.ndarray] | None = None
+    _years: np.ndarray | None = None
+    _records: list[dict[str, Any]] | None = None
+
+    def genre_masks(self) -> dict[str, np.ndarray]:
+        """Lower-cased genre -> boolean mask over item indices (empty when items have no ``genres``)."""
+        if self._genres is None:
+            masks: dict[str, np.ndarray] = {}
+            if "genres" in self.data.items:
+                for idx, value in enumerate(self.data.items["genres"].tolist()):
+                    for genre in _genre_list(value):
+                        masks.setdefault(genre.lower(), np.zeros(self.data.n_items, dtype=bool))[idx] = True
+            self._genres = masks
+        return self._genres
+
+    def years(self) -> np.ndarray | None:
+        """Each item's year as float (NaN when unknown); ``None`` when items have no ``year``."""
+        if self._years is None and "year" in self.data.items:
+            self._years = pd.to_numeric(self.data.items["year"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        return self._years
+
+    def record(self, idx: int) -> dict[str, Any]:
+        """Title and JSON-safe attributes of item ``idx``."""
+        if self._records is None:
+            from llmrec.data.store.core import _json_safe
+
+            items = self.data.items
+            attrs = [c for c in items.columns if c not in ("item_id", "title", "text")]
+            titles = items["title"].fillna("").astype(str).tolist()
+            columns = {c: items[c].tolist() for c in attrs}
+            self._records = [
+                {"title": titles[i], "attributes": {c: _json_safe(columns[c][i]) for c in attrs}}
+                for i in range(len(items))
+            ]
+        return self._records[idx]
+
+
+def _genre_list(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [g.strip() for g in value.split("|") if g.strip()]
+    if isinstance(value, list | tuple | np.ndarray):
+        return [str(g).strip() for g in value if str(g).strip()]
+    return []
+
+
+class RecommenderService:
+    """One dataset of a store, served: records, fitted pipelines, feedback (see the module docstring).
+
+    Args:
+        store: Where the dataset lives; every write goes here first.
+        config: What is served and which choices requests may make.
+        lm: A language model shared by every pipeline that reranks or phrases explanations (built from
+            ``config.pipeline.lm`` on first use when ``None``).
+        options: Training options of every fit (seed, threads).
+
+    Example:
+        >>> service = RecommenderService(Store("sqlite:///llmrec.db"), ServeConfig(dataset="movielens-small"))
+        >>> service.prepare()  # doctest: +SKIP
+        >>> service.recommend("1", RecommendationOptions(k=5)).items  # doctest: +SKIP
+
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        config: ServeConfig | None = None,
+        *,
+        lm: LanguageModel | None = None,
+        options: TrainOptions | None = None,
+    ) -> None:
+        self._store = store
+        self.config = config or ServeConfig()
+        self._lm = lm
+        self.options = options or TrainOptions(seed=self.config.seed)
+        self._snapshot: _Snapshot | None = None
+        self._lock = threading.RLock()
+        self._load_lock = threading.Lock()
+        self._content: tuple[_Snapshot, Content] | None = None
+
+    # -- plumbing -----------------------------------------------------------------------------------------------
+    @property
+    def store(self) -> Store:
+        """The store the service reads and writes."""
+        return self._store
+
+    @property
+    def dataset(self) -> str:
+        """Name of the served dataset."""
+        return self.config.dataset
+
+    @property
+    def lm(self) -> LanguageModel:
+        """The shared language model (built on first use; weights load when first asked for)."""
+        with self._lock:
+            if self._lm is None:
+                self._lm = self.config.pipeline.lm.build()
+            return self._lm
+
+    def prepare(self, *, show_progress: bool = False) -> None:
+        """Make sure the dataset is in the store: a built-in one (``movielens-small``...) is ingested when missing.
+
+        Raises:
+            ConfigError: The dataset is neither stored nor built in.
+
+        """
+        if self.dataset in self._store.datasets():
+            return
+        from llmrec.data.registry import BUILTIN_DATASETS
+
+        if self.dataset not in BUILTIN_DATASETS:
+            raise ConfigError(
+                f"dataset {self.dataset!r} is not in the store at {self._store.display_url} and is not built in "
+                f"({', '.join(BUILTIN_DATASETS)}). Fix: ingest it first (llmrec ingest), or serve a built-in one"
+            )
+        log.info("ingesting the built-in %s into %s", self.dataset, self._store.display_url)
+        self._store.ingest(BUILTIN_DATASETS[self.dataset](), name=self.dataset, show_progress=show_progress)
+
+    def _load(self) -> _Snapshot:
+        marker = self._store.last_interaction_id(self.dataset)  # read first: rows after it are "recent"
+        data = self._store.load(self.dataset)
+        return _Snapshot(data, marker, datetime.now(UTC))
+
+    def snapshot(self) -> _Snapshot:
+        """The loaded dataset (loaded from the store on first use)."""
+        snap = self._snapshot
+        if snap is not None:
+            return snap
+        with self._load_lock:
+            if self._snapshot is None:
+                self._snapshot = self._load()
+            return self._snapshot
+
+    @property
+    def data(self) -> Dataset:
+        """The dataset the pipelines are fitted on (loaded on first use)."""
+        return self.snapshot().data
+
+    # -- pipelines ----------------------------------------------------------------------------------------------
+    def _retriever(self, name: str | None) -> str:
+        name = name or self.config.pipeline.retriever.name
+        if name not in self.config.retrievers:
+            raise ConfigError(f"retriever: {name!r} is not served here; choose one of {list(self.config.retrievers)}")
+        return name
+
+    def _pipeline_config(self, retriever: str, rerank: bool) -> Any:
+        base = self.config.pipeline
+        spec = base.retriever if retriever == base.retriever.name else RetrieverSpec(name=retriever)
+        if rerank:
+            return base.model_copy(update={"retriever": spec, "rerank": base.rerank or self.config.rerank})
+        return base.model_copy(
+            update={"retriever": spec, "rerank": None, "candidates": max(base.candidates, self.config.max_k)}
+        )
+
+    def _fit(self, snap: _Snapshot, retriever: str, rerank: bool) -> Pipeline:
+        config = self._pipeline_config(retriever, rerank)
+        needs_lm = rerank or config.explain_with_lm
+        started = time.perf_counter()
+        pipe = Pipeline(config, lm=self.lm if needs_lm else None).fit(snap.data, self.options)
+        log.info("fitted %s (rerank=%s) on %r in %.1f s", retriever, rerank, snap.data, time.perf_counter() - started)
+        return pipe
+
+    def _pipeline_on(self, snap: _Snapshot, retriever: str, rerank: bool) -> Pipeline:
+        key = (retriever, rerank)
+        with self._lock:
+            pipe = snap.pipelines.get(key)
+            if pipe is not None:
+                return pipe
+            lock = snap.fit_locks.setdefault(key, threading.Lock())
+        with lock:  # one fit per key; concurrent requests for it wait for that fit
+            with self._lock:
+                pipe = snap.pipelines.get(key)
+            if pipe is None:
+                pipe = self._fit(snap, retriever, rerank)
+                with self._lock:
+                    snap.pipelines[key] = pipe
+            return pipe
+
+    def pipeline(self, retriever: str | None = None, rerank: bool = False) -> Pipeline:
+        """The fitted pipeline for a retriever (the default one when ``None``), with or without the LM rerank.
+
+        Raises:
+            ConfigError: The retriever is not in ``config.retrievers``.
+
+        """
+        return self._pipeline_on(self.snapshot(), self._retriever(retriever), rerank)
+
+    def refit(self, retrievers: Sequence[str] | None = None) -> RefitReport:
+        """Reload the dataset from the store and refit pipelines, then swap them in at once.
+
+        Args:
+            retrievers: Retrievers to fit (without rerank); by default every pipeline fitted so far, or the
+                default retriever when none was.
+
+        """
+        started = time.perf_counter()
+        old = self._snapshot
+        keys = list(old.pipelines) if old is not None else []
+        if retrievers is not None:
+            keys = [(self._retriever(r), False) for r in retrievers]
+        if not keys:
+            keys = [(self._retriever(None), False)]
+        snap = self._load()
+        for retriever, rerank in keys:
+            snap.pipelines[(retriever, rerank)] = self._fit(snap, retriever, rerank)
+        with self._load_lock, self._lock:
+            self._snapshot = snap
+            self._content = None
+        data = snap.data
+        names = [f"{r}+rerank" if rr else r for r, rr in keys]
+        return RefitReport(self.dataset, data.n_users, data.n_items, len(data), names, time.perf_counter() - started)
+
+    def status(self) -> ServiceStatus:
+        """What is loaded and fitted (loads nothing)."""
+        snap = self._snapshot
+        if snap is None:
+            return ServiceStatus(self.dataset, False, None, [], None, None, None)
+        with self._lock:
+            names = [f"{r}+rerank" if rr else r for r, rr in snap.pipelines]
+        data = snap.data
+        return ServiceStatus(self.dataset, True, snap.loaded_at, names, data.n_items, data.n_users, len(data))
+
+    # -- recommendations ----------------------------------------------------------------------------------------
+    def user_exists(self, user_id: str) -> bool:
+        """Whether the user is in the fitted data, the users table, or has stored interactions."""
+        if str(user_id) in self.data.user_vocab:
+            return True
+        if self._store.get_user(self.dataset, str(user_id)) is not None:
+            return True
+        return not self._store.user_interactions(self.dataset, str(user_id)).empty
+
+    def _allowed(self, snap: _Snapshot, options: RecommendationOptions, excluded: set[str]) -> np.ndarray | None:
+        """Boolean mask of items the list may hold, or ``None`` when every item may."""
+        data = snap.data
+        mask: np.ndarray | None = None
+
+        def narrow(keep: np.ndarray) -> None:
+            nonlocal mask
+            mask = keep if mask is None else mask & keep
+
+        drop = excluded | snap.removed | set(map(str, options.exclude_items))
+        if drop:
+            idx = data.item_vocab.index(sorted(drop), missing="negative")
+            keep = np.ones(data.n_items, dtype=bool)
+            keep[idx[idx >= 0]] = False
+            narrow(keep)
+        if options.genres or options.exclude_genres:
+            masks = snap.genre_masks()
+            if not masks:
+                field_name = "genres" if options.genres else "exclude_genres"
+                raise ConfigError(f"{field_name}: the items of {self.dataset!r} have no genres to filter on")
+            for field_name, wanted in (("genres", options.genres), ("exclude_genres", options.exclude_genres)):
+                unknown = [g for g in wanted if g.strip().lower() not in masks]
+                if unknown:
+                    known = sorted({g for g in masks})
+                    raise ConfigError(f"{field_name}: unknown genre(s) {unknown}; known (any case): {known}")
+            if options.genres:
+                narrow(np.logical_or.reduce([masks[g.strip().lower()] for g in options.genres]))
+            if options.exclude_genres:
+                narrow(~np.logical_or.reduce([masks[g.strip().lower()] for g in options.exclude_genres]))
+        if options.year_min is not None or options.year_max is not None:
+            years = snap.years()
+            if years is None:
+                raise ConfigError(f"year_min/year_max: the items of {self.dataset!r} have no year to filter on")
+            low = -np.inf if options.year_min is None else options.year_min
+            high = np.inf if options.year_max is None else options.year_max
+            if low > high:
+                raise ConfigError(f"year_min ({options.year_min}) is after year_max ({options.year_max})")
+            narrow((years >= low) & (years <= high))
+        return mask
+
+    def recommend(self, user_id: str, options: RecommendationOptions | None = None) -> RecommendationResult:
+        """A user's top-k through the pipeline, with filters, recent interactions left out, and explanations.
+
+        Raises:
+            UnknownIdError: The user is not known at all (not fitted, not stored, no interactions).
+            ConfigError: A choice is not allowed (retriever, k, unknown genre...).
+
+        """
+        options = options or RecommendationOptions()
+        user_id = str(user_id)
+        retriever = self._retriever(options.retriever)
+        limit = self.config.pipeline.candidates if options.rerank else self.config.max_k
+        if options.k > limit:
+            why = "the candidates the language model reranks" if options.rerank else "max_k"
+            raise ConfigError(f"k: at most {limit} items per list here ({why}), got {options.k}")
+        snap = self.snapshot()
+        known = user_id in snap.data.user_vocab
+        if not known and not self.user_exists(user_id):
+            raise UnknownIdError(
+                f"user {user_id!r} is not in dataset {self.dataset!r}. Fix: create it (POST /v1/users) or check the id"
+            )
+        recent = self._store.user_interactions(self.dataset, user_id, after_id=snap.marker)
+        excluded = list(dict.fromkeys(recent["item_id"].astype(str))) if options.exclude_seen else []
+        mask = self._allowed(snap, options, set(excluded))
+        pipe = self._pipeline_on(snap, retriever, options.rerank)
+        items: list[RecommendedItem] = []
+        if mask is None or mask.any():
+            candidates = None if mask is None else snap.data.item_vocab.ids[mask]
+            recs = pipe.recommend(
+                [user_id], k=options.k, exclude_seen=options.exclude_seen, candidates=candidates, rerank=options.rerank
+            )
+            for rank, (item, idx, score) in enumerate(
+                zip(recs.items[0], recs.item_idx[0], recs.scores[0], strict=True), 1
+            ):
+                if idx < 0:
+                    continue
+                record = snap.record(int(idx))
+                value = float(score) if np.isfinite(score) else None
+                items.append(RecommendedItem(str(item), rank, value, record["title"], record["attributes"]))
+        if options.explain and items and known:
+            explanations = pipe.explain(user_id, [it.item_id for it in items])
+            items = [
+                RecommendedItem(it.item_id, it.rank, it.score, it.title, it.attributes, ex)
+                for it, ex in zip(items, explanations, strict=True)
+            ]
+        return RecommendationResult(user_id, items, retriever, options.rerank, known, excluded, snap.loaded_at)
+
+    def explain(self, user_id: str, item_ids: Sequence[str], retriever: str | None = None) -> list[Explanation]:
+        """Grounded explanations of items for a user in the fitted data (see :meth:`Pipeline.explain`).
+
+        Raises:
+            UnknownIdError: The user or an item is not in the fitted data.
+
+        """
+        return self.pipeline(retriever).explain(str(user_id), [str(i) for i in item_ids])
+
+    # -- feedback and interactions ------------------------------------------------------------------------------
+    def record_feedback(
+        self, user_id: str, item_id: str, kind: FeedbackKind, value: float | None = None, timestamp: int | None = None
+    ) -> FeedbackResult:
+        """Store feedback as an interaction (``event`` = the kind) stamped now; the next list reflects it.
+
+        Args:
+            user_id: The user giving feedback.
+            item_id: A stored item.
+            kind: ``thumbs_up``, ``thumbs_down``, ``seen`` or ``rating``.
+            value: The rating (required for ``rating``, within ``config.rating_range``; not allowed otherwise).
+            timestamp: Seconds since the epoch (now when ``None``).
+
+        Raises:
+            UnknownIdError: The item is not stored.
+            ConfigError: The value is missing, out of range, or given for a kind that takes none.
+
+        """
+        if kind == "rating":
+            low, high = self.config.rating_range
+            if value is None or not low <= value <= high:
+                raise ConfigError(f"value: a rating needs a value between {low} and {high}, got {value}")
+            stored_value = float(value)
+        elif kind in FEEDBACK_VALUES:
+            if value is not None:
+                raise ConfigError(f"value: only a rating takes a value, not {kind}")
+            stored_value = FEEDBACK_VALUES[kind]
+        else:
+            raise ConfigError(f"kind: {kind!r} is not one of rating, {', '.join(FEEDBACK_VALUES)}")
+        if self._store.get_item(self.dataset, str(item_id)) is None:
+            raise UnknownIdError(f"item {item_id!r} is not in dataset {self.dataset!r}")
+        stamp = int(time.time()) if timestamp is None else int(timestamp)
+        frame = pd.DataFrame(
+            {"user_id": [str(user_id)], "item_id": [str(item_id)], "timestamp": [stamp], "value": [stored_value]}
+        )
+        frame["event"] = kind
+        report = self._store.ingest_interactions(self.dataset, frame)
+        return FeedbackResult(str(user_id), str(item_id), kind, stored_value, stamp, report.inserted == 1)
+
+    def ingest_interactions(self, rows: pd.DataFrame) -> IngestReport:
+        """Validate and store a batch of interactions in one transaction (a bad batch stores nothing).
+
+        Raises:
+            DataValidationError: Rows have problems (row and field named); nothing was stored.
+
+        """
+        return self._store.ingest_interactions(self.dataset, rows)
+
+    def user_interactions(self, user_id: str, since: int | None = None) -> pd.DataFrame:
+        """A user's stored interactions, oldest first (from ``since`` on, seconds since the epoch)."""
+        return self._store.user_interactions(self.dataset, str(user_id), since=since)
+
+    # -- items and users ----------------------------------------------------------------------------------------
+    def create_item(self, item_id: str, title: str, text: str, attributes: Mapping[str, Any]) -> ItemRecord:
+        """Store a new item (recommendable after the next refit).
+
+        Raises:
+            ConflictError: An item with that id is stored.
+            DataValidationError: The item is invalid.
+
+        """
+        if not self._store.add_item(self.dataset, item_id, title, text, attributes):
+            raise ConflictError(f"item {item_id!r} already exists; update it with PATCH /v1/items/{item_id}")
+        with self._lock:
+            if self._snapshot is not None:
+                self._snapshot.removed.discard(str(item_id))
+        record = self._store.get_item(self.dataset, item_id)
+        assert record is not None
+        return record
+
+    def get_item(self, item_id: str) -> ItemRecord:
+        """A stored item.
+
+        Raises:
+            UnknownIdError: It is not stored.
+
+        """
+        record = self._store.get_item(self.dataset, str(item_id))
+        if record is None:
+            raise UnknownIdError(f"item {item_id!r} is not in dataset {self.dataset!r}")
+        return record
+
+    def update_item(
+        self, item_id: str, *, title: str | None, text: str | None, attributes: Mapping[str, Any] | None
+    ) -> ItemRecord:
+        """Change a stored item's fields (attributes merge; ``None`` removes one). Lists use it after a refit.
+
+        Raises:
+            UnknownIdError: It is not stored.
+
+        """
+        record = self._store.update_item(self.dataset, str(item_id), title=title, text=text, attributes=attributes)
+        if record is None:
+            raise UnknownIdError(f"item {item_id!r} is not in dataset {self.dataset!r}")
+        return record
+
+    def delete_item(self, item_id: str) -> None:
+        """Delete a stored item and its interactions; it is never recommended again.
+
+        Raises:
+            UnknownIdError: It is not stored.
+
+        """
+        if not self._store.delete_item(self.dataset, str(item_id)):
+            raise UnknownIdError(f"item {item_id!r} is not in dataset {self.dataset!r}")
+        with self._lock:
+            if self._snapshot is not None:
+                self._snapshot.removed.add(str(item_id))
+
+    def list_items(self, offset: int = 0, limit: int = 50, query: str | None = None) -> Page[ItemRecord]:
+        """Stored items in catalogue order; with ``query``, those whose title or text holds every word."""
+        return self._store.list_items(self.dataset, offset=offset, limit=limit, query=query)
+
+    def search_items(self, query: str, k: int = 10) -> list[tuple[ItemRecord, float]]:
+        """Items whose text means what ``query`` says (the packaged text encoder over the fitted catalogue).
+
+        The first call embeds the catalogue (vectors are cached in the store, so only once per text).
+        """
+        if not query.strip():
+            raise ConfigError("q: give some words to search for")
+        snap = self.snapshot()
+        with self._lock:
+            content = self._content[1] if self._content is not None and self._content[0] is snap else None
+        if content is None:
+            from llmrec.encode.cache import EmbeddingCache
+            from llmrec.models.content import Content
+
+            content = Content(embedding_cache=EmbeddingCache(self._store)).fit(snap.data, self.options)
+            with self._lock:
+                self._content = (snap, content)
+        candidates = None
+        if snap.removed:
+            candidates = [i for i in snap.data.item_vocab.ids if i not in snap.removed]
+        out = []
+        for item_id, score in content.recommend_text(query, k=k, candidates=candidates):
+            record = self._store.get_item(self.dataset, item_id)
+            if record is not None:
+                out.append((record, float(score)))
+        return out
+
+    def create_user(self, user_id: str, profile: str, attributes: Mapping[str, Any]) -> UserRecord:
+        """Store a new user (recommendations start from the cold-start list until their first interactions).
+
+        Raises:
+            ConflictError: A user with that id is stored.
+
+        """
+        if not self._store.add_user(self.dataset, user_id, profile, attributes):
+            raise ConflictError(f"user {user_id!r} already exists")
+        record = self._store.get_user(self.dataset, user_id)
+        assert record is not None
+        return record
+
+    def get_user(self, user_id: str) -> UserRecord:
+        """A stored user (one known only from interactions gets an empty profile).
+
+        Raises:
+            UnknownIdError: The user is not known.
+
+        """
+        record = self._store.get_user(self.dataset, str(user_id))
+        if record is not None:
+            return record
+        if self.user_exists(str(user_id)):
+            return UserRecord(str(user_id), "", {})
+        raise UnknownIdError(f"user {user_id!r} is not in dataset {self.dataset!r}")
+
+    def list_users(self, offset: int = 0, limit: int = 50) -> Page[UserRecord]:
+        """Stored users in the order they were first stored."""
+        return self._store.list_users(self.dataset, offset=offset, limit=limit)

@@ -1,0 +1,40 @@
+"""Helpers of the API tests: the admin key, a client with its service, the test serve config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi.testclient import TestClient
+
+from llmrec.data.dataset import Dataset
+from llmrec.pipeline import PipelineConfig, RetrieverSpec
+from llmrec.serve import RecommenderService, ServeConfig
+
+ADMIN_KEY = "test-admin-key-0123456789"
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+@dataclass
+class Api:
+    """A test client, its service, and helpers to make user keys."""
+
+    client: TestClient
+    service: RecommenderService
+    data: Dataset
+
+    def user_key(self, user_id: str) -> dict[str, str]:
+        response = self.client.post("/v1/keys", json={"user_id": user_id}, headers=ADMIN)
+        assert response.status_code == 201, response.text
+        return {"Authorization": f"Bearer {response.json()['key']}"}
+
+
+def serve_config(name: str, **overrides: object) -> ServeConfig:
+    values: dict[str, object] = {
+        "dataset": name,
+        "admin_key": ADMIN_KEY,
+        "pipeline": PipelineConfig(retriever=RetrieverSpec(name="popular"), rerank=None, explain_with_lm=False),
+        "retrievers": ("popular", "itemknn", "ease"),
+        "max_request_bytes": 64 * 1024,
+    }
+    values.update(overrides)
+    return ServeConfig.model_validate(values)
