@@ -31,6 +31,8 @@ class Settings(BaseSettings):
         db_url: SQLAlchemy URL of the store. SQLite file by default; ``postgresql+psycopg://...`` for PostgreSQL.
         data_dir: Folder holding non-bundled datasets (goodbooks-10k, ReDial, ...).
         cache_dir: Folder for downloads and derived artifacts.
+        adapter_dir: Folder of the named language-model adapters ``llmrec tune`` writes and ``--adapter NAME``
+            reads (``LLMREC_ADAPTER_DIR``).
 
     """
 
@@ -39,6 +41,7 @@ class Settings(BaseSettings):
     db_url: str = Field(default_factory=lambda: f"sqlite:///{Path.home() / '.llmrec' / 'llmrec.db'}")
     data_dir: Path | None = Field(default_factory=default_data_dir)
     cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "llmrec")
+    adapter_dir: Path = Field(default_factory=lambda: Path.home() / ".llmrec" / "adapters")
 
 
 @lru_cache(maxsize=1)
