@@ -14,6 +14,7 @@ from llmrec.adapt.instructions import (
     TEMPLATES,
     InstructionConfig,
     InstructionExample,
+    build_eval_examples,
     build_instructions,
     read_jsonl,
     write_jsonl,
@@ -155,3 +156,25 @@ def test_bad_settings_name_the_fix(split: Split) -> None:
     late = int(np.max(split.train.timestamps))
     with pytest.raises(ConfigError, match="lower min_history"):
         build_instructions(split, InstructionConfig(since=late))
+
+
+def test_eval_examples_target_held_out_events_with_fit_histories_only(split: Split) -> None:
+    config = InstructionConfig(tasks=("yesno",), examples=30, history=4, seed=2)
+    examples = build_eval_examples(split, config)
+    assert len(examples) == 30 and {e.template for e in examples} == {"yesno-0"}
+    test = split.test.interactions
+    fit = split.fit_data("test").interactions
+    titles = dict(zip(split.train.items["item_id"], split.train.items["title"], strict=True))
+    for ex in examples:
+        row = test[(test["user_id"] == ex.user_id) & (test["item_id"] == ex.item_id)]
+        assert len(row) == 1 and int(row["timestamp"].iloc[0]) == ex.timestamp
+        assert ex.label == float(row["value"].iloc[0] > 3)
+        liked = fit[(fit["user_id"] == ex.user_id) & (fit["value"] >= 4.0)]["item_id"]
+        block = ex.messages[-1]["content"].split("<history>\n")[1].split("\n</history>")[0]
+        assert [line[2:] for line in block.splitlines()] == [short_title(titles[i]) for i in liked][-4:]
+    only = build_instructions(split, InstructionConfig(tasks=("yesno",), templates=("yesno-1",), examples=10))
+    assert {e.template for e in only} == {"yesno-1"}
+    with pytest.raises(ConfigError, match="unknown template"):
+        build_instructions(split, InstructionConfig(templates=("yesno-9",)))
+    with pytest.raises(ConfigError, match="not a yesno template"):
+        build_eval_examples(split, config, template="next-0")

@@ -54,6 +54,7 @@ __all__ = [
     "InstructionExample",
     "Task",
     "Template",
+    "build_eval_examples",
     "build_instructions",
     "read_jsonl",
     "write_jsonl",
@@ -70,6 +71,8 @@ class InstructionConfig(BaseModel):
         tasks: Which tasks to draw examples from (examples are spread evenly over them).
         examples: Total number of examples (fewer when the data has fewer eligible events).
         held_out: ``False``: only training templates; ``True``: only the held-out templates (zero-shot tests).
+        templates: Only these template ids (e.g. ``("yesno-0",)``: the served format alone); ``None`` = every
+            template of the set ``held_out`` picks.
         history: Most recent items shown in a prompt's history (the reranker's ``history``).
         min_history: Events a user needs before a target for it to become an example.
         candidates: Candidates listed by the ``direct`` task (the liked item + unseen ones), at most 26.
@@ -88,6 +91,7 @@ class InstructionConfig(BaseModel):
     tasks: tuple[Task, ...] = TASKS
     examples: int = Field(default=1000, ge=1, le=1_000_000)
     held_out: bool = False
+    templates: tuple[str, ...] | None = None
     history: int = Field(default=10, ge=1, le=100)
     min_history: int = Field(default=2, ge=1)
     candidates: int = Field(default=10, ge=2, le=len(LETTERS))
@@ -401,18 +405,22 @@ class _Builder:
         return np.flatnonzero(ok)
 
     def case(self, pos: int, task: Task, rng: np.random.Generator) -> _Case:
+        """The case of the event at ``pos``: its history is the same user's events before it."""
         u = int(self.users[pos])
+        return self.case_for(u, pos, int(self.items[pos]), float(self.values[pos]), task, rng)
+
+    def case_for(self, u: int, stop: int, target: int, value: float, task: Task, rng: np.random.Generator) -> _Case:
+        """The case of user ``u`` and item ``target``, with the user's events before position ``stop`` as history."""
         s = int(self.starts[u])
-        before = slice(s, pos)
+        before = slice(s, stop)
         items, liked = self.items[before], self.liked[before]
         history = [self.titles[i] for i in items[liked]]
         rated = [(self.titles[i], float(v)) for i, v in zip(items, self.values[before], strict=True)]
-        target = int(self.items[pos])
         title = self.titles[target]
         candidates: list[str] = []
         answer = 0
         if task == "direct":
-            seen = set(self.items[s : self.starts[u + 1]].tolist())  # the user's own train items never negatives
+            seen = {*self.items[s : self.starts[u + 1]].tolist(), target}  # the user's own items never negatives
             pool = self.catalogue[~np.isin(self.catalogue, list(seen))]
             n_neg = min(self.config.candidates - 1, len(pool))
             negatives = rng.choice(pool, size=n_neg, replace=False) if n_neg else np.zeros(0, dtype=np.int64)
@@ -434,7 +442,7 @@ class _Builder:
             history=history,
             rated=rated,
             title=title,
-            value=float(self.values[pos]),
+            value=value,
             candidates=candidates,
             answer=answer,
             facts=facts,
@@ -493,6 +501,9 @@ def build_instructions(
     unknown = [t for t in config.tasks if t not in TASKS]
     if unknown or not config.tasks:
         raise ConfigError(f"tasks must be among {', '.join(TASKS)}, got {list(config.tasks)}")
+    ids = {t.id for t in TEMPLATES}
+    if config.templates is not None and not set(config.templates) <= ids:
+        raise ConfigError(f"unknown template(s) {sorted(set(config.templates) - ids)}; known: {', '.join(sorted(ids))}")
     if data is None:
         data = split.fit_data(stage)
     elif data.user_vocab is not split.train.user_vocab or data.item_vocab is not split.train.item_vocab:
@@ -506,7 +517,12 @@ def build_instructions(
     ]
     examples: list[InstructionExample] = []
     for task, n in zip(tasks, per_task, strict=True):
-        templates = [t for t in TEMPLATES if t.task == task and t.held_out == config.held_out]
+        templates = [
+            t
+            for t in TEMPLATES
+            if t.task == task
+            and (t.id in config.templates if config.templates is not None else t.held_out == config.held_out)
+        ]
         pool = builder.eligible(task)
         if n == 0 or not templates or not len(pool):
             continue
@@ -544,6 +560,77 @@ def _label(task: Task, case: _Case, config: InstructionConfig) -> float | None:
     if task == "direct":
         return float(case.answer)
     return None
+
+
+def build_eval_examples(
+    split: Split,
+    config: InstructionConfig | None = None,
+    *,
+    stage: Stage = "test",
+    template: str | None = None,
+) -> list[InstructionExample]:
+    """Examples whose targets are ``stage``'s held-out events, for measuring a model (never for training).
+
+    Each target event of ``split.targets(stage)`` (seeded sample of ``config.examples``, for the first task in
+    ``config.tasks``) gets a prompt whose history comes from ``split.fit_data(stage)`` only: the user's fit events up
+    to the target's time, none of the other held-out events. This is the TALLRec evaluation for ``yesno``
+    (label = rating > 3) and the held-out next item for ``next``/``direct``.
+
+    Args:
+        split: The split.
+        config: Task (the first of ``tasks``), sample size, history, seed; ``held_out`` picks the template set.
+        stage: Whose targets: ``"test"`` (default) or ``"valid"``.
+        template: A template id of that task (default: the served one, else the first of the set).
+
+    Raises:
+        ConfigError: ``template`` is not one of the task's templates, or no target has enough history.
+    """
+    config = config or InstructionConfig()
+    task = config.tasks[0]
+    choices = [
+        t for t in TEMPLATES if t.task == task and (t.id == template if template else t.held_out == config.held_out)
+    ]
+    if not choices:
+        known = ", ".join(t.id for t in TEMPLATES if t.task == task)
+        raise ConfigError(f"template {template!r} is not a {task} template; choose one of {known}")
+    chosen = next((t for t in choices if t.served), choices[0])
+    fit, targets = split.fit_data(stage), split.targets(stage)
+    builder = _Builder(fit, config)
+    rng = np.random.default_rng(config.seed)
+    rows: list[int] = []
+    for j in range(len(targets)):
+        u = int(targets.user_idx[j])
+        s, e = int(builder.starts[u]), int(builder.starts[u + 1])
+        stop = s + int(np.searchsorted(builder.times[s:e], targets.timestamps[j], side="right"))
+        need_liked = task != "rating"
+        enough = builder.liked[s:stop].sum() if need_liked else stop - s
+        if enough >= config.min_history and np.isfinite(targets.values[j]):
+            if task in ("next", "direct", "explain") and not targets.values[j] >= config.liked_min_value:
+                continue
+            rows.append(j)
+    if not rows:
+        raise ConfigError(f"no {stage} target has {config.min_history} earlier events: lower min_history")
+    picked = np.sort(rng.choice(np.array(rows), size=min(config.examples, len(rows)), replace=False))
+    out = []
+    for j in picked:
+        u = int(targets.user_idx[j])
+        s, e = int(builder.starts[u]), int(builder.starts[u + 1])
+        stop = s + int(np.searchsorted(builder.times[s:e], targets.timestamps[j], side="right"))
+        case = builder.case_for(u, stop, int(targets.item_idx[j]), float(targets.values[j]), task, rng)
+        messages, target = chosen.render(case, builder)
+        out.append(
+            InstructionExample(
+                messages=tuple(messages),
+                target=target,
+                task=task,
+                template=chosen.id,
+                user_id=str(fit.user_vocab.id(u)),
+                item_id=str(fit.item_vocab.id(int(targets.item_idx[j]))),
+                timestamp=int(targets.timestamps[j]),
+                label=_label(task, case, config),
+            )
+        )
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
