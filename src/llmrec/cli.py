@@ -367,6 +367,7 @@ def chat(
     rerank: Annotated[bool, typer.Option(help="Rerank the candidates with the language model.")] = False,
     seed: Annotated[int, typer.Option(help="Random seed of the retriever's fit.")] = 42,
     db: Annotated[str | None, typer.Option(help="Store URL for ingested datasets (default: LLMREC_DB_URL).")] = None,
+    adapter: Annotated[str | None, typer.Option(help=ADAPTER_HELP)] = None,
 ) -> None:
     """Talk to the conversational recommender in the terminal (feedback changes the next answer)."""
     from llmrec.chat import ChatConfig, ConversationalRecommender
@@ -375,6 +376,7 @@ def chat(
     from llmrec.pipeline import Pipeline, PipelineConfig, RetrieverSpec
 
     settings = PipelineConfig(retriever=RetrieverSpec(name=retriever), rerank={} if rerank else None)
+    settings = _with_adapter(settings, adapter)
     data = load_named(dataset, db)
     with console.status(f"fitting {retriever} on {data.name}"):
         pipe = Pipeline(settings).fit(data, TrainOptions(seed=seed))
