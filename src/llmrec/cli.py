@@ -1,4 +1,4 @@
-"""The ``llmrec`` command line: demo, recommend, chat, ingest, evaluate, report, datasets, serve.
+"""The ``llmrec`` command line: demo, recommend, chat, ingest, evaluate, report, datasets, serve, tune.
 
 Every command catches :class:`~llmrec.errors.LlmrecError` and prints its message (which names the file, line,
 field and fix) instead of a traceback, exiting with status 2.
@@ -31,6 +31,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 DEFAULT_MODELS = "popular,itemknn,ease,als,bpr"
+ADAPTER_HELP = "A tuned adapter for the local language model: a name from `llmrec tune list`, or a folder."
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -216,6 +217,7 @@ def demo(
         bool, typer.Option(help="Tune hyperparameters on validation (--no-tune: defaults, faster).")
     ] = True,
     k: Annotated[int, typer.Option(help="List length and metric cut-off.")] = 10,
+    adapter: Annotated[str | None, typer.Option(help=ADAPTER_HELP)] = None,
 ) -> None:
     """Ingest the bundled MovieLens, train and evaluate the baselines, show an LM-reranked, explained top-10."""
     import time
@@ -226,6 +228,7 @@ def demo(
     from llmrec.pipeline import Pipeline, PipelineConfig, RetrieverSpec
 
     started = time.perf_counter()
+    lm_settings = _with_adapter(PipelineConfig(), adapter)  # an unknown adapter fails now, not after training
     store = Store(db)
     console.print(f"[bold]1/4[/] ingesting the bundled MovieLens latest-small into {store.display_url}")
     store.ingest(load_movielens(), show_progress=True)
@@ -242,10 +245,23 @@ def demo(
     titles = dict(zip(data.items["item_id"], data.items["title"], strict=True))
     for row in history.itertuples():
         console.print(f"    {row.value:.1f}  {titles.get(row.item_id, row.item_id)}")
-    config = PipelineConfig(retriever=RetrieverSpec(name=best.model, config=best.config))
+    config = lm_settings.model_copy(update={"retriever": RetrieverSpec(name=best.model, config=best.config)})
     pipe = Pipeline(config).fit(data, TrainOptions(seed=42))
     _show_recommendations(pipe, user, k, explain=True)
     console.print(f"done in {time.perf_counter() - started:.0f} s")
+
+
+def _with_adapter(settings: Any, adapter: str | None) -> Any:
+    """``settings`` (a PipelineConfig) with the local language model wearing ``adapter`` (a name or a path)."""
+    if adapter is None:
+        return settings
+    from llmrec.adapt.registry import resolve_adapter
+
+    if settings.lm.backend != "local":
+        raise ConfigError(f"--adapter needs the local language model, but the pipeline uses {settings.lm.backend!r}")
+    path = resolve_adapter(adapter)
+    lm = settings.lm.model_copy(update={"local": {**settings.lm.local, "adapter": str(path)}})
+    return settings.model_copy(update={"lm": lm})
 
 
 def _show_recommendations(pipe: Any, user: str, k: int, *, explain: bool, rerank: bool | None = None) -> None:
@@ -306,6 +322,7 @@ def recommend(
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed of the retriever's fit.")] = 42,
     db: Annotated[str | None, typer.Option(help="Store URL for ingested datasets (default: LLMREC_DB_URL).")] = None,
+    adapter: Annotated[str | None, typer.Option(help=ADAPTER_HELP)] = None,
 ) -> None:
     """Recommend for one user through the pipeline: retrieve, rerank with the language model, explain."""
     from pydantic import ValidationError
@@ -324,6 +341,7 @@ def recommend(
     except ValidationError as exc:
         where = f" in {config}" if config is not None else ""
         raise ConfigError(f"invalid pipeline config{where}: {exc}") from exc
+    settings = _with_adapter(settings, adapter)
     data = load_named(dataset, db)
     if str(user) not in data.user_vocab:
         console.print(f"[yellow]user {user} is not in {data.name}: showing popular items[/]")
@@ -350,6 +368,7 @@ def chat(
     rerank: Annotated[bool, typer.Option(help="Rerank the candidates with the language model.")] = False,
     seed: Annotated[int, typer.Option(help="Random seed of the retriever's fit.")] = 42,
     db: Annotated[str | None, typer.Option(help="Store URL for ingested datasets (default: LLMREC_DB_URL).")] = None,
+    adapter: Annotated[str | None, typer.Option(help=ADAPTER_HELP)] = None,
 ) -> None:
     """Talk to the conversational recommender in the terminal (feedback changes the next answer)."""
     from llmrec.chat import ChatConfig, ConversationalRecommender
@@ -358,6 +377,7 @@ def chat(
     from llmrec.pipeline import Pipeline, PipelineConfig, RetrieverSpec
 
     settings = PipelineConfig(retriever=RetrieverSpec(name=retriever), rerank={} if rerank else None)
+    settings = _with_adapter(settings, adapter)
     data = load_named(dataset, db)
     with console.status(f"fitting {retriever} on {data.name}"):
         pipe = Pipeline(settings).fit(data, TrainOptions(seed=seed))
@@ -447,6 +467,229 @@ def serve(
         service.prepare()
     console.print(f"serving {settings.dataset} at http://{host}:{port}/v1 (docs: http://{host}:{port}/docs)")
     uvicorn.run(create_app(service, warm=warm), host=host, port=port, log_level=log_level)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# llmrec tune: adapt the language model (LoRA, prompt tuning) on instruction data from the training split
+# --------------------------------------------------------------------------------------------------------------
+
+tune_app = typer.Typer(
+    help="Adapt the local language model to recommendation (LoRA, prompt tuning); `--adapter NAME` then uses it.",
+    no_args_is_help=True,
+)
+app.add_typer(tune_app, name="tune")
+
+NameOpt = Annotated[str, typer.Option(help="Registry name of the adapter (then: --adapter NAME).")]
+DatasetOpt = Annotated[str, typer.Option(help="movielens-small, goodbooks-10k, or a dataset ingested into the store.")]
+ProtocolOpt = Annotated[str, typer.Option(help="Split protocol: leave-last-out or temporal.")]
+StageOpt = Annotated[str, typer.Option(help="valid: learn from train only; test: train + validation (a final model).")]
+TasksOpt = Annotated[str, typer.Option(help="Comma-separated tasks: next, direct, yesno, rating, explain.")]
+ExamplesOpt = Annotated[int, typer.Option(help="Instruction examples to build (spread over the tasks).")]
+HistoryOpt = Annotated[int, typer.Option(help="Items of history each prompt shows.")]
+StepsOpt = Annotated[int | None, typer.Option(help="Optimizer steps (default: --epochs passes over the data).")]
+EpochsOpt = Annotated[int, typer.Option(help="Passes over the examples when --steps is not given.")]
+BatchOpt = Annotated[int, typer.Option(help="Examples per step.")]
+MaxTokensOpt = Annotated[int, typer.Option(help="Longest example in tokens (longer ones are skipped).")]
+ValidOpt = Annotated[float, typer.Option(help="Share of users held out for the validation loss.")]
+EvalOpt = Annotated[int, typer.Option(help="Validation loss (and checkpoint) every N steps; 0 = at the end only.")]
+PatienceOpt = Annotated[int, typer.Option(help="Stop after N validations without improvement.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed of the data draw, adapter init, batch order and dropout.")]
+ThreadsOpt = Annotated[int | None, typer.Option(help="torch threads while training.")]
+ResumeOpt = Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoint.")]
+OverwriteOpt = Annotated[bool, typer.Option(help="Replace an existing adapter of that name.")]
+IncrementalOpt = Annotated[
+    bool, typer.Option(help="Continue the existing adapter NAME on interactions newer than its training cutoff.")
+]
+ExportOpt = Annotated[Path | None, typer.Option(help="Also write the training examples here (JSONL).")]
+DbOpt = Annotated[str | None, typer.Option(help="Store URL for ingested datasets (default: LLMREC_DB_URL).")]
+
+
+def _run_tune(config: Any, name: str, dataset: str, protocol: str, stage: str, tasks: str, examples: int,
+              history: int, valid_fraction: float, seed: int, incremental: bool, resume: bool, overwrite: bool,
+              export: Path | None, db: str | None) -> None:  # fmt: skip
+    """Build the split and instruction data, train, print a summary (shared by every adapter kind)."""
+    from pydantic import ValidationError
+
+    from llmrec.adapt.instructions import InstructionConfig
+    from llmrec.adapt.recipe import tune_on_split
+    from llmrec.data.registry import load_named
+    from llmrec.data.splits import make_split
+
+    if stage not in ("valid", "test"):
+        raise ConfigError(f"--stage must be valid or test, got {stage!r}")
+    try:
+        instructions = InstructionConfig(
+            tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), examples=examples, history=history, seed=seed
+        )
+    except ValidationError as exc:
+        raise ConfigError(f"invalid --tasks/--examples/--history: {exc}") from exc
+    data = load_named(dataset, db)
+    split = make_split(data, protocol)
+    result = tune_on_split(
+        split,
+        config,
+        name=name,
+        instructions=instructions,
+        stage=stage,  # type: ignore[arg-type]
+        valid_fraction=valid_fraction,
+        incremental=incremental,
+        resume=resume,
+        overwrite=overwrite,
+        export=export,
+        show_progress=True,
+    )
+    meta = result.metadata
+    table = Table(title=f"{meta['kind']} adapter {name!r}", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    loss = meta.get("valid_loss_best")
+    rows = [
+        ("folder", str(result.path)),
+        ("data", f"{meta['dataset']} ({meta['protocol']}, stage {meta['stage']}): {meta['n_train']} train / "
+                 f"{meta['n_valid']} validation examples, tasks {', '.join(meta['tasks'])}"),
+        ("steps", f"{meta['steps_this_run']} this run ({meta['steps']} in total)"
+                  + (", stopped early" if meta["stopped_early"] else "")),
+        ("validation loss", f"{meta['valid_loss_start']:.3f} -> {loss:.3f} (best at step {meta['best_step']})"
+                            if loss is not None and meta.get("valid_loss_start") is not None else "-"),
+        ("train loss (last step)", f"{meta['train_loss_last']:.3f}"),
+        ("time, memory", f"{meta['wall_s']:.0f} s, peak {meta['peak_rss_mb']:.0f} MB"),
+        ("use it", f"llmrec recommend --user 1 --adapter {name}"),
+    ]  # fmt: skip
+    for key, value in rows:
+        table.add_row(key, escape(value))
+    console.print(table)
+
+
+@tune_app.command("lora")
+@_friendly_errors
+def tune_lora_command(
+    name: NameOpt,
+    dataset: DatasetOpt = "movielens-small",
+    protocol: ProtocolOpt = "leave-last-out",
+    stage: StageOpt = "valid",
+    tasks: TasksOpt = "next,direct,yesno,rating,explain",
+    examples: ExamplesOpt = 512,
+    history: HistoryOpt = 5,
+    steps: StepsOpt = None,
+    epochs: EpochsOpt = 1,
+    batch_size: BatchOpt = 4,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 2e-4,
+    rank: Annotated[int, typer.Option(help="LoRA rank r.")] = 8,
+    alpha: Annotated[float, typer.Option(help="LoRA alpha (scale = alpha / r).")] = 16.0,
+    dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = 0.05,
+    target_modules: Annotated[
+        str, typer.Option(help="all-linear, or comma-separated module names (e.g. q_proj,v_proj).")
+    ] = "all-linear",
+    max_tokens: MaxTokensOpt = 384,
+    valid_fraction: ValidOpt = 0.1,
+    eval_every: EvalOpt = 50,
+    patience: PatienceOpt = 3,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = None,
+    incremental: IncrementalOpt = False,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    export: ExportOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """LoRA fine-tuning of the local language model on instruction data from the training split."""
+    from pydantic import ValidationError
+
+    from llmrec.adapt.lora import LoraTuneConfig
+
+    modules: Any = target_modules if target_modules == "all-linear" else tuple(target_modules.split(","))
+    try:
+        config = LoraTuneConfig(
+            r=rank, alpha=alpha, dropout=dropout, target_modules=modules, lr=lr, epochs=epochs, max_steps=steps,
+            batch_size=batch_size, max_tokens=max_tokens, eval_every=eval_every, patience=patience, seed=seed,
+            threads=threads,
+        )  # fmt: skip
+    except ValidationError as exc:
+        raise ConfigError(f"invalid LoRA settings: {exc}") from exc
+    _run_tune(config, name, dataset, protocol, stage, tasks, examples, history, valid_fraction, seed, incremental,
+              resume, overwrite, export, db)  # fmt: skip
+
+
+@tune_app.command("prompt")
+@_friendly_errors
+def tune_prompt_command(
+    name: NameOpt,
+    dataset: DatasetOpt = "movielens-small",
+    protocol: ProtocolOpt = "leave-last-out",
+    stage: StageOpt = "valid",
+    tasks: TasksOpt = "next,direct,yesno,rating,explain",
+    examples: ExamplesOpt = 512,
+    history: HistoryOpt = 5,
+    steps: StepsOpt = None,
+    epochs: EpochsOpt = 1,
+    batch_size: BatchOpt = 4,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate (soft prompts need a large one).")] = 1e-2,
+    virtual_tokens: Annotated[int, typer.Option(help="Trained virtual tokens in front of every prompt.")] = 16,
+    max_tokens: MaxTokensOpt = 384,
+    valid_fraction: ValidOpt = 0.1,
+    eval_every: EvalOpt = 50,
+    patience: PatienceOpt = 3,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = None,
+    incremental: IncrementalOpt = False,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    export: ExportOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Prompt tuning (a trained soft prompt, the language model frozen) on instruction data from the training split."""
+    from pydantic import ValidationError
+
+    from llmrec.adapt.prompt_tuning import PromptTuneConfig
+
+    try:
+        config = PromptTuneConfig(
+            num_virtual_tokens=virtual_tokens, lr=lr, epochs=epochs, max_steps=steps, batch_size=batch_size,
+            max_tokens=max_tokens, eval_every=eval_every, patience=patience, seed=seed, threads=threads,
+        )  # fmt: skip
+    except ValidationError as exc:
+        raise ConfigError(f"invalid prompt-tuning settings: {exc}") from exc
+    _run_tune(config, name, dataset, protocol, stage, tasks, examples, history, valid_fraction, seed, incremental,
+              resume, overwrite, export, db)  # fmt: skip
+
+
+@tune_app.command("list")
+@_friendly_errors
+def tune_list() -> None:
+    """List the adapters in the registry (LLMREC_ADAPTER_DIR, default ~/.llmrec/adapters)."""
+    from llmrec.adapt.registry import adapter_root, list_adapters, read_metadata
+
+    root = adapter_root()
+    names = list_adapters(root)
+    if not names:
+        console.print(f"no adapters in {root} yet: train one with `llmrec tune lora --name NAME`")
+        return
+    table = Table(title=f"adapters in {root}")
+    for column in ("name", "kind", "dataset", "tasks", "steps", "valid loss", "cutoff", "created"):
+        table.add_column(column)
+    for name in names:
+        meta = read_metadata(root / name)
+        loss = meta.get("valid_loss_best")
+        cutoff = meta.get("train_cutoff")
+        table.add_row(
+            name,
+            str(meta.get("kind", "?")),
+            str(meta.get("dataset", "?")),
+            ",".join(meta.get("tasks", {})),
+            str(meta.get("steps", "?")),
+            f"{loss:.3f}" if isinstance(loss, int | float) else "-",
+            _iso_day(cutoff),
+            str(meta.get("created", "?")),
+        )
+    console.print(table)
+
+
+def _iso_day(timestamp: object) -> str:
+    import datetime as dt
+
+    if not isinstance(timestamp, int | float):
+        return "-"
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d")
 
 
 if __name__ == "__main__":  # pragma: no cover

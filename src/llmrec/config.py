@@ -36,6 +36,9 @@ class Settings(BaseSettings):
         max_request_bytes: Largest request body the HTTP API accepts (``LLMREC_MAX_REQUEST_BYTES``); larger ones
             get 413 before they are read.
 
+        adapter_dir: Folder of the named language-model adapters ``llmrec tune`` writes and ``--adapter NAME``
+            reads (``LLMREC_ADAPTER_DIR``).
+
     """
 
     model_config = SettingsConfigDict(env_prefix="LLMREC_", env_file=".env", extra="ignore")
@@ -45,6 +48,8 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "llmrec")
     admin_key: SecretStr | None = None
     max_request_bytes: int = Field(default=1_048_576, ge=1)
+
+    adapter_dir: Path = Field(default_factory=lambda: Path.home() / ".llmrec" / "adapters")
 
 
 @lru_cache(maxsize=1)

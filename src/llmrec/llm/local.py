@@ -43,6 +43,8 @@ __all__ = [
     "LocalLMConfig",
     "TextScores",
     "clear_loaded_models",
+    "end_of_turn_id",
+    "load_trainable",
     "packaged_gguf_path",
 ]
 
@@ -320,6 +322,14 @@ def _end_of_turn_id(tokenizer: Any) -> int | None:
     return int(eos) if eos is not None else None
 
 
+def end_of_turn_id(tokenizer: Any) -> int | None:
+    """The token a chat model ends its reply with (what :meth:`LocalLM.loglik` scores after a continuation).
+
+    Trainers append it to every target, so a tuned adapter learns replies in the form the reranker scores them.
+    """
+    return _end_of_turn_id(tokenizer)
+
+
 def _quantize_int8(model: Any) -> Any:
     """``model`` with every ``nn.Linear`` replaced by torch's dynamic int8 version (in place, returned)."""
     import warnings
@@ -336,6 +346,53 @@ def _quantize_int8(model: Any) -> Any:
         )
 
 
+def _load_weights(config: LocalLMConfig, folder: Path, gguf: str | None) -> tuple[Any, Any, str]:
+    """A fresh (unshared) model and its tokenizer from ``folder``/``gguf`` and where they came from."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if gguf is None:
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=getattr(torch, config.dtype))
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        source = "checkpoint"
+    else:
+        cache_root = Path(config.cache_dir) if config.cache_dir else get_settings().cache_dir / "lm"
+        cached = _gguf_cache_folder(cache_root, folder, gguf)
+        if _cache_complete(cached):
+            model = AutoModelForCausalLM.from_pretrained(str(cached), dtype=getattr(torch, config.dtype))
+            tokenizer = AutoTokenizer.from_pretrained(str(cached))
+            source = "cache"
+        else:
+            model, tokenizer = _convert_gguf(folder, gguf, cached)
+            source = "gguf"
+    if config.dtype != "float32":
+        model = model.to(getattr(torch, config.dtype))
+    return model, tokenizer, source
+
+
+def load_trainable(config: LocalLMConfig | None = None) -> tuple[Any, Any]:
+    """A private copy of the configured base weights and their tokenizer, for fine-tuning (``llmrec.adapt``).
+
+    The weights come from the same place :class:`LocalLM` reads (the packaged GGUF's cached fp32 copy by default),
+    but the model is not shared with any :class:`LocalLM` of this process, so training cannot disturb a model that
+    is serving. ``config.adapter`` and ``config.quantize`` are ignored: a trainer puts its own adapter on top, and
+    training needs the exact weights.
+
+    Returns:
+        ``(model, tokenizer)``: a transformers causal LM in train mode and its tokenizer (with the chat template).
+
+    Raises:
+        ConfigError: The weights cannot be found, or torch/transformers are missing.
+    """
+    config = config or LocalLMConfig()
+    folder, gguf = _resolve_source(config)
+    _require_lm_extra()
+    with _torch_threads(config.threads):
+        model, tokenizer, _ = _load_weights(config, folder, gguf)
+    model.train()
+    return model, tokenizer
+
+
 def _load(config: LocalLMConfig) -> _Loaded:
     """Load (or fetch from this process's cache) the model and tokenizer of ``config``."""
     folder, gguf = _resolve_source(config)
@@ -344,27 +401,11 @@ def _load(config: LocalLMConfig) -> _Loaded:
         if key in _LOADED:
             return _LOADED[key]
         _require_lm_extra()
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+        from transformers import DynamicCache
 
         started = time.perf_counter()
         with _torch_threads(config.threads):
-            if gguf is None:
-                model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=getattr(torch, config.dtype))
-                tokenizer = AutoTokenizer.from_pretrained(str(folder))
-                source = "checkpoint"
-            else:
-                cache_root = Path(config.cache_dir) if config.cache_dir else get_settings().cache_dir / "lm"
-                cached = _gguf_cache_folder(cache_root, folder, gguf)
-                if _cache_complete(cached):
-                    model = AutoModelForCausalLM.from_pretrained(str(cached), dtype=getattr(torch, config.dtype))
-                    tokenizer = AutoTokenizer.from_pretrained(str(cached))
-                    source = "cache"
-                else:
-                    model, tokenizer = _convert_gguf(folder, gguf, cached)
-                    source = "gguf"
-            if config.dtype != "float32":
-                model = model.to(getattr(torch, config.dtype))
+            model, tokenizer, source = _load_weights(config, folder, gguf)
             soft_prompt = None
             if config.adapter is not None:
                 model, soft_prompt = _apply_adapter(model, config.adapter)

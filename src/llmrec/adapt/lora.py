@@ -1,0 +1,84 @@
+"""LoRA fine-tuning of the local language model on instruction data (peft, CPU).
+
+Low-rank adapters on the chosen linear layers (all of them by default) are the only trained weights; the base
+model stays frozen. The saved adapter is ~5 MB for SmolLM2-135M at ``r=8`` and is *merged* into the weights when
+:class:`~llmrec.llm.local.LocalLM` loads it, so a tuned reranker scores as fast as the untuned one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from llmrec.adapt.instructions import InstructionExample
+from llmrec.adapt.trainer import StepInfo, TuneConfig, TuneResult, train_adapter
+
+__all__ = ["LoraTuneConfig", "tune_lora"]
+
+
+class LoraTuneConfig(TuneConfig):
+    """LoRA settings on top of the shared training settings (:class:`~llmrec.adapt.trainer.TuneConfig`).
+
+    Attributes:
+        r: Rank of each low-rank update.
+        alpha: Scaling numerator (the update is scaled by ``alpha / r``).
+        dropout: Dropout on the adapter's input.
+        target_modules: Module names to adapt, or ``"all-linear"`` (every linear layer but the output head).
+
+    """
+
+    kind: Literal["lora"] = "lora"
+    r: int = Field(default=8, ge=1, le=256)
+    alpha: float = Field(default=16.0, gt=0)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: tuple[str, ...] | Literal["all-linear"] = "all-linear"
+
+    def peft_config(self, model: Any) -> Any:
+        """The PEFT ``LoraConfig`` for a causal LM."""
+        from peft import LoraConfig
+
+        targets = self.target_modules if isinstance(self.target_modules, str) else list(self.target_modules)
+        return LoraConfig(
+            r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets, task_type="CAUSAL_LM"
+        )
+
+
+def tune_lora(
+    train: Sequence[InstructionExample],
+    valid: Sequence[InstructionExample] = (),
+    *,
+    name: str,
+    config: LoraTuneConfig | None = None,
+    adapter_dir: str | Path | None = None,
+    lm: Any | None = None,
+    init_adapter: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    extra_metadata: dict[str, Any] | None = None,
+    show_progress: bool = False,
+    on_step: Callable[[StepInfo], None] | None = None,
+) -> TuneResult:
+    """Train a LoRA adapter and save it as ``<adapter_dir>/<name>`` (see :func:`~llmrec.adapt.trainer.train_adapter`).
+
+    Example:
+        >>> examples = build_instructions(leave_last_out(load_movielens()))  # doctest: +SKIP
+        >>> config = LoraTuneConfig(max_steps=200)
+        >>> tune_lora(examples[:900], examples[900:], name="ml-all", config=config)  # doctest: +SKIP
+    """
+    return train_adapter(
+        config or LoraTuneConfig(),
+        train,
+        valid,
+        name=name,
+        adapter_dir=adapter_dir,
+        lm=lm,
+        init_adapter=init_adapter,
+        resume=resume,
+        overwrite=overwrite,
+        extra_metadata=extra_metadata,
+        show_progress=show_progress,
+        on_step=on_step,
+    )
