@@ -126,5 +126,6 @@ class EASE(Scorer):
 
     def _score_rows(self, history: sp.csr_matrix) -> np.ndarray:
         out = np.zeros((history.shape[0], self.data.n_items), dtype=np.float64)
-        out[:, self.active_items] = history[:, self.active_items] @ self.weights
+        # Same dtype as the weights: a float64 history would make scipy upcast (copy) the whole item-item matrix.
+        out[:, self.active_items] = history[:, self.active_items].astype(self.weights.dtype) @ self.weights
         return out
