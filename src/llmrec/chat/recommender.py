@@ -309,7 +309,8 @@ class ConversationalRecommender:
             uidx = int(self.data.user_vocab.index([user_id], missing="negative")[0])
             if uidx >= 0:
                 own = [str(i) for i in self.data.item_vocab.ids[self.pipeline.history(uidx)]]
-                history = [i for i in own if i not in set(state.disliked)] + history
+                disliked = set(state.disliked)
+                history = [i for i in own if i not in disliked] + history
                 seen = self.data.matrix("binary")[uidx].indices
                 exclude += [str(i) for i in self.data.item_vocab.ids[seen]]
         allowed = self.allowed(state)

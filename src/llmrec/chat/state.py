@@ -26,7 +26,23 @@ def _merge(first: Sequence[str], more: Sequence[str], without: Sequence[str] = (
     return out
 
 
-class StateUpdate(BaseModel):
+class _Preferences(BaseModel):
+    """The fields a turn can state and the dialogue state keeps (see the two subclasses)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    liked: list[str] = Field(default_factory=list)
+    disliked: list[str] = Field(default_factory=list)
+    seen: list[str] = Field(default_factory=list)
+    rejected: list[str] = Field(default_factory=list)
+    genres_include: list[str] = Field(default_factory=list)
+    genres_exclude: list[str] = Field(default_factory=list)
+    year_min: int | None = None
+    year_max: int | None = None
+    query: str | None = None
+
+
+class StateUpdate(_Preferences):
     """What one turn (or one feedback click) adds to the state. Empty fields change nothing.
 
     Attributes:
@@ -43,17 +59,6 @@ class StateUpdate(BaseModel):
 
     """
 
-    model_config = ConfigDict(extra="forbid")
-
-    liked: list[str] = Field(default_factory=list)
-    disliked: list[str] = Field(default_factory=list)
-    seen: list[str] = Field(default_factory=list)
-    rejected: list[str] = Field(default_factory=list)
-    genres_include: list[str] = Field(default_factory=list)
-    genres_exclude: list[str] = Field(default_factory=list)
-    year_min: int | None = None
-    year_max: int | None = None
-    query: str | None = None
     reset: bool = False
 
     @property
@@ -62,31 +67,20 @@ class StateUpdate(BaseModel):
         return self == StateUpdate()
 
 
-class DialogueState(BaseModel):
+class DialogueState(_Preferences):
     """The state of one conversation (see the module docstring); :meth:`apply` returns the next state.
 
     Attributes:
         liked, disliked, seen, rejected: Item ids, oldest first.
-        recommended: Item ids already shown in this session (not shown again).
         genres_include, genres_exclude: Genre constraints (canonical names, e.g. ``"Comedy"``).
         year_min, year_max: Release-year constraints.
         query: The latest descriptive request, used for text search.
+        recommended: Item ids already shown in this session (not shown again).
         turns: Number of user turns so far.
 
     """
 
-    model_config = ConfigDict(extra="forbid")
-
-    liked: list[str] = Field(default_factory=list)
-    disliked: list[str] = Field(default_factory=list)
-    seen: list[str] = Field(default_factory=list)
-    rejected: list[str] = Field(default_factory=list)
     recommended: list[str] = Field(default_factory=list)
-    genres_include: list[str] = Field(default_factory=list)
-    genres_exclude: list[str] = Field(default_factory=list)
-    year_min: int | None = None
-    year_max: int | None = None
-    query: str | None = None
     turns: int = 0
 
     def apply(self, update: StateUpdate) -> DialogueState:
