@@ -20,6 +20,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from llmrec.errors import ConfigError, LlmrecError
+from llmrec.feedback import FeedbackKind
 
 app = typer.Typer(
     name="llmrec",
@@ -354,6 +355,7 @@ CHAT_HELP = (
     "Say what you like or want ('I loved Heat', 'something funny from the 90s, no horror'). Commands: "
     "/up N, /down N, /seen N (feedback on item N of the last answer), /state, /quit."
 )
+CHAT_FEEDBACK: dict[str, FeedbackKind] = {"/up": "thumbs_up", "/down": "thumbs_down", "/seen": "seen"}
 
 
 @app.command()
@@ -398,11 +400,11 @@ def chat(
             console.print_json(recommender.session(session.id).state.model_dump_json())
             continue
         command, _, arg = text.partition(" ")
-        if command in ("/up", "/down", "/seen"):
+        if command in CHAT_FEEDBACK:
             if not arg.strip().isdigit() or not 1 <= int(arg) <= len(last):
                 console.print(f"[yellow]give the number of an item of the last answer (1-{len(last)})[/]")
                 continue
-            recommender.feedback(session.id, last[int(arg) - 1], command[1:])  # type: ignore[arg-type]
+            recommender.feedback(session.id, last[int(arg) - 1], CHAT_FEEDBACK[command])
             console.print(f"noted: {command[1:]} on item {arg}")
             continue
         reply = recommender.turn(session.id, text)

@@ -195,6 +195,31 @@ class Pipeline:
         """Item indices of a known user's history as the language model sees it (liked items, oldest first)."""
         return self._history[user_idx] if 0 <= user_idx < len(self._history) else np.zeros(0, dtype=np.int64)
 
+    def liked_history(
+        self, user: object | None, liked: Sequence[object] = (), disliked: Iterable[object] = ()
+    ) -> list[str]:
+        """What :meth:`recommend_history` should fold in for a person: the items they are known to like.
+
+        A known user's liked history from the fitted data (oldest first, as the language model sees it), without
+        the items now ``disliked``, then the newly ``liked`` ones (a chat session's, or feedback since the last
+        fit). An unknown or anonymous user (``None``) starts empty.
+        """
+        drop = {str(i) for i in disliked}
+        own: list[str] = []
+        if user is not None:
+            uidx = int(self.data.user_vocab.index([user], missing="negative")[0])
+            if uidx >= 0:
+                own = [str(i) for i in self.data.item_vocab.ids[self.history(uidx)]]
+        fresh = [str(i) for i in liked]
+        return list(dict.fromkeys(i for i in own + fresh if i not in drop))
+
+    def seen(self, user: object) -> list[str]:
+        """External ids of every item a known user interacted with in the fitted data (empty when unknown)."""
+        uidx = int(self.data.user_vocab.index([user], missing="negative")[0])
+        if uidx < 0:
+            return []
+        return [str(i) for i in self.data.item_vocab.ids[self.data.matrix("binary")[uidx].indices]]
+
     def rerank_scores(
         self,
         users: Sequence[object] | np.ndarray,

@@ -43,7 +43,7 @@ def test_thumbs_down_and_no_horror_are_reflected_in_the_very_next_answer(
     assert first.state.liked == [str(ml_sample.item_vocab.ids[horror])]
     assert any("Horror" in item.genres for item in first.items), "the check below would prove nothing"
     thumbs_down = first.items[0].item_id
-    chat.feedback(session.id, thumbs_down, "down")
+    chat.feedback(session.id, thumbs_down, "thumbs_down")
     second = chat.turn(session.id, "no horror please")
     assert second.items
     assert thumbs_down not in {i.item_id for i in second.items}
@@ -101,7 +101,7 @@ def test_bad_input_is_a_typed_error(chat: ConversationalRecommender) -> None:
     with pytest.raises(UnknownIdError):
         chat.start("no-such-user")
     with pytest.raises(UnknownIdError):
-        chat.feedback(session.id, "no-such-item", "up")
+        chat.feedback(session.id, "no-such-item", "thumbs_up")
     with pytest.raises(ConfigError, match="rating"):
         chat.feedback(session.id, "1", "rating")
     state = chat.session(session.id).state.model_copy(update={"liked": ["no-such-item"]})
@@ -130,7 +130,7 @@ def test_sessions_and_feedback_persist_in_the_store(store_url: str, pipe: Pipeli
     chat = ConversationalRecommender(pipe, sessions=SqlSessionStore(store), store=store, dataset=name)
     session = chat.start("7")
     reply = chat.turn(session.id, "something funny")
-    chat.feedback(session.id, reply.items[0].item_id, "down")
+    chat.feedback(session.id, reply.items[0].item_id, "thumbs_down")
     chat.feedback(session.id, reply.items[1].item_id, "rating", 4.5)
     # A new recommender over the same database sees the same session.
     again = ConversationalRecommender(pipe, sessions=SqlSessionStore(store), store=store, dataset=name)

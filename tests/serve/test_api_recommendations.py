@@ -77,23 +77,28 @@ def test_feedback_is_reflected_by_the_very_next_list(api: Api) -> None:
     user = str(api.data.user_vocab.ids[3])
     key = api.user_key(user)
     url = f"/v1/users/{user}/recommendations"
-    before = _ids(client.get(url, params={"k": 10}, headers=key))
+    params = {"k": 10, "retriever": "ease"}
+    before = _ids(client.get(url, params=params, headers=key))
     kinds = [("thumbs_down", None), ("seen", None), ("rating", 4.5), ("thumbs_up", None)]
     for item, (kind, value) in zip(before[:4], kinds, strict=True):
         given = client.post("/v1/feedback", json={"item_id": item, "kind": kind, "value": value}, headers=key)
         assert given.status_code == 201 and given.json()["stored"] and given.json()["user_id"] == user, given.text
-    after = client.get(url, params={"k": 10}, headers=key).json()
-    assert set(before[:4]).isdisjoint(_ids_of(after)) and _ids_of(after)[:6] == before[4:]
-    assert after["excluded_recent"] == before[:4]
+    after = client.get(url, params=params, headers=key).json()
+    assert set(before[:4]).isdisjoint(_ids_of(after)) and after["excluded_recent"] == before[:4]
+    # The two liked items are folded into the user's history: the rest of the list re-ranks around them.
+    pipe = api.service.pipeline("ease")
+    history = pipe.liked_history(user, liked=before[2:4])
+    expected = pipe.recommend_history(history, 10, exclude=before[:4] + pipe.seen(user)).items[0].tolist()
+    assert _ids_of(after) == expected and _ids_of(after) != before[4:] + _ids_of(after)[6:]
     stored = client.get(f"/v1/users/{user}/interactions", params={"since": 1_600_000_000}, headers=key).json()
     events = {(i["item_id"], i["event"], i["value"]) for i in stored["interactions"]}
-    assert events == {(before[0], "thumbs_down", -1.0), (before[1], "seen", 0.0), (before[2], "rating", 4.5),
-                      (before[3], "thumbs_up", 1.0)}  # fmt: skip
+    assert events == {(before[0], "thumbs_down", 1.0), (before[1], "seen", 3.0), (before[2], "rating", 4.5),
+                      (before[3], "thumbs_up", 5.0)}  # fmt: skip
     # After a refit the feedback is part of the fitted data: still excluded (as seen), no longer "recent".
     assert client.post("/v1/admin/refit", headers=key).status_code == 403
     refit = client.post("/v1/admin/refit", headers=ADMIN)
     assert refit.status_code == 200 and refit.json()["interactions"] == len(api.data) + 4
-    again = client.get(url, params={"k": 10}, headers=key).json()
+    again = client.get(url, params=params, headers=key).json()
     assert again["excluded_recent"] == [] and set(before[:4]).isdisjoint(_ids_of(again))
 
 

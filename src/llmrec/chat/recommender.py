@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llmrec.chat.parse import Intent, parse_turn
 from llmrec.chat.sessions import ChatSession, MemorySessionStore, SessionStore, Turn, new_session_id
-from llmrec.chat.state import DialogueState, FeedbackKind, StateUpdate
+from llmrec.chat.state import DialogueState, StateUpdate
 from llmrec.errors import ConfigError, UnknownIdError
+from llmrec.feedback import FEEDBACK_VALUES, FeedbackKind, polarity
 from llmrec.llm.explain import Catalogue, Explainer
 
 if TYPE_CHECKING:
@@ -38,18 +39,9 @@ if TYPE_CHECKING:
     from llmrec.models.content import Content
     from llmrec.pipeline import Pipeline
 
-__all__ = ["FEEDBACK_EVENTS", "ChatConfig", "ConversationalRecommender", "RecommendedItem", "Reply"]
+__all__ = ["ChatConfig", "ConversationalRecommender", "RecommendedItem", "Reply"]
 
 log = logging.getLogger(__name__)
-
-#: How feedback is stored as an interaction: (event name, value). A thumbs-down is kept like a 1-star rating
-#: (the person knows the item), so value-aware stages and ``liked_min_value`` treat it as disliked.
-FEEDBACK_EVENTS: dict[str, tuple[str, float]] = {
-    "up": ("thumbs_up", 5.0),
-    "down": ("thumbs_down", 1.0),
-    "seen": ("seen", 3.0),
-    "rating": ("rating", float("nan")),
-}
 
 DECLINE_REFUSED = (
     "I can't help with that: I only recommend {noun}s from the catalogue, and I never share other people's data "
@@ -60,6 +52,13 @@ DECLINE_OUT_OF_SCOPE = (
 )
 GREETING = "Hi! Tell me a {noun} you liked, or what you're in the mood for (a genre, a decade, a few words)."
 RESET = "Starting over. What are you in the mood for?"
+FIXED_ANSWERS: dict[str, str] = {
+    "refused": DECLINE_REFUSED,
+    "out_of_scope": DECLINE_OUT_OF_SCOPE,
+    "greeting": GREETING,
+    "reset": RESET,
+}
+"""Intents answered without recommending (a reset also clears the state)."""
 
 
 class ChatConfig(BaseModel):
@@ -103,6 +102,24 @@ class RecommendedItem:
     reason: str
     score: float
 
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (genres as a list)."""
+        return {**self.__dict__, "genres": list(self.genres)}
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A message understood, before recommending: its intent, the state it leads to, a fixed answer if any."""
+
+    intent: Intent
+    state: DialogueState
+    answer: str | None
+
+    @property
+    def recommend(self) -> bool:
+        """Whether the turn asks for recommendations (no fixed answer)."""
+        return self.answer is None
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -135,6 +152,8 @@ class ConversationalRecommender:
         searcher: A fitted :class:`~llmrec.models.content.Content` scorer on the same data, for text queries
             ("a heist set in Europe"); without one, descriptions only steer through genres and years.
         config: Settings.
+        user_exists: Tells whether a user id may own a session (default: a user of the pipeline's data); a
+            server passes its own check, so users created after the fit can chat too (cold, from their session).
     """
 
     def __init__(
@@ -146,6 +165,7 @@ class ConversationalRecommender:
         dataset: str | None = None,
         searcher: Content | None = None,
         config: ChatConfig | None = None,
+        user_exists: Callable[[str], bool] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.data = pipeline.data
@@ -154,6 +174,7 @@ class ConversationalRecommender:
         self.dataset = dataset or self.data.name
         self.searcher = searcher
         self.config = config or ChatConfig()
+        self._user_exists = user_exists or (lambda u: u in self.data.user_vocab)
         self.catalogue = Catalogue.of(self.data)
         n = len(self.catalogue)
         self._years = np.array([self.catalogue.year(i) or 0 for i in range(n)], dtype=np.int64)
@@ -172,7 +193,7 @@ class ConversationalRecommender:
         Raises:
             UnknownIdError: ``user_id`` is not a user of the data.
         """
-        if user_id is not None and int(self.data.user_vocab.index([user_id], missing="negative")[0]) < 0:
+        if user_id is not None and not self._user_exists(user_id):
             raise UnknownIdError(f"unknown user '{user_id}'. Fix: use a user id of dataset '{self.dataset}'")
         session = ChatSession(id=new_session_id(), dataset=self.dataset, user_id=user_id)
         self.sessions.save(session)
@@ -209,80 +230,103 @@ class ConversationalRecommender:
             UnknownIdError: There is no such session.
             ConfigError: ``text`` is empty.
         """
+        session, pending = self._understand(session_id, text)
+        items = self.recommend(session.user_id, pending.state) if pending.recommend else []
+        return self._conclude(session, pending, items)
+
+    def stream_turn(self, session_id: str, text: str) -> Iterator[dict[str, Any]]:
+        """One turn as events for server-sent streaming, each sent as soon as it is known.
+
+        ``state`` (how the message was read and the state it leads to) comes before the slow part; then one
+        ``item`` per recommendation; then ``done`` with the whole answer. Errors are raised before the first event.
+        """
+        session, pending = self._understand(session_id, text)
+        return self._stream(session, pending)
+
+    def _stream(self, session: ChatSession, pending: _Pending) -> Iterator[dict[str, Any]]:
+        yield {"event": "state", "data": {"intent": pending.intent, "state": pending.state.model_dump()}}
+        items = self.recommend(session.user_id, pending.state) if pending.recommend else []
+        for item in items:
+            yield {"event": "item", "data": item.as_dict()}
+        reply = self._conclude(session, pending, items)
+        yield {"event": "done", "data": {"text": reply.text, "state": reply.state.model_dump()}}
+
+    def _understand(self, session_id: str, text: str) -> tuple[ChatSession, _Pending]:
+        """Read a message against the session: the intent, the state it leads to, and whether to recommend."""
         if not text or not text.strip():
             raise ConfigError("the message is empty. Fix: say what you'd like, e.g. 'something funny from the 90s'")
         session = self.sessions.load(session_id)
+        text = text[:2000]
         state = session.state
         parsed = parse_turn(
-            text[:2000],
+            text,
             self.catalogue,
             recommended=frozenset(state.recommended),
             popularity=self._popularity,
             newest_year=self._newest,
         )
-        noun = self.config.item_noun
-        session.turns.append(Turn(role="user", text=text[:2000]))
-        items: list[RecommendedItem] = []
-        if parsed.intent == "refused":
-            answer = DECLINE_REFUSED.format(noun=noun)
-        elif parsed.intent == "out_of_scope":
-            answer = DECLINE_OUT_OF_SCOPE.format(noun=noun)
-        elif parsed.intent == "greeting":
-            answer = GREETING.format(noun=noun)
+        session.turns.append(Turn(role="user", text=text))
+        fixed = FIXED_ANSWERS.get(parsed.intent)
+        answer = fixed.format(noun=self.config.item_noun) if fixed else None
+        if parsed.intent != "reset" and answer is not None:  # declined or greeted: the state stays as it was
+            return session, _Pending(parsed.intent, state, answer)
+        state = state.apply(parsed.update)
+        state.turns += 1
+        return session, _Pending(parsed.intent, state, answer)
+
+    def _conclude(self, session: ChatSession, pending: _Pending, items: list[RecommendedItem]) -> Reply:
+        """Write the answer, remember what was shown, and save the session."""
+        state = pending.state
+        if pending.recommend:
+            state.recommended = list(dict.fromkeys(state.recommended + [i.item_id for i in items]))
+            answer = self._answer(state, items)
         else:
-            state = state.apply(parsed.update)
-            state.turns += 1
-            if parsed.intent == "reset":
-                answer = RESET
-            else:
-                items = self.recommend(session.user_id, state)
-                state.recommended = list(dict.fromkeys(state.recommended + [i.item_id for i in items]))
-                answer = self._answer(state, items)
+            answer = pending.answer or ""
         session.state = state
         session.turns.append(Turn(role="assistant", text=answer, items=[i.item_id for i in items]))
         self.sessions.save(session)
-        return Reply(session.id, parsed.intent, answer, items, state)
-
-    def stream_turn(self, session_id: str, text: str) -> Iterator[dict[str, Any]]:
-        """One turn as events for server-sent streaming: ``state``, one ``item`` each, then ``done``."""
-        reply = self.turn(session_id, text)
-        yield {"event": "state", "data": {"intent": reply.intent, "state": reply.state.model_dump()}}
-        for item in reply.items:
-            yield {"event": "item", "data": item.__dict__ | {"genres": list(item.genres)}}
-        yield {"event": "done", "data": {"text": reply.text}}
+        return Reply(session.id, pending.intent, answer, items, state)
 
     # -- feedback -------------------------------------------------------------------------------------------
 
     def feedback(self, session_id: str, item_id: str, kind: FeedbackKind, value: float | None = None) -> ChatSession:
         """Record feedback on an item: the next answer reflects it (see the module docstring).
 
-        ``up`` and ratings of 4 or more like the item; ``down`` and ratings of 2 or less dislike it; ``seen``
-        marks it seen. For a session of a known user, the feedback is also stored as an interaction.
+        A thumbs-up and a rating of 4 or more like the item; a thumbs-down and a rating of 2 or less dislike it;
+        anything else marks it seen (:func:`llmrec.feedback.polarity`). For a session of a known user, the
+        feedback is also stored as an interaction (:data:`llmrec.feedback.FEEDBACK_VALUES`).
 
         Raises:
             UnknownIdError: The session or item is unknown.
-            ConfigError: A rating without a value, or with one outside 0..5.
+            ConfigError: A rating without a value, or with one outside 0..5; a value for another kind.
         """
         session = self.sessions.load(session_id)
         self._check_items([item_id])
-        if kind == "rating" and (value is None or not 0.0 <= value <= 5.0):
-            raise ConfigError("a rating needs a value between 0 and 5. Fix: send value=4 (for example)")
-        if kind == "up" or (kind == "rating" and value is not None and value >= 4):
+        if kind == "rating":
+            if value is None or not 0.0 <= value <= 5.0:
+                raise ConfigError("value: a rating needs a value between 0 and 5. Fix: send value=4 (for example)")
+        elif kind in FEEDBACK_VALUES:
+            if value is not None:
+                raise ConfigError(f"value: only a rating takes a value, not {kind}. Fix: leave value out")
+            value = FEEDBACK_VALUES[kind]
+        else:
+            raise ConfigError(f"kind: {kind!r} is not one of thumbs_up, thumbs_down, seen, rating")
+        taste = polarity(kind, value)
+        if taste == "liked":
             update = StateUpdate(liked=[item_id])
-        elif kind == "down" or (kind == "rating" and value is not None and value <= 2):
+        elif taste == "disliked":
             update = StateUpdate(disliked=[item_id])
         else:
             update = StateUpdate(seen=[item_id])
         session.state = session.state.apply(update)
         self.sessions.save(session)
         if self.store is not None and session.user_id is not None:
-            event, default = FEEDBACK_EVENTS[kind]
             row = {
                 "user_id": session.user_id,
                 "item_id": item_id,
                 "timestamp": int(time.time()),
-                "value": value if value is not None else default,
-                "event": event,
+                "value": value,
+                "event": kind,
             }
             self.store.ingest_interactions(self.dataset, pd.DataFrame([row]))
         return session
@@ -303,16 +347,8 @@ class ConversationalRecommender:
 
     def recommend(self, user_id: str | None, state: DialogueState) -> list[RecommendedItem]:
         """Items for this state (and user, when known), best first, each with a grounded reason."""
-        history = list(state.liked)
-        exclude = state.excluded()
-        if user_id is not None:
-            uidx = int(self.data.user_vocab.index([user_id], missing="negative")[0])
-            if uidx >= 0:
-                own = [str(i) for i in self.data.item_vocab.ids[self.pipeline.history(uidx)]]
-                disliked = set(state.disliked)
-                history = [i for i in own if i not in disliked] + history
-                seen = self.data.matrix("binary")[uidx].indices
-                exclude += [str(i) for i in self.data.item_vocab.ids[seen]]
+        history = self.pipeline.liked_history(user_id, state.liked, state.disliked)
+        exclude = state.excluded() + (self.pipeline.seen(user_id) if user_id is not None else [])
         allowed = self.allowed(state)
         if allowed is not None and not allowed:
             return []

@@ -8,14 +8,10 @@ edited through the API, and replayed. Each user turn produces a :class:`StateUpd
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["FEEDBACK_KINDS", "DialogueState", "FeedbackKind", "StateUpdate"]
-
-FeedbackKind = Literal["up", "down", "seen", "rating"]
-FEEDBACK_KINDS: tuple[str, ...] = ("up", "down", "seen", "rating")
+__all__ = ["DialogueState", "StateUpdate"]
 
 
 def _merge(first: Sequence[str], more: Sequence[str], without: Sequence[str] = ()) -> list[str]:

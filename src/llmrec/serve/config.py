@@ -10,6 +10,7 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from llmrec.chat.recommender import ChatConfig
 from llmrec.config import Settings, get_settings
 from llmrec.llm.rerank import RerankConfig
 from llmrec.pipeline import PipelineConfig
@@ -33,6 +34,10 @@ class ServeConfig(BaseModel):
             memory and time a client can make the server spend).
         rerank: The LM rerank stage used when a request asks for it (``rerank=true``) and the default pipeline
             has none.
+        chat: Settings of chat sessions (``/v1/chat``); the LM rerank is off by default, so a turn answers in
+            milliseconds on a CPU.
+        chat_text_search: Let chat descriptions ("a heist set in Europe") steer through the text encoder (the
+            first chat turn embeds the catalogue; vectors are cached in the store).
         max_k: Longest list a request may ask for without rerank (with rerank: ``pipeline.candidates``).
         rating_range: Inclusive range of a ``rating`` feedback value.
         admin_key: The admin key; ``None`` disables admin access (only user keys work).
@@ -47,6 +52,8 @@ class ServeConfig(BaseModel):
     pipeline: PipelineConfig = Field(default_factory=_default_pipeline)
     retrievers: tuple[str, ...] = ("popular", "itemknn", "ease", "als", "bpr")
     rerank: RerankConfig = Field(default_factory=RerankConfig)
+    chat: ChatConfig = Field(default_factory=lambda: ChatConfig(rerank=False))
+    chat_text_search: bool = True
     max_k: int = Field(default=100, ge=1, le=1000)
     rating_range: tuple[float, float] = (0.5, 5.0)
     admin_key: SecretStr | None = None

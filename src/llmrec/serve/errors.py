@@ -48,6 +48,7 @@ __all__ = [
     "Forbidden",
     "Unauthorized",
     "data_problem_fields",
+    "error_of",
     "error_response",
     "error_responses",
     "install_error_handlers",
@@ -158,6 +159,13 @@ def _status_of(exc: LlmrecError) -> tuple[int, str]:
     return 400, "bad_request"
 
 
+def error_of(exc: LlmrecError) -> tuple[int, ErrorDetail]:
+    """The status and error-model body of a library error (also sent as a stream's ``error`` event)."""
+    status, kind = _status_of(exc)
+    fields = data_problem_fields(exc) if isinstance(exc, DataValidationError) else _config_fields(exc)
+    return status, ErrorDetail(type=kind, message=str(exc), fields=fields)
+
+
 def _config_fields(exc: LlmrecError) -> list[FieldError]:
     """A ``ConfigError`` whose message starts with ``name:`` names that field."""
     head, sep, rest = str(exc).partition(":")
@@ -196,11 +204,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_llmrec(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, LlmrecError)
-        status, kind = _status_of(exc)
-        fields = data_problem_fields(exc) if isinstance(exc, DataValidationError) else _config_fields(exc)
+        status, body = error_of(exc)
         if status >= 500:
             log.warning("%s %s: %s", request.method, request.url.path, exc)
-        return error_response(status, kind, str(exc), fields)
+        return error_response(status, body.type, body.message, body.fields)
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
@@ -219,8 +226,11 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, on_crash)
 
 
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` entries documenting the error model for these statuses."""
+def error_responses(*statuses: int, streamed: bool = False) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries documenting the error model for these statuses.
+
+    ``streamed``: for a route whose success is a stream (server-sent events); its errors are still JSON.
+    """
     descriptions = {
         400: "A choice is not allowed (the message says which and why)",
         401: "No API key, or an unknown or revoked one",
@@ -231,4 +241,10 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         422: "Invalid request (fields name each problem)",
         503: "The store is unreachable",
     }
+    if streamed:
+        schema = {"$ref": "#/components/schemas/ErrorBody"}
+        return {
+            s: {"description": descriptions.get(s, "Error"), "content": {"application/json": {"schema": schema}}}
+            for s in statuses
+        }
     return {s: {"model": ErrorBody, "description": descriptions.get(s, "Error")} for s in statuses}

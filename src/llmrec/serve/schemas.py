@@ -7,12 +7,23 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llmrec.chat.state import DialogueState
+from llmrec.feedback import FeedbackKind
+
 if TYPE_CHECKING:
+    from llmrec.chat import ChatSession, Reply
     from llmrec.data.store import ApiKeyRecord, ItemRecord, UserRecord
     from llmrec.llm.explain import Explanation
     from llmrec.serve.service import RecommendationResult
 
 __all__ = [
+    "ChatFeedbackIn",
+    "ChatItemOut",
+    "ChatMessageIn",
+    "ChatReplyOut",
+    "ChatSessionIn",
+    "ChatSessionOut",
+    "ChatTurnOut",
     "CitationOut",
     "DeletedOut",
     "ExplanationOut",
@@ -252,7 +263,7 @@ class FeedbackIn(_In):
 
     user_id: str | None = Field(default=None, min_length=1, description="Left out: the user of the key.")
     item_id: str = Id
-    kind: Literal["thumbs_up", "thumbs_down", "seen", "rating"]
+    kind: FeedbackKind
     value: float | None = Field(default=None, description="The rating (kind=rating only).")
 
 
@@ -265,6 +276,79 @@ class FeedbackOut(BaseModel):
     value: float
     timestamp: int
     stored: bool = Field(description="False when the identical event was already stored.")
+
+
+# -- chat ------------------------------------------------------------------------------------------------------
+class ChatSessionIn(_In):
+    """A new conversation."""
+
+    user_id: str | None = Field(
+        default=None, min_length=1, description="Its user (a user key's own when left out; admin: anonymous)."
+    )
+
+
+class ChatMessageIn(_In):
+    """What the person says."""
+
+    text: str = Field(min_length=1, max_length=2000, pattern=r"\S", examples=["something funny from the 90s"])
+
+
+class ChatFeedbackIn(_In):
+    """Feedback on an item of the conversation; the next answer reflects it."""
+
+    item_id: str = Id
+    kind: FeedbackKind
+    value: float | None = Field(default=None, description="The rating (kind=rating only).")
+
+
+class ChatItemOut(BaseModel):
+    """A recommended item with its grounded reason."""
+
+    item_id: str
+    title: str
+    year: int | None
+    genres: list[str]
+    reason: str
+    score: float
+
+
+class ChatTurnOut(BaseModel):
+    """One message."""
+
+    role: Literal["user", "assistant"]
+    text: str
+    items: list[str] = Field(description="Items the assistant recommended in this turn.")
+
+
+class ChatSessionOut(BaseModel):
+    """A conversation: what it established and what was said."""
+
+    session_id: str
+    user_id: str | None
+    state: DialogueState
+    turns: list[ChatTurnOut]
+
+    @classmethod
+    def of(cls, session: ChatSession) -> ChatSessionOut:
+        """From a stored session."""
+        turns = [ChatTurnOut(role=t.role, text=t.text, items=t.items) for t in session.turns]  # type: ignore[arg-type]
+        return cls(session_id=session.id, user_id=session.user_id, state=session.state, turns=turns)
+
+
+class ChatReplyOut(BaseModel):
+    """The answer to one message (the streamed route sends the same as events)."""
+
+    session_id: str
+    intent: str = Field(description="recommend, greeting, reset, refused or out_of_scope.")
+    text: str
+    items: list[ChatItemOut]
+    state: DialogueState
+
+    @classmethod
+    def of(cls, reply: Reply) -> ChatReplyOut:
+        """From the recommender's reply."""
+        items = [ChatItemOut(**item.as_dict()) for item in reply.items]
+        return cls(session_id=reply.session_id, intent=reply.intent, text=reply.text, items=items, state=reply.state)
 
 
 # -- keys --------------------------------------------------------------------------------------------------------

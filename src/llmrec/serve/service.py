@@ -5,12 +5,15 @@ The service is plain Python (no web framework), so the HTTP routes, the chat lay
 * a **snapshot** of the dataset loaded from the store, and the pipelines fitted on it, one per (retriever, rerank)
   pair, each fitted on first use;
 * the **marker** of the snapshot (the id of the newest interaction row it holds). What a user did after the marker
-  (feedback, new interactions) is read from the store on every recommendation call, so the very next list leaves
-  those items out without waiting for a refit;
+  (feedback, new interactions) is read from the store on every recommendation call, so the very next list reflects
+  it without waiting for a refit: every such item is left out, and the liked ones (thumbs-up, high ratings; see
+  :func:`llmrec.feedback.polarity`) are folded into the retriever with the user's liked history
+  (:meth:`~llmrec.pipeline.Pipeline.recommend_history`), so the rest of the list re-ranks around them;
 * :meth:`RecommenderService.refit`, which reloads the store and refits every pipeline in use, then swaps them in at
   once (requests keep being answered from the old snapshot meanwhile).
 
-Recommendations come from :meth:`llmrec.pipeline.Pipeline.recommend` and explanations from
+Recommendations come from :meth:`llmrec.pipeline.Pipeline.recommend` (or ``recommend_history`` after new
+feedback) and explanations from
 :meth:`~llmrec.pipeline.Pipeline.explain`; filters only choose the ``candidates`` handed to it.
 """
 
@@ -22,7 +25,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -31,18 +34,19 @@ from pydantic import BaseModel, ConfigDict, Field
 from llmrec.data.dataset import Dataset
 from llmrec.data.store import IngestReport, ItemRecord, Page, Store, UserRecord
 from llmrec.errors import ConfigError, ConflictError, UnknownIdError
+from llmrec.feedback import FEEDBACK_VALUES, FeedbackKind, polarity
 from llmrec.models.base import TrainOptions
 from llmrec.pipeline import Pipeline, RetrieverSpec
 from llmrec.serve.config import ServeConfig
 
 if TYPE_CHECKING:
+    from llmrec.chat import ConversationalRecommender
     from llmrec.llm.base import LanguageModel
     from llmrec.llm.explain import Explanation
+    from llmrec.models.base import Recommendations
     from llmrec.models.content import Content
 
 __all__ = [
-    "FEEDBACK_VALUES",
-    "FeedbackKind",
     "FeedbackResult",
     "RecommendationOptions",
     "RecommendationResult",
@@ -53,10 +57,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-FeedbackKind = Literal["thumbs_up", "thumbs_down", "seen", "rating"]
-FEEDBACK_VALUES: Mapping[str, float] = {"thumbs_up": 1.0, "thumbs_down": -1.0, "seen": 0.0}
-"""The interaction ``value`` stored for each feedback kind (a ``rating`` stores the rating itself)."""
 
 
 class RecommendationOptions(BaseModel):
@@ -251,6 +251,7 @@ class RecommenderService:
         self._lock = threading.RLock()
         self._load_lock = threading.Lock()
         self._content: tuple[_Snapshot, Content] | None = None
+        self._chat: tuple[_Snapshot, ConversationalRecommender] | None = None
 
     # -- plumbing -----------------------------------------------------------------------------------------------
     @property
@@ -380,6 +381,7 @@ class RecommenderService:
         with self._load_lock, self._lock:
             self._snapshot = snap
             self._content = None
+            self._chat = None
         data = snap.data
         names = [f"{r}+rerank" if rr else r for r, rr in keys]
         return RefitReport(self.dataset, data.n_users, data.n_items, len(data), names, time.perf_counter() - started)
@@ -471,9 +473,12 @@ class RecommenderService:
         items: list[RecommendedItem] = []
         if mask is None or mask.any():
             candidates = None if mask is None else snap.data.item_vocab.ids[mask]
-            recs = pipe.recommend(
-                [user_id], k=options.k, exclude_seen=options.exclude_seen, candidates=candidates, rerank=options.rerank
-            )
+            if recent.empty:
+                recs = pipe.recommend(
+                    [user_id], options.k, options.exclude_seen, candidates=candidates, rerank=options.rerank
+                )
+            else:
+                recs = self._recommend_after_feedback(pipe, user_id, recent, options, candidates)
             for rank, (item, idx, score) in enumerate(
                 zip(recs.items[0], recs.item_idx[0], recs.scores[0], strict=True), 1
             ):
@@ -489,6 +494,28 @@ class RecommenderService:
                 for it, ex in zip(items, explanations, strict=True)
             ]
         return RecommendationResult(user_id, items, retriever, options.rerank, known, excluded, snap.loaded_at)
+
+    @staticmethod
+    def _recommend_after_feedback(
+        pipe: Pipeline, user_id: str, recent: pd.DataFrame, options: RecommendationOptions, candidates: Any
+    ) -> Recommendations:
+        """The list of a user with interactions after the last fit.
+
+        Their liked history plus what they liked since is folded into the retriever; everything they touched since
+        (and, with ``exclude_seen``, before) is left out.
+        """
+        taste = [
+            polarity(event, value)
+            for event, value in zip(recent["event"], pd.to_numeric(recent["value"], errors="coerce"), strict=True)
+        ]
+        items = recent["item_id"].astype(str).tolist()
+        liked = [i for i, t in zip(items, taste, strict=True) if t == "liked"]
+        disliked = [i for i, t in zip(items, taste, strict=True) if t == "disliked"]
+        history = pipe.liked_history(user_id, liked, disliked)
+        exclude = items + (pipe.seen(user_id) if options.exclude_seen else [])
+        return pipe.recommend_history(
+            history, options.k, exclude=exclude, candidates=candidates, rerank=options.rerank, label=user_id
+        )
 
     def explain(self, user_id: str, item_ids: Sequence[str], retriever: str | None = None) -> list[Explanation]:
         """Grounded explanations of items for a user in the fitted data (see :meth:`Pipeline.explain`).
@@ -620,15 +647,7 @@ class RecommenderService:
         if not query.strip():
             raise ConfigError("q: give some words to search for")
         snap = self.snapshot()
-        with self._lock:
-            content = self._content[1] if self._content is not None and self._content[0] is snap else None
-        if content is None:
-            from llmrec.encode.cache import EmbeddingCache
-            from llmrec.models.content import Content
-
-            content = Content(embedding_cache=EmbeddingCache(self._store)).fit(snap.data, self.options)
-            with self._lock:
-                self._content = (snap, content)
+        content = self._content_on(snap)
         candidates = None
         if snap.removed:
             candidates = [i for i in snap.data.item_vocab.ids if i not in snap.removed]
@@ -638,6 +657,48 @@ class RecommenderService:
             if record is not None:
                 out.append((record, float(score)))
         return out
+
+    def _content_on(self, snap: _Snapshot) -> Content:
+        """The text-search scorer over the snapshot's catalogue (fitted on first use)."""
+        with self._lock:
+            if self._content is not None and self._content[0] is snap:
+                return self._content[1]
+        from llmrec.encode.cache import EmbeddingCache
+        from llmrec.models.content import Content
+
+        content = Content(embedding_cache=EmbeddingCache(self._store)).fit(snap.data, self.options)
+        with self._lock:
+            self._content = (snap, content)
+        return content
+
+    # -- chat -----------------------------------------------------------------------------------------------------
+    def chat(self) -> ConversationalRecommender:
+        """The conversational recommender over the default retriever (built on first use, rebuilt after a refit).
+
+        Sessions live in the store (``chat_sessions``), so they outlive refits and restarts; feedback given in a
+        user's session is stored as that user's interactions, which the next list and the next fit see.
+        """
+        snap = self.snapshot()
+        with self._lock:
+            if self._chat is not None and self._chat[0] is snap:
+                return self._chat[1]
+        from llmrec.chat import ConversationalRecommender, SqlSessionStore
+
+        config = self.config.chat
+        pipe = self._pipeline_on(snap, self._retriever(None), config.rerank)
+        searcher = self._content_on(snap) if self.config.chat_text_search else None
+        chat = ConversationalRecommender(
+            pipe,
+            sessions=SqlSessionStore(self._store),
+            store=self._store,
+            dataset=self.dataset,
+            searcher=searcher,
+            config=config,
+            user_exists=self.user_exists,
+        )
+        with self._lock:
+            self._chat = (snap, chat)
+        return chat
 
     def create_user(self, user_id: str, profile: str, attributes: Mapping[str, Any]) -> UserRecord:
         """Store a new user (recommendations start from the cold-start list until their first interactions).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from llmrec.serve.routes import feedback, interactions, items, keys, recommendations, system, users
+from llmrec.serve.routes import chat, feedback, interactions, items, keys, recommendations, system, users
 
 __all__ = ["ROUTERS"]
 
@@ -15,5 +15,6 @@ ROUTERS: tuple[APIRouter, ...] = (
     interactions.router,
     recommendations.router,
     feedback.router,
+    chat.router,
     keys.router,
 )

@@ -1,0 +1,60 @@
+"""Feedback as interactions: one table for the chat, the HTTP API and the page.
+
+A thumbs-up, a thumbs-down, "seen it" and a rating are stored as ordinary interactions (``event`` = the kind,
+``value`` as below), so the next training run learns from them like from any rating. Until then, each one is read
+back with :func:`polarity`: liked items join the person's history (the retriever folds them in and the list
+re-ranks at once), disliked and seen items are only left out.
+
+The values sit on the 0.5-5 star scale of the bundled MovieLens data: a thumbs-up counts like a 5-star rating, a
+thumbs-down like a 1-star one (the person knows the item and did not like it, which ``liked_min_value`` and
+value-aware models read as such), "seen" like a neutral 3.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+__all__ = [
+    "DISLIKED_AT_MOST",
+    "FEEDBACK_KINDS",
+    "FEEDBACK_VALUES",
+    "LIKED_AT_LEAST",
+    "FeedbackKind",
+    "Polarity",
+    "polarity",
+]
+
+FeedbackKind = Literal["thumbs_up", "thumbs_down", "seen", "rating"]
+FEEDBACK_KINDS: tuple[FeedbackKind, ...] = ("thumbs_up", "thumbs_down", "seen", "rating")
+
+FEEDBACK_VALUES: dict[str, float] = {"thumbs_up": 5.0, "thumbs_down": 1.0, "seen": 3.0}
+"""The interaction ``value`` stored for each kind (a ``rating`` stores the rating itself)."""
+
+LIKED_AT_LEAST = 4.0
+"""A rating (or any valued interaction) at least this high means liked."""
+DISLIKED_AT_MOST = 2.0
+"""A rating at most this high means disliked."""
+
+Polarity = Literal["liked", "disliked", "neutral"]
+
+
+def polarity(event: str | None, value: float | None) -> Polarity:
+    """What a stored interaction says about the person's taste.
+
+    Thumbs are read by their kind and "seen" is neutral whatever its value. Anything else (a rating, an ingested
+    interaction) is read by its value; an interaction without a value (implicit data: a click, a play) is liked.
+    """
+    if event == "thumbs_up":
+        return "liked"
+    if event == "thumbs_down":
+        return "disliked"
+    if event == "seen":
+        return "neutral"
+    if value is None or math.isnan(value):
+        return "liked"
+    if value >= LIKED_AT_LEAST:
+        return "liked"
+    if value <= DISLIKED_AT_MOST:
+        return "disliked"
+    return "neutral"
