@@ -21,10 +21,12 @@ last user started) and finished before the users stop; requests/s = those reques
 **The load generator shares the machine with the server**: on 2 cores, locust's CPU time is taken from the
 server's, which inflates latency and lowers requests/s. The table shows both processes' CPU share per scenario.
 
-The server runs one uvicorn worker (``llmrec serve``). On 2 cores shared with locust, a second worker measured
-worse (see README "Load"): each worker fits and holds its own pipelines (twice the memory and start-up time, and
-two copies of the language model for rerank), and there is no idle core for it. ``--url`` measures a server
-started elsewhere (e.g. ``uvicorn --workers N`` on a bigger machine).
+The server runs one uvicorn worker by default, because that is what ``llmrec serve`` runs. One worker is GIL-bound
+(it tops out near one core: ~92% CPU at capacity). ``--workers 2`` (``uvicorn --factory --workers 2`` on the same
+app) measured on this 2-core machine, busy with other jobs: recs p95 123 vs 179 ms, capacity 110 vs 84 req/s, but
+start-up 118 vs 31 s and every worker holds its own fitted pipelines (and its own language model for rerank). It is
+not the default because the service is not multi-worker safe yet: ``POST /v1/admin/refit`` refits only the worker
+that answers it. ``--url`` measures a server started elsewhere.
 
     python benchmarks/api_load.py --out out/api_load.json [--quick] [--users 50] [--duration 30]
         [--scenarios recs,capacity,rerank,chat] [--url http://127.0.0.1:8000 --admin-key KEY]
@@ -281,27 +283,35 @@ class Server:
             env |= {"LLMREC_BENCH_DATASET": args.dataset, "LLMREC_BENCH_RETRIEVER": args.retriever}
             command = [sys.executable, "-m", "uvicorn", "--factory", "api_load:serve_app", "--app-dir"]
             command += [str(Path(__file__).resolve().parent), "--host", "127.0.0.1", "--port", str(port)]
-            command += ["--workers", str(args.workers), "--log-level", "warning"]
+            # Each worker fits its pipelines at start-up, which holds up its answers to uvicorn's health check
+            # (5 s by default; a worker that misses it is restarted, and would fit again, for ever).
+            command += ["--workers", str(args.workers), "--timeout-worker-healthcheck", "900", "--log-level", "warning"]
         log = workdir / "serve.log"
         started = time.perf_counter()
         with log.open("wb") as out:
             process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
         server = cls(f"http://127.0.0.1:{port}", key, process, log, command=command[1:])
-        deadline = time.monotonic() + args.start_timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"llmrec serve exited with {process.returncode}:\n{server.log_tail()}")
-            try:
-                _http("GET", f"{server.url}/v1/health", None, timeout=5)
-                break
-            except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-                if time.monotonic() > deadline:
-                    server.stop()
-                    message = f"llmrec serve not up in {args.start_timeout:.0f} s:\n{server.log_tail()}"
-                    raise RuntimeError(message) from exc
-                time.sleep(0.5)
+        try:
+            server._wait_until_up(args.start_timeout)
+        except BaseException:
+            server.stop()
+            raise
         server.startup_s = time.perf_counter() - started
         return server
+
+    def _wait_until_up(self, timeout_s: float) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                _http("GET", f"{self.url}/v1/health", None, timeout=5)
+                return
+            except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the server is not up in {timeout_s:.0f} s:\n{self.log_tail()}") from exc
+                time.sleep(0.5)
 
     def log_tail(self, chars: int = 3000) -> str:
         """The end of the server's output."""
@@ -332,13 +342,17 @@ class Server:
         return sum(p.memory_info().rss for p in self._processes()) / 2**20
 
     def stop(self) -> None:
-        """Stop the server (SIGINT, as Ctrl-C would; killed if it does not exit in 20 s)."""
+        """Stop the server (SIGINT, as Ctrl-C would; it and its workers are killed if not gone in 20 s)."""
         if self.process is None or self.process.poll() is not None:
             return
+        workers = self._processes()[1:]
         self.process.send_signal(signal.SIGINT)
         try:
             self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
+            for worker in workers:
+                if worker.is_running():
+                    worker.kill()
             self.process.kill()
             self.process.wait()
 
