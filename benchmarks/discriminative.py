@@ -24,6 +24,7 @@ from llmrec.cli import metrics_table
 from llmrec.data.movielens import load_movielens
 from llmrec.encode.encoder import TextEncoder, TextEncoderConfig
 from llmrec.encode.index import make_index
+from llmrec.eval.latency import latency_metrics
 from llmrec.eval.runner import evaluate_models
 from llmrec.models.base import TrainOptions
 from llmrec.text.build import item_texts
@@ -48,8 +49,7 @@ def _index_latency(vectors: np.ndarray, kind: str, queries: np.ndarray, k: int =
         index.search(q[None, :], k)
         times.append(1000 * (time.perf_counter() - start))
     return {
-        "latency_p50_ms": round(float(np.percentile(times, 50)), 3),
-        "latency_p95_ms": round(float(np.percentile(times, 95)), 3),
+        **latency_metrics(times, digits=3),
         "n_items": len(vectors),
     }
 

@@ -33,6 +33,7 @@ from rich.table import Table
 from llmrec.data.movielens import load_movielens
 from llmrec.encode.encoder import TextEncoder
 from llmrec.encode.index import ExactIndex, FaissIndex, VectorIndex
+from llmrec.eval.latency import latency_metrics
 from llmrec.text.build import item_texts
 
 BATCH_SIZES = (32, 64, 128)
@@ -119,8 +120,7 @@ def index_latency(name: str, index: VectorIndex, vectors: np.ndarray, k: int, rn
     return {
         "model": name,
         "metrics": {
-            "latency_p50_ms": round(float(np.percentile(single, 50)), 3),
-            "latency_p95_ms": round(float(np.percentile(single, 95)), 3),
+            **latency_metrics(single, digits=3),
             "throughput_per_s": round(len(queries) / batch_s, 1),
         },
         "n_items": n,

@@ -45,6 +45,7 @@ from llmrec.cli import metrics_table
 from llmrec.data.dataset import Dataset
 from llmrec.data.registry import load_named
 from llmrec.data.splits import Split, make_split
+from llmrec.eval.latency import latency_metrics
 from llmrec.eval.metrics import compute_metrics, item_features
 from llmrec.eval.results import EvalResults
 from llmrec.eval.runner import evaluate_pipeline
@@ -72,15 +73,6 @@ GEN_PROMPTS = [
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def _percentiles(ms: list[float]) -> dict[str, float]:
-    arr = np.asarray(ms, dtype=np.float64)
-    return {
-        "latency_p50_ms": round(float(np.percentile(arr, 50)), 1),
-        "latency_p95_ms": round(float(np.percentile(arr, 95)), 1),
-        "latency_mean_ms": round(float(arr.mean()), 1),
-    }
 
 
 def _clean(value: Any) -> Any:
@@ -322,12 +314,12 @@ def main(argv: list[str] | None = None) -> int:
         "method": "loglik (calibrated)",
         "retriever": retriever.name,
         "n_users": len(first_ms),
-        **_percentiles(first_ms),
-        "cpu_p50_ms": round(float(np.percentile(first_cpu, 50)), 1),
+        **latency_metrics(first_ms, mean=True, digits=1),
+        **latency_metrics(first_cpu, percentiles=(50,), prefix="cpu", digits=1),
         "throughput_per_s": round(1000 * len(first_ms) / sum(first_ms), 3),
         "throughput_unit": "users (rerank requests) per second, one at a time",
         "prompt_cached": {
-            **_percentiles(cached_ms),
+            **latency_metrics(cached_ms, mean=True, digits=1),
             "throughput_per_s": round(1000 * len(cached_ms) / sum(cached_ms), 3),
         },
     }
@@ -355,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         "raw_grounding_rate": raw_grounding_rate(explanations),
         "sources": dict(sources),
         "ms_per_explanation": round(float(np.mean(explain_ms)), 1) if explain_ms else None,
-        **(_percentiles(explain_ms) if explain_ms else {}),
+        **(latency_metrics(explain_ms, mean=True, digits=1) if explain_ms else {}),
         "examples": [
             {"item_id": e.item_id, "text": e.text, "source": e.source, "raw_text": e.raw_text} for e in explanations[:3]
         ],

@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from llmrec.data.movielens import load_movielens
+from llmrec.eval.latency import latency_metrics
 from llmrec.eval.results import EvalResults, ModelResult
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -150,10 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         diffs = [float(np.max(np.abs(o.total - n.total))) for o, n in zip(outs, naive_outs, strict=False)]
         same_top = [int(np.argmax(o.mean) == np.argmax(n.mean)) for o, n in zip(outs, naive_outs, strict=False)]
         metrics = {
-            "latency_p50_ms": float(np.percentile(wall, 50)),
-            "latency_p95_ms": float(np.percentile(wall, 95)),
-            "cpu_p50_ms": float(np.percentile(cpu, 50)),
-            "cpu_p95_ms": float(np.percentile(cpu, 95)),
+            **latency_metrics(wall),
+            **latency_metrics(cpu, prefix="cpu"),
             "throughput_per_s": float(args.candidates * len(wall) / (wall.sum() / 1000)),
             "max_abs_diff_vs_naive": max(diffs),
             "top1_agreement_vs_naive": float(np.mean(same_top)),
