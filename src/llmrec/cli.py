@@ -508,8 +508,12 @@ DbOpt = Annotated[str | None, typer.Option(help="Store URL for ingested datasets
 
 def _run_tune(config: Any, name: str, dataset: str, protocol: str, stage: str, tasks: str, examples: int,
               history: int, valid_fraction: float, seed: int, incremental: bool, resume: bool, overwrite: bool,
-              export: Path | None, db: str | None) -> None:  # fmt: skip
-    """Build the split and instruction data, train, print a summary (shared by every adapter kind)."""
+              export: Path | None, db: str | None,
+              scorer: tuple[str, dict[str, Any]] | None = None) -> None:  # fmt: skip
+    """Build the split and instruction data, train, print a summary (shared by every adapter kind).
+
+    ``scorer`` (name, config) is CoLLM's: the model fitted on the same split whose item vectors the projector reads.
+    """
     from pydantic import ValidationError
 
     from llmrec.adapt.instructions import InstructionConfig
@@ -527,19 +531,38 @@ def _run_tune(config: Any, name: str, dataset: str, protocol: str, stage: str, t
         raise ConfigError(f"invalid --tasks/--examples/--history: {exc}") from exc
     data = load_named(dataset, db)
     split = make_split(data, protocol)
-    result = tune_on_split(
-        split,
-        config,
-        name=name,
-        instructions=instructions,
-        stage=stage,  # type: ignore[arg-type]
-        valid_fraction=valid_fraction,
-        incremental=incremental,
-        resume=resume,
-        overwrite=overwrite,
-        export=export,
-        show_progress=True,
-    )
+    if scorer is not None:
+        from llmrec.adapt.collm import tune_collm_on_split
+
+        result = tune_collm_on_split(
+            split,
+            config,
+            name=name,
+            scorer=scorer[0],
+            scorer_config=scorer[1],
+            instructions=instructions,
+            stage=stage,  # type: ignore[arg-type]
+            valid_fraction=valid_fraction,
+            seed=seed,
+            resume=resume,
+            overwrite=overwrite,
+            export=export,
+            show_progress=True,
+        )
+    else:
+        result = tune_on_split(
+            split,
+            config,
+            name=name,
+            instructions=instructions,
+            stage=stage,  # type: ignore[arg-type]
+            valid_fraction=valid_fraction,
+            incremental=incremental,
+            resume=resume,
+            overwrite=overwrite,
+            export=export,
+            show_progress=True,
+        )
     meta = result.metadata
     table = Table(title=f"{meta['kind']} adapter {name!r}", show_header=False)
     table.add_column("", style="bold")
@@ -557,6 +580,8 @@ def _run_tune(config: Any, name: str, dataset: str, protocol: str, stage: str, t
         ("time, memory", f"{meta['wall_s']:.0f} s, peak {meta['peak_rss_mb']:.0f} MB"),
         ("use it", f"llmrec recommend --user 1 --adapter {name}"),
     ]  # fmt: skip
+    if "scorer" in meta:
+        rows.insert(1, ("item vectors", f"{meta['scorer']['name']} ({meta['n_items_with_vectors']} items)"))
     for key, value in rows:
         table.add_row(key, escape(value))
     console.print(table)
@@ -653,6 +678,62 @@ def tune_prompt_command(
         raise ConfigError(f"invalid prompt-tuning settings: {exc}") from exc
     _run_tune(config, name, dataset, protocol, stage, tasks, examples, history, valid_fraction, seed, incremental,
               resume, overwrite, export, db)  # fmt: skip
+
+
+@tune_app.command("collm")
+@_friendly_errors
+def tune_collm_command(
+    name: NameOpt,
+    dataset: DatasetOpt = "movielens-small",
+    protocol: ProtocolOpt = "leave-last-out",
+    stage: StageOpt = "valid",
+    scorer: Annotated[str, typer.Option(help="Source of the item vectors: als, bpr, sasrec or bert4rec.")] = "als",
+    scorer_config: Annotated[
+        str, typer.Option(help="The scorer's settings as a JSON object, e.g. '{\"factors\": 32}'.")
+    ] = "{}",
+    examples: ExamplesOpt = 512,
+    history: HistoryOpt = 5,
+    steps: StepsOpt = None,
+    epochs: EpochsOpt = 1,
+    batch_size: BatchOpt = 4,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate of the projector.")] = 1e-3,
+    projector_hidden: Annotated[int, typer.Option(help="Width of the projector's hidden layer.")] = 256,
+    lora_rank: Annotated[
+        int, typer.Option(help="Rank of LoRA weights trained with the projector; 0 keeps the language model frozen.")
+    ] = 0,
+    lora_lr_scale: Annotated[float, typer.Option(help="LoRA learning rate = lr x this.")] = 0.2,
+    max_tokens: MaxTokensOpt = 384,
+    valid_fraction: ValidOpt = 0.1,
+    eval_every: EvalOpt = 50,
+    patience: PatienceOpt = 3,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = None,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    export: ExportOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """CoLLM collaborative tokens: a projector from a CF model's item vectors into the LM, on yes/no examples."""
+    from pydantic import ValidationError
+
+    from llmrec.adapt.collm import CollmTuneConfig
+
+    try:
+        options = json.loads(scorer_config)
+    except ValueError as exc:
+        raise ConfigError(f"--scorer-config must be a JSON object ({exc}), e.g. '{{\"factors\": 32}}'") from exc
+    if not isinstance(options, dict):
+        raise ConfigError("--scorer-config must be a JSON object, e.g. '{\"factors\": 32}'")
+    try:
+        config = CollmTuneConfig(
+            projector_hidden=projector_hidden, lora_r=lora_rank, lora_lr_scale=lora_lr_scale, lr=lr, epochs=epochs,
+            max_steps=steps, batch_size=batch_size, max_tokens=max_tokens, eval_every=eval_every, patience=patience,
+            seed=seed, threads=threads,
+        )  # fmt: skip
+    except ValidationError as exc:
+        raise ConfigError(f"invalid CoLLM settings: {exc}") from exc
+    _run_tune(config, name, dataset, protocol, stage, "yesno", examples, history, valid_fraction, seed, False,
+              resume, overwrite, export, db, scorer=(scorer, options))  # fmt: skip
 
 
 @tune_app.command("list")

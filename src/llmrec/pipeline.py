@@ -260,7 +260,13 @@ class Pipeline:
             history, user_idx = histories[row]
             demos = self.fewshot.select(history, exclude_user=user_idx) if self.fewshot else []
             titles = [self.titles[i] for i in retrieved.item_idx[row, real]]
-            lm_scores[row, real] = self.reranker.score([self.titles[i] for i in history], titles, demos)
+            lm_scores[row, real] = self.reranker.score(
+                [self.titles[i] for i in history],
+                titles,
+                demos,
+                history_ids=list(self.data.item_vocab.ids_of(history)),  # a CoLLM model reads the items' vectors
+                candidate_ids=list(retrieved.items[row, real]),
+            )
         return lm_scores
 
     def recommend_history(

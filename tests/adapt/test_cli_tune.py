@@ -89,3 +89,23 @@ def test_prompt_tuning_from_the_cli_and_the_leakage_guard(registry: Path) -> Non
     assert config["peft_type"] == "PROMPT_TUNING" and config["num_virtual_tokens"] == 4
     leak = runner.invoke(app, ["tune", "prompt", "--name", "cli-soft", "--incremental", *FAST, "--stage", "valid"])
     assert leak.exit_code == 2 and "LeakageError" in leak.output and "--stage test" in leak.output
+
+
+def test_tune_collm_then_recommend_with_it(registry: Path) -> None:
+    from llmrec.llm.local import _LOADED
+
+    fast = ["--examples", "4", "--history", "2", "--batch-size", "2", "--threads", "1", "--steps", "1"]
+    args = ["tune", "collm", "--name", "cli-collm", *fast, "--scorer-config", '{"factors": 8, "iterations": 2}']
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "collm adapter 'cli-collm'" in result.output and "als (9742 items)" in result.output
+    meta = read_metadata(registry / "cli-collm")
+    assert meta["kind"] == "collm" and meta["scorer"]["config"]["factors"] == 8 and meta["tasks"] == {"yesno": 3}
+    rec = ["recommend", "--user", "1", "--k", "2", "--retriever", "popular", "--method", "yesno", "--adapter"]
+    served = runner.invoke(app, [*rec, "cli-collm"])
+    assert served.exit_code == 0, served.output
+    assert any(key[2] == str(registry / "cli-collm") and loaded.collm is not None for key, loaded in _LOADED.items())
+    bad = runner.invoke(app, ["tune", "collm", "--name", "x", "--scorer", "ease", *fast])
+    assert bad.exit_code == 2 and "no item vectors" in bad.output and "als, bpr, sasrec, bert4rec" in bad.output
+    bad_json = runner.invoke(app, ["tune", "collm", "--name", "x", "--scorer-config", "{factors: 8}", *fast])
+    assert bad_json.exit_code == 2 and "--scorer-config must be a JSON object" in bad_json.output

@@ -24,8 +24,11 @@ Leakage: the builder takes the split, not a bare dataset, and reads ``split.fit_
 default ``stage="valid"``); any other data handed in is checked against the split's validation and test targets
 and refused with :class:`~llmrec.errors.LeakageError`. Each example's history holds only interactions before
 its target, in time order. User-written text (tags, profiles) is scrubbed of personal data before it reaches a
-prompt. Tags in MovieLens' items table are aggregated over all time (they carry no per-tag time there), so the
-``explain`` task sees item facts as the catalogue has them now, like the explain stage at serving time.
+prompt. With ``item_slots`` the served ``yesno`` template marks every shown item title with
+:data:`~llmrec.llm.collm.ITEM_SLOT` and the example lists those items' ids (``slot_items``): the training data of
+a CoLLM adapter, in the exact format the reranker sends a CoLLM model. Tags in MovieLens' items table are
+aggregated over all time (they carry no per-tag time there), so the ``explain`` task sees item facts as the
+catalogue has them now, like the explain stage at serving time.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from llmrec.data.dataset import Dataset
 from llmrec.data.splits import Split, Stage
 from llmrec.errors import ConfigError, DataProblem, DataValidationError
 from llmrec.llm.base import LogLik, Message, Prompt
+from llmrec.llm.collm import ITEM_SLOT
 from llmrec.llm.prompts import DATA_NOTICE, data_block, sanitize, short_title
 from llmrec.llm.rerank import LETTERS, LMReranker, RerankConfig
 from llmrec.text.pii import scrub
@@ -82,6 +86,9 @@ class InstructionConfig(BaseModel):
         since: Only targets with a timestamp strictly after this (seconds) are drawn: for incremental training on
             what arrived since the last run. Histories may still reach back before it.
         item_noun: What items are called ("movie", "book", ...); the reranker's ``item_noun``.
+        item_slots: Mark item titles for CoLLM soft tokens in the served ``yesno`` template (``yesno-0``): each
+            shown history title and the target title are followed by :data:`~llmrec.llm.collm.ITEM_SLOT`, and
+            :attr:`InstructionExample.slot_items` names the items. Other templates stay text only.
         seed: Seed of every random draw: the same split, config and seed give the same examples.
 
     """
@@ -99,6 +106,7 @@ class InstructionConfig(BaseModel):
     label_threshold: float = 3.0
     since: int | None = None
     item_noun: str = Field(default="movie", min_length=1, max_length=30)
+    item_slots: bool = False
     seed: int = 0
 
 
@@ -116,6 +124,8 @@ class InstructionExample:
         timestamp: Time of the target event (seconds); histories hold only earlier events.
         label: ``yesno``: 1 (liked) or 0; ``rating``: the stars; ``direct``: the target's position in the list;
             ``None`` otherwise.
+        slot_items: External ids of the items whose :data:`~llmrec.llm.collm.ITEM_SLOT` markers the messages and
+            then the target hold, in order (empty unless built with ``item_slots``).
 
     """
 
@@ -127,10 +137,11 @@ class InstructionExample:
     item_id: str
     timestamp: int
     label: float | None = None
+    slot_items: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (the JSONL line)."""
-        return {
+        """A JSON-ready dict (the JSONL line; ``slot_items`` only when there are any)."""
+        out: dict[str, Any] = {
             "messages": [dict(m) for m in self.messages],
             "target": self.target,
             "task": self.task,
@@ -140,6 +151,9 @@ class InstructionExample:
             "timestamp": self.timestamp,
             "label": self.label,
         }
+        if self.slot_items:
+            out["slot_items"] = list(self.slot_items)
+        return out
 
     @classmethod
     def from_dict(cls, row: dict[str, Any]) -> InstructionExample:
@@ -161,6 +175,9 @@ class InstructionExample:
         label = row.get("label")
         if label is not None and not isinstance(label, int | float):
             raise ValueError("field 'label' must be a number or null")
+        slot_items = row.get("slot_items", [])
+        if not isinstance(slot_items, list):
+            raise ValueError("field 'slot_items' must be a list of item ids")
         return cls(
             messages=tuple(messages),
             target=row["target"],
@@ -170,6 +187,7 @@ class InstructionExample:
             item_id=str(row.get("item_id", "")),
             timestamp=int(row.get("timestamp", 0)),
             label=None if label is None else float(label),
+            slot_items=tuple(str(i) for i in slot_items),
         )
 
 
@@ -183,6 +201,8 @@ class _Case:
     """What a template needs to phrase one example (titles already cleaned)."""
 
     history: list[str]  # liked titles before the target, oldest first
+    history_ids: list[str]  # their external item ids
+    item_id: str  # the target item's external id
     rated: list[tuple[str, float]]  # (title, stars) before the target, oldest first
     title: str  # the target item's title
     value: float  # the target event's value
@@ -270,7 +290,9 @@ def _direct_2(case: _Case, b: _Builder) -> tuple[list[Message], str]:
 
 
 def _yesno_served(case: _Case, b: _Builder) -> tuple[list[Message], str]:
-    return b.reranker("yesno").prompt(case.history), f"{case.title} - {_yes_no(case, b.config.label_threshold)}"
+    slot = ITEM_SLOT if b.config.item_slots else ""
+    messages = b.reranker("yesno").prompt(case.history, slot=slot)
+    return messages, f"{case.title}{slot} - {_yes_no(case, b.config.label_threshold)}"
 
 
 def _yesno_1(case: _Case, b: _Builder) -> tuple[list[Message], str]:
@@ -415,6 +437,7 @@ class _Builder:
         before = slice(s, stop)
         items, liked = self.items[before], self.liked[before]
         history = [self.titles[i] for i in items[liked]]
+        history_ids = [self.data.item_vocab.id(int(i)) for i in items[liked]]
         rated = [(self.titles[i], float(v)) for i, v in zip(items, self.values[before], strict=True)]
         title = self.titles[target]
         candidates: list[str] = []
@@ -440,6 +463,8 @@ class _Builder:
             reason = self._reason(title, genres, tags, items[liked])
         return _Case(
             history=history,
+            history_ids=history_ids,
+            item_id=self.data.item_vocab.id(target),
             rated=rated,
             title=title,
             value=value,
@@ -541,6 +566,7 @@ def build_instructions(
                     item_id=str(data.item_vocab.id(int(builder.items[pos]))),
                     timestamp=int(builder.times[pos]),
                     label=_label(task, case, config),
+                    slot_items=_slot_items(template, case, config),
                 )
             )
     if not examples:
@@ -550,6 +576,14 @@ def build_instructions(
         )
     order = rng.permutation(len(examples))
     return [examples[i] for i in order]
+
+
+def _slot_items(template: Template, case: _Case, config: InstructionConfig) -> tuple[str, ...]:
+    """Ids of the items the rendered example marked with slots: the shown history, then the target."""
+    if not (config.item_slots and template.render is _yesno_served):
+        return ()
+    shown = case.history_ids[-config.history :] if case.history else []
+    return (*shown, case.item_id)
 
 
 def _label(task: Task, case: _Case, config: InstructionConfig) -> float | None:
@@ -628,6 +662,7 @@ def build_eval_examples(
                 item_id=str(fit.item_vocab.id(int(targets.item_idx[j]))),
                 timestamp=int(targets.timestamps[j]),
                 label=_label(task, case, config),
+                slot_items=_slot_items(chosen, case, config),
             )
         )
     return out

@@ -21,7 +21,7 @@ import numpy as np
 
 from llmrec.adapt.instructions import InstructionConfig, InstructionExample, build_instructions, write_jsonl
 from llmrec.adapt.registry import adapter_root, check_name, list_adapters, read_metadata
-from llmrec.adapt.trainer import StepInfo, TuneConfig, TuneResult, train_adapter
+from llmrec.adapt.trainer import StepInfo, Trainable, TuneConfig, TuneResult, train_adapter
 from llmrec.data.splits import Split, Stage
 from llmrec.errors import ConfigError, LeakageError
 
@@ -66,6 +66,8 @@ def tune_on_split(
     export: str | Path | None = None,
     show_progress: bool = False,
     on_step: Callable[[StepInfo], None] | None = None,
+    make_trainable: Callable[[Any, Any, Path | None], Trainable] | None = None,
+    extra_metadata: dict[str, Any] | None = None,
 ) -> TuneResult:
     """Build instruction data from ``split`` and train the adapter ``config`` describes, saved under ``name``.
 
@@ -84,6 +86,8 @@ def tune_on_split(
         export: Also write the training examples here as JSONL.
         show_progress: A progress bar with the running loss.
         on_step: Called after every optimizer step.
+        make_trainable: What to train (``None`` = the PEFT adapter of ``config``; CoLLM passes its projector).
+        extra_metadata: More fields for the adapter's metadata JSON.
 
     Raises:
         ConfigError: ``incremental`` for an adapter that does not exist or has no cutoff, or nothing new to learn.
@@ -138,6 +142,7 @@ def tune_on_split(
         "instructions": instructions.model_dump(),
         "valid_fraction": valid_fraction,
         "data_cutoff": int(fit.timestamps.max()) if len(fit) else None,
+        **(extra_metadata or {}),
     }
     return train_adapter(
         config,
@@ -152,4 +157,5 @@ def tune_on_split(
         extra_metadata=extra,
         show_progress=show_progress,
         on_step=on_step,
+        make_trainable=make_trainable,
     )

@@ -1,7 +1,8 @@
 """The adapter registry: named adapter folders under one root, so ``--adapter NAME`` works anywhere.
 
 An adapter is a folder written by PEFT's ``save_pretrained`` (``adapter_model.safetensors`` +
-``adapter_config.json``) plus :data:`METADATA_FILE`, a small JSON of how it was trained (kind, base model,
+``adapter_config.json``; a CoLLM adapter has :data:`~llmrec.llm.collm.COLLM_CONFIG` and its files instead of, or
+beside, PEFT's) plus :data:`METADATA_FILE`, a small JSON of how it was trained (kind, base model,
 config, data, training cutoff, losses). The root is ``Settings.adapter_dir`` (``~/.llmrec/adapters``, or
 ``LLMREC_ADAPTER_DIR``). :func:`resolve_adapter` accepts a registered name or a path to any adapter folder.
 """
@@ -15,6 +16,7 @@ from typing import Any
 
 from llmrec.config import get_settings
 from llmrec.errors import ConfigError
+from llmrec.llm.collm import COLLM_CONFIG
 
 __all__ = [
     "METADATA_FILE",
@@ -50,21 +52,24 @@ def check_name(name: str) -> str:
     return name
 
 
+def _is_adapter(folder: Path) -> bool:
+    """Whether ``folder`` holds adapter weights: PEFT's ``adapter_config.json`` or a CoLLM adapter's config."""
+    return (folder / "adapter_config.json").is_file() or (folder / COLLM_CONFIG).is_file()
+
+
 def list_adapters(adapter_dir: str | Path | None = None) -> list[str]:
     """Names of the finished adapters in the registry, sorted."""
     root = adapter_root(adapter_dir)
     if not root.is_dir():
         return []
-    return sorted(
-        p.name for p in root.iterdir() if (p / "adapter_config.json").is_file() and (p / METADATA_FILE).is_file()
-    )
+    return sorted(p.name for p in root.iterdir() if _is_adapter(p) and (p / METADATA_FILE).is_file())
 
 
 def resolve_adapter(name_or_path: str | Path, adapter_dir: str | Path | None = None) -> Path:
     """The folder of an adapter given by registered name or by path.
 
     A plain name (no path separator) is looked up in the registry first; anything else, or a name not registered,
-    is taken as a path to a folder holding ``adapter_config.json``.
+    is taken as a path to a folder holding ``adapter_config.json`` (or a CoLLM adapter's config).
 
     Raises:
         ConfigError: Neither: the message lists the registered names and how to make one.
@@ -73,10 +78,10 @@ def resolve_adapter(name_or_path: str | Path, adapter_dir: str | Path | None = N
     root = adapter_root(adapter_dir)
     if text and "/" not in text and "\\" not in text and _NAME.match(text):
         candidate = root / text
-        if (candidate / "adapter_config.json").is_file():
+        if _is_adapter(candidate):
             return candidate
     path = Path(text).expanduser()
-    if text and (path / "adapter_config.json").is_file():
+    if text and _is_adapter(path):
         return path.resolve()
     known = list_adapters(root)
     listed = f"known adapters in {root}: {', '.join(known)}" if known else f"no adapters in {root} yet"

@@ -1,6 +1,9 @@
 """One training loop for every PEFT adapter kind (LoRA, prompt tuning): plain torch on CPU.
 
-The loop is shared; only the PEFT config differs (:class:`TuneConfig.peft_config`). What it does:
+The loop is shared; only the PEFT config differs (:class:`TuneConfig.peft_config`). What it trains is a
+:class:`Trainable`: :class:`PeftTrainable` for the PEFT kinds, :class:`~llmrec.adapt.collm.CollmTrainable` for
+CoLLM's projector (the model, the batches and the saved files differ; the loop, schedule, checkpoints and early
+stopping are this one). What it does:
 
 - **Same format as inference.** Each example's messages are chat-templated with the assistant turn opened (as
   :meth:`~llmrec.llm.local.LocalLM.render` does), the target is tokenized on its own and followed by the
@@ -34,7 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -43,7 +46,7 @@ from llmrec.adapt.instructions import InstructionExample
 from llmrec.adapt.registry import METADATA_FILE, adapter_root, check_name, read_metadata
 from llmrec.errors import ConfigError
 
-__all__ = ["StepInfo", "TuneConfig", "TuneResult", "train_adapter"]
+__all__ = ["PeftTrainable", "StepInfo", "Trainable", "TuneConfig", "TuneResult", "train_adapter"]
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +78,7 @@ class TuneConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["lora", "prompt"]
+    kind: Literal["lora", "prompt", "collm"]
     lr: float = Field(default=2e-4, gt=0)
     epochs: int = Field(default=1, ge=1)
     max_steps: int | None = Field(default=None, ge=1)
@@ -203,19 +206,19 @@ def _loss(model: Any, batch: dict[str, Any]) -> Any:
     return model(**batch).loss
 
 
-def _valid_loss(model: Any, rows: Sequence[_Encoded], batch_size: int, pad: int) -> float:
+def _valid_loss(trainable: Trainable, rows: Sequence[Any], batch_size: int) -> float:
     """Token-weighted mean target loss over ``rows`` with dropout off."""
     import torch
 
-    model.eval()
+    trainable.module.eval()
     total, tokens = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(rows), batch_size):
-            batch = _batch(rows[start : start + batch_size], pad)
+            batch = trainable.batch(rows[start : start + batch_size])
             n = int((batch["labels"] != _IGNORE).sum())
-            total += float(_loss(model, batch)) * n
+            total += float(trainable.loss(batch)) * n
             tokens += n
-    model.train()
+    trainable.module.train()
     return total / max(tokens, 1)
 
 
@@ -236,6 +239,113 @@ def _lr_at(config: TuneConfig, step: int, total: int) -> float:
     return config.lr * max(0.0, 1.0 - (step - config.warmup_steps) / span)
 
 
+# -- what the loop trains ------------------------------------------------------------------------------------------
+
+
+class Trainable(Protocol):
+    """The adapter-kind-specific side of training: the model, how examples become batches, state and files.
+
+    Attributes:
+        module: The torch module run in the loop (``train()``/``eval()`` toggle dropout).
+        fingerprint: Anything besides the config and examples that a resumed run must share (``None``: nothing).
+    """
+
+    module: Any
+    fingerprint: str | None
+
+    def encode(self, examples: Sequence[InstructionExample], max_tokens: int) -> tuple[list[Any], int]:
+        """Encoded rows of the examples that fit ``max_tokens``, and how many were skipped."""
+        ...
+
+    def batch(self, rows: Sequence[Any]) -> dict[str, Any]:
+        """One batch of rows; it has ``labels`` (-100 where no loss is taken)."""
+        ...
+
+    def loss(self, batch: dict[str, Any]) -> Any:
+        """Mean cross-entropy over the batch's target tokens (a scalar tensor)."""
+        ...
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimizer groups (``params`` and optionally ``lr_scale``, a factor on the scheduled learning rate)."""
+        ...
+
+    def state(self) -> dict[str, Any]:
+        """The trained tensors (cloned, contiguous): what checkpoints and the best weights hold."""
+        ...
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Put tensors from :meth:`state` back."""
+        ...
+
+    def save(self, out: Path) -> None:
+        """Write the adapter's files into ``out`` (safetensors + JSON)."""
+        ...
+
+
+class PeftTrainable:
+    """A PEFT adapter (LoRA, prompt tuning) on the frozen base model, trained on plain chat examples.
+
+    Args:
+        config: The adapter kind's config (its ``peft_config`` and ``initialise``).
+        model: The base model (frozen).
+        tokenizer: Its tokenizer.
+        init_path: An adapter folder of the same kind to continue, or ``None`` for fresh weights.
+    """
+
+    fingerprint: str | None = None
+
+    def __init__(self, config: TuneConfig, model: Any, tokenizer: Any, init_path: Path | None) -> None:
+        from peft import PeftModel, get_peft_model
+
+        self.tokenizer = tokenizer
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if init_path is not None:
+            self.module = PeftModel.from_pretrained(model, str(init_path), is_trainable=True)
+        else:
+            self.module = get_peft_model(model, config.peft_config(model))
+            config.initialise(self.module, tokenizer)
+
+    def encode(self, examples: Sequence[InstructionExample], max_tokens: int) -> tuple[list[Any], int]:
+        """Token rows (prompt as the reranker renders it, then target + end-of-turn).
+
+        Raises:
+            ConfigError: An example carries item slots: those are CoLLM examples (train them with ``tune_collm``).
+        """
+        if any(ex.slot_items for ex in examples):
+            raise ConfigError(
+                "these examples carry CoLLM item slots (InstructionConfig(item_slots=True)): train them with "
+                "llmrec.adapt.collm.tune_collm, or build the examples without item_slots"
+            )
+        return _encode(examples, self.tokenizer, max_tokens)
+
+    def batch(self, rows: Sequence[Any]) -> dict[str, Any]:
+        """Right-padded ids, mask and labels."""
+        return _batch(rows, self.pad)
+
+    def loss(self, batch: dict[str, Any]) -> Any:
+        """PEFT's forward loss (it adds the virtual tokens' -100 labels itself)."""
+        return _loss(self.module, batch)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """One group: every trainable adapter weight."""
+        return [{"params": [p for p in self.module.parameters() if p.requires_grad]}]
+
+    def state(self) -> dict[str, Any]:
+        """The adapter weights as PEFT saves them."""
+        return _trainable_state(self.module)
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Set the adapter weights."""
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(self.module, state)
+
+    def save(self, out: Path) -> None:
+        """PEFT's ``save_pretrained`` (without its model-card stub, which says nothing ours does not)."""
+        self.module.save_pretrained(str(out))
+        (out / "README.md").unlink(missing_ok=True)
+
+
 # -- checkpoints (safetensors + JSON; never pickle) ---------------------------------------------------------------
 
 
@@ -245,13 +355,15 @@ def _trainable_state(model: Any) -> dict[str, Any]:
     return {k: v.detach().clone().contiguous() for k, v in get_peft_model_state_dict(model).items()}
 
 
-def _save_checkpoint(folder: Path, model: Any, optimizer: Any, best: dict[str, Any] | None, state: dict[str, Any]):
+def _save_checkpoint(
+    folder: Path, trainable: Trainable, optimizer: Any, best: dict[str, Any] | None, state: dict[str, Any]
+) -> None:
     from safetensors.torch import save_file
 
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file(_trainable_state(model), str(tmp / "trainable.safetensors"))
+    save_file(trainable.state(), str(tmp / "trainable.safetensors"))
     if best is not None:
         save_file(best, str(tmp / "best.safetensors"))
     opt = optimizer.state_dict()
@@ -267,12 +379,13 @@ def _save_checkpoint(folder: Path, model: Any, optimizer: Any, best: dict[str, A
     os.replace(tmp, folder)
 
 
-def _load_checkpoint(folder: Path, model: Any, optimizer: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    from peft import set_peft_model_state_dict
+def _load_checkpoint(
+    folder: Path, trainable: Trainable, optimizer: Any
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     from safetensors.torch import load_file
 
     state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
-    set_peft_model_state_dict(model, load_file(str(folder / "trainable.safetensors")))
+    trainable.load_state(load_file(str(folder / "trainable.safetensors")))
     best_file = folder / "best.safetensors"
     best = load_file(str(best_file)) if best_file.is_file() else None
     tensors = load_file(str(folder / "optimizer.safetensors"))
@@ -329,6 +442,7 @@ def train_adapter(
     extra_metadata: dict[str, Any] | None = None,
     show_progress: bool = False,
     on_step: Callable[[StepInfo], None] | None = None,
+    make_trainable: Callable[[Any, Any, Path | None], Trainable] | None = None,
 ) -> TuneResult:
     """Train an adapter of ``config.kind`` on ``train`` and save it as ``<adapter_dir>/<name>``.
 
@@ -348,6 +462,8 @@ def train_adapter(
         extra_metadata: More fields for the metadata JSON (dataset, split, training cutoff...).
         show_progress: A rich progress bar with the running loss.
         on_step: Called after every optimizer step (and validation) with a :class:`StepInfo`.
+        make_trainable: ``(model, tokenizer, init_path) -> Trainable``: what to train on the (frozen) base model;
+            ``None`` = the PEFT adapter ``config`` describes (:class:`PeftTrainable`). CoLLM passes its projector.
 
     Returns:
         Where the adapter is and what training did.
@@ -357,7 +473,6 @@ def train_adapter(
             config or data, or ``init_adapter`` of another kind.
     """
     import torch
-    from peft import PeftModel, get_peft_model, set_peft_model_state_dict
 
     from llmrec.llm.local import LocalLM, LocalLMConfig, load_trainable
 
@@ -376,31 +491,32 @@ def train_adapter(
         model, tokenizer = load_trainable(lm)
         for p in model.parameters():
             p.requires_grad_(False)
-        train_rows, skipped = _encode(train, tokenizer, config.max_tokens)
-        valid_rows, skipped_valid = _encode(valid, tokenizer, config.max_tokens)
+        torch.manual_seed(config.seed)
+        if make_trainable is not None:
+            trainable = make_trainable(model, tokenizer, init_path)
+        else:
+            trainable = PeftTrainable(config, model, tokenizer, init_path)
+        train_rows, skipped = trainable.encode(train, config.max_tokens)
+        valid_rows, skipped_valid = trainable.encode(valid, config.max_tokens)
         if not train_rows:
             raise ConfigError(
                 f"all {len(train)} training examples are longer than max_tokens={config.max_tokens}: raise "
                 "max_tokens or shorten the history shown (InstructionConfig.history)"
             )
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        torch.manual_seed(config.seed)
-        if init_path is not None:
-            peft_model = PeftModel.from_pretrained(model, str(init_path), is_trainable=True)
-        else:
-            peft_model = get_peft_model(model, config.peft_config(model))
-            config.initialise(peft_model, tokenizer)
-        peft_model.train()
-        params = [p for p in peft_model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        trainable.module.train()
+        groups = trainable.param_groups()
+        params = [p for group in groups for p in group["params"]]
+        optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
         per_epoch = math.ceil(len(train_rows) / config.batch_size)
         total = config.max_steps if config.max_steps is not None else config.epochs * per_epoch
         fingerprint = {"train": _fingerprint(train), "valid": _fingerprint(valid), "config": config.model_dump()}
+        if trainable.fingerprint is not None:
+            fingerprint["trainable"] = trainable.fingerprint
         step, best_loss, best_step, bad, history = 0, math.inf, 0, 0, []
         first_valid: float | None = None
         best: dict[str, Any] | None = None
         if resuming:
-            state, best = _load_checkpoint(out / _CHECKPOINT, peft_model, optimizer)
+            state, best = _load_checkpoint(out / _CHECKPOINT, trainable, optimizer)
             if state.get("fingerprint") != json.loads(json.dumps(fingerprint)):
                 raise ConfigError(
                     f"the checkpoint in {out} was made with other data or settings: rerun with the same ones, or "
@@ -411,8 +527,8 @@ def train_adapter(
             bad, history, first_valid = state["bad"], state["history"], state["first_valid"]
             log.info("resuming %s at step %d of %d", out, step, total)
         elif valid_rows:  # the starting weights are the first candidate: tuning must beat them to be kept
-            first_valid = _valid_loss(peft_model, valid_rows, config.batch_size, pad)
-            best_loss, best = first_valid, _trainable_state(peft_model)
+            first_valid = _valid_loss(trainable, valid_rows, config.batch_size)
+            best_loss, best = first_valid, trainable.state()
         every_ckpt = config.checkpoint_every or config.eval_every or 0
         stopped_early = False
         with _progress(show_progress, f"tuning {config.kind} adapter {name}", total, step) as advance:
@@ -422,9 +538,9 @@ def train_adapter(
                 rows = [train_rows[i] for i in order[k * config.batch_size : (k + 1) * config.batch_size]]
                 lr = _lr_at(config, step, total)
                 for group in optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
                 torch.manual_seed(config.seed * 1_000_003 + step)  # dropout mask depends on the step only
-                loss = _loss(peft_model, _batch(rows, pad))
+                loss = trainable.loss(trainable.batch(rows))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.grad_clip is not None:
@@ -435,11 +551,11 @@ def train_adapter(
                 record: dict[str, Any] = {"step": step, "loss": loss_value, "valid_loss": None}
                 at_eval = step == total or (config.eval_every and step % config.eval_every == 0)
                 if valid_rows and at_eval:
-                    value = _valid_loss(peft_model, valid_rows, config.batch_size, pad)
+                    value = _valid_loss(trainable, valid_rows, config.batch_size)
                     record["valid_loss"] = value
                     if value < best_loss - 1e-6:
                         best_loss, best_step, bad = value, step, 0
-                        best = _trainable_state(peft_model)
+                        best = trainable.state()
                     else:
                         bad += 1
                     stopped_early = config.patience is not None and bad >= config.patience and step < total
@@ -455,16 +571,15 @@ def train_adapter(
                         "first_valid": first_valid,
                         "fingerprint": fingerprint,
                     }
-                    _save_checkpoint(out / _CHECKPOINT, peft_model, optimizer, best, state)
+                    _save_checkpoint(out / _CHECKPOINT, trainable, optimizer, best, state)
                 if on_step is not None:
                     on_step(StepInfo(step, total, loss_value, lr, record["valid_loss"]))
                 if stopped_early:
                     log.info("early stop at step %d: no better validation loss for %d checks", step, bad)
                     break
         if best is not None:
-            set_peft_model_state_dict(peft_model, best)
-        peft_model.save_pretrained(str(out))
-    (out / "README.md").unlink(missing_ok=True)  # PEFT's model-card stub says nothing ours does not
+            trainable.load_state(best)
+        trainable.save(out)
     previous = read_metadata(init_path) if init_path is not None else {}
     metadata = {
         "kind": config.kind,

@@ -13,7 +13,7 @@ from typing import Literal, Protocol, TypedDict, runtime_checkable
 
 import numpy as np
 
-__all__ = ["LanguageModel", "LogLik", "Message", "Prompt", "as_messages"]
+__all__ = ["ItemTokenLM", "LanguageModel", "LogLik", "Message", "Prompt", "as_messages"]
 
 
 class Message(TypedDict):
@@ -85,4 +85,29 @@ class LanguageModel(Protocol):
         stop: Sequence[str] | None = None,
     ) -> Iterator[str]:
         """The reply as text pieces, as they are produced."""
+        ...
+
+
+@runtime_checkable
+class ItemTokenLM(Protocol):
+    """A language model that can read items as collaborative soft tokens (a local model with a CoLLM adapter).
+
+    ``item_slot`` is the marker to write right after an item's title (``None`` when the model has no item
+    tokens); :meth:`loglik_items` is :meth:`LanguageModel.loglik` with one item id per marker.
+    """
+
+    @property
+    def item_slot(self) -> str | None:
+        """The marker that becomes an item's soft token, or ``None``."""
+        ...
+
+    def loglik_items(
+        self,
+        prompt: Prompt,
+        continuations: Sequence[str],
+        *,
+        prompt_items: Sequence[object],
+        continuation_items: Sequence[Sequence[object]],
+    ) -> LogLik:
+        """Log-likelihood of each continuation, each marker replaced by its item's soft token."""
         ...

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from llmrec.config import get_settings
 from llmrec.errors import ConfigError
 from llmrec.llm.base import LogLik, Prompt, as_messages
+from llmrec.llm.collm import COLLM_CONFIG, ITEM_SLOT, CollmRuntime, encode_with_slots, is_collm_adapter, load_collm
 
 __all__ = [
     "PACKAGED_GGUF",
@@ -74,7 +75,8 @@ class LocalLMConfig(BaseModel):
         cache_dir: Where the fp32 safetensors copy of a GGUF model goes. ``None`` = ``<settings.cache_dir>/lm``.
         adapter: A PEFT adapter folder to load on top of the weights. LoRA-family adapters are merged into the
             weights (inference then costs nothing extra); prompt-tuning / p-tuning adapters become a soft prompt
-            in front of every input.
+            in front of every input; a CoLLM adapter (:mod:`llmrec.llm.collm`) adds item soft tokens to
+            :meth:`LocalLM.loglik_items` (its LoRA weights, if any, are merged).
         end_of_turn: Whether :meth:`LocalLM.loglik` also scores the end-of-turn token after each continuation
             (by default it does: the continuation is scored as a *complete* reply, so a title that is only the
             beginning of another, e.g. "Alien" vs "Aliens", is not favoured just for being shorter).
@@ -212,6 +214,7 @@ class _Loaded:
     model: Any
     tokenizer: Any
     soft_prompt: Any | None  # (1, n_virtual, hidden) for prompt-tuning adapters
+    collm: CollmRuntime | None  # projector + item table of a CoLLM adapter
     lock: threading.RLock
     prompt_cache: OrderedDict[tuple[int, ...], _PromptEntry]
     sliding: bool  # the model has sliding-window layers: no prefix slicing
@@ -280,31 +283,42 @@ def _convert_gguf(folder: Path, gguf: str, target: Path) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def _apply_adapter(model: Any, adapter: str) -> tuple[Any, Any | None]:
-    """Load a PEFT adapter on ``model``: merge LoRA-like ones, turn prompt tuning into a soft prompt."""
+def _apply_adapter(model: Any, adapter: str) -> tuple[Any, Any | None, CollmRuntime | None]:
+    """Load an adapter on ``model``: merge LoRA, make prompt tuning a soft prompt, load a CoLLM projector.
+
+    A CoLLM adapter's projector and item table are loaded beside the model (its LoRA weights, if any, are merged).
+    """
     import torch
 
+    path = Path(adapter).expanduser()
+    collm = load_collm(path, int(model.config.hidden_size)) if is_collm_adapter(path) else None
+    if collm is not None and not collm.has_lora:
+        return model, None, collm
     if importlib.util.find_spec("peft") is None:
         raise ConfigError("loading an adapter needs peft: install llmrec[lm]")
     from peft import PeftModel
 
-    path = Path(adapter).expanduser()
     if not (path / "adapter_config.json").is_file():
-        raise ConfigError(f"adapter {path} has no adapter_config.json: give a folder written by save_pretrained")
+        raise ConfigError(
+            f"adapter {path} has no adapter_config.json (nor {COLLM_CONFIG}): give a folder written by "
+            "save_pretrained or by llmrec tune"
+        )
     peft_model = PeftModel.from_pretrained(model, str(path))
     peft_model.eval()
     config = peft_model.active_peft_config
     if not config.is_prompt_learning:
-        return peft_model.merge_and_unload(), None
+        return peft_model.merge_and_unload(), None, collm
     peft_type = str(getattr(config.peft_type, "value", config.peft_type))
     if peft_type not in ("PROMPT_TUNING", "P_TUNING"):
         raise ConfigError(
             f"adapter {path} is {peft_type}: LocalLM runs LoRA-family adapters (merged) and prompt tuning / "
             "p-tuning (soft prompt); prefix tuning is not supported"
         )
+    if collm is not None:
+        raise ConfigError(f"CoLLM adapter {path} holds a {peft_type} adapter: only LoRA can go with a projector")
     with torch.inference_mode():
         soft = peft_model.get_prompt(batch_size=1).detach().clone()
-    return peft_model.get_base_model(), soft
+    return peft_model.get_base_model(), soft, None
 
 
 def _end_of_turn_id(tokenizer: Any) -> int | None:
@@ -406,9 +420,9 @@ def _load(config: LocalLMConfig) -> _Loaded:
         started = time.perf_counter()
         with _torch_threads(config.threads):
             model, tokenizer, source = _load_weights(config, folder, gguf)
-            soft_prompt = None
+            soft_prompt, collm = None, None
             if config.adapter is not None:
-                model, soft_prompt = _apply_adapter(model, config.adapter)
+                model, soft_prompt, collm = _apply_adapter(model, config.adapter)
             model.eval()
             if config.quantize == "int8":
                 model = _quantize_int8(model)
@@ -427,6 +441,7 @@ def _load(config: LocalLMConfig) -> _Loaded:
             model=model,
             tokenizer=tokenizer,
             soft_prompt=soft_prompt,
+            collm=collm,
             lock=threading.RLock(),
             prompt_cache=OrderedDict(),
             sliding=any(getattr(probe, "is_sliding", [])),
@@ -857,6 +872,74 @@ class LocalLM:
             _, lps, _, _ = self._score_targets(state, prefix_ids, targets, strategy or self.config.loglik_strategy)
         total = np.array([float(lp.sum()) for lp in lps], dtype=np.float64)
         return LogLik(total=total, n_tokens=np.array([len(t) for t in targets], dtype=np.int64))
+
+    @property
+    def item_slot(self) -> str | None:
+        """The marker to put after an item's title for its soft token, with a CoLLM adapter; else ``None``.
+
+        See :mod:`llmrec.llm.collm`; without a CoLLM adapter :meth:`loglik_items` is unavailable.
+        """
+        if self.config.adapter is None:
+            return None
+        return ITEM_SLOT if self._state().collm is not None else None
+
+    def loglik_items(
+        self,
+        prompt: Prompt,
+        continuations: Sequence[str],
+        *,
+        prompt_items: Sequence[object],
+        continuation_items: Sequence[Sequence[object]],
+        end_of_turn: bool | None = None,
+    ) -> LogLik:
+        """:meth:`loglik` with collaborative soft tokens (a CoLLM adapter): one item id per slot marker.
+
+        Each :data:`~llmrec.llm.collm.ITEM_SLOT` in the prompt and in a continuation becomes the projected vector
+        of the next item id given for it. The prompt (soft tokens included) is computed once and the continuations
+        run as one batch against it; slots are fed to the model but not scored (``n_tokens`` counts the scored
+        tokens only).
+
+        Args:
+            prompt: Text or chat messages, with :attr:`item_slot` after each item title that has an id.
+            continuations: Candidate replies (e.g. ``"Heat<slot> - Yes"``).
+            prompt_items: External item ids of the prompt's slots, in order.
+            continuation_items: Per continuation, the external item ids of its slots, in order.
+            end_of_turn: Override of ``config.end_of_turn``.
+
+        Raises:
+            ConfigError: The model wears no CoLLM adapter, or slots and ids do not pair up.
+            UnknownIdError: An item id has no vector in the adapter (the message names the fix).
+        """
+        import torch
+
+        state = self._state()
+        if state.collm is None:
+            raise ConfigError(
+                f"{self.model_id} wears no CoLLM adapter, so it has no item soft tokens: load one with "
+                "LocalLMConfig(adapter=NAME) (llmrec tune collm), or score with loglik()"
+            )
+        if len(continuation_items) != len(continuations):
+            raise ConfigError(
+                f"continuation_items needs one list per continuation: {len(continuation_items)} for "
+                f"{len(continuations)}"
+            )
+        if not continuations:
+            return LogLik(np.zeros(0), np.zeros(0, dtype=np.int64))
+        runtime = state.collm
+        score_end = self.config.end_of_turn if end_of_turn is None else end_of_turn
+        prompt_ids = encode_with_slots(state.tokenizer, self.render(prompt))
+        targets = []
+        for text in continuations:
+            t = encode_with_slots(state.tokenizer, text) if text else []
+            if score_end and state.end_of_turn_id is not None:
+                t = [*t, state.end_of_turn_id]
+            targets.append(t)
+        prompt_rows = runtime.rows(prompt_items)
+        rows = [runtime.rows(items) for items in continuation_items]
+        with state.lock, _torch_threads(self.config.threads), torch.inference_mode():
+            lps = runtime.score(state.model, prompt_ids, prompt_rows, targets, rows)
+        total = np.array([float(lp.sum()) for lp in lps], dtype=np.float64)
+        return LogLik(total=total, n_tokens=np.array([len(lp) for lp in lps], dtype=np.int64))
 
     def score_texts(self, texts: Sequence[str]) -> list[TextScores]:
         """Per-token log-probabilities of raw texts (no chat template): the ``echo`` + ``logprobs`` of a server.

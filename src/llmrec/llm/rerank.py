@@ -9,7 +9,10 @@ candidate against a prompt whose key/value cache is computed once:
   subtracted (pointwise mutual information with the history). That prior depends on the title only and is
   cached, so it costs nothing per request.
 - ``yesno``: the TALLRec-style verbalizer. The reply format is ``"<title> - Yes"`` / ``"<title> - No"``; both
-  share the title, so ``log P(Yes) - log P(No)`` given the title comes out of the same packed pass.
+  share the title, so ``log P(Yes) - log P(No)`` given the title comes out of the same packed pass. When the
+  language model wears a CoLLM adapter (it has an ``item_slot``, see :mod:`llmrec.llm.collm`), every history title
+  and the candidate's title are followed by that item's collaborative soft token, so this method then needs the
+  item ids (``history_ids``, ``candidate_ids``; the pipeline passes them).
 - ``listwise``: the candidates are listed with letters and the reply is the letter of the best one. A small
   model strongly prefers the first letters, so the list is shown in several orders (as given, reversed, then
   cyclic shifts) and a candidate's score is its mean log-probability over the orders (position-bias control).
@@ -30,7 +33,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmrec.errors import ConfigError
-from llmrec.llm.base import LanguageModel, Message
+from llmrec.llm.base import ItemTokenLM, LanguageModel, Message
 from llmrec.llm.prompts import DATA_NOTICE, data_block, sanitize
 
 __all__ = ["Demonstration", "LMReranker", "RerankConfig", "blend"]
@@ -97,14 +100,20 @@ class LMReranker:
         noun = self.config.item_noun
         return {"role": "system", "content": f"You recommend {noun}s. {DATA_NOTICE}"}
 
-    def _ask(self, history: Sequence[str]) -> str:
+    def _ask(self, history: Sequence[str], slot: str = "") -> str:
         noun = self.config.item_noun
-        shown = [f"- {sanitize(t, 120)}" for t in list(history)[-self.config.history :]] or ["- (nothing yet)"]
+        shown = [f"- {sanitize(t, 120)}{slot}" for t in list(history)[-self.config.history :]] or ["- (nothing yet)"]
         intro = f"The user enjoyed these {noun}s, most recent last:"
         return f"{intro}\n{data_block('history', shown)}\n"
 
-    def prompt(self, history: Sequence[str], demonstrations: Sequence[Demonstration] = ()) -> list[Message]:
-        """The chat prompt for ``loglik``/``yesno`` (demonstrations become earlier question/answer turns)."""
+    def prompt(
+        self, history: Sequence[str], demonstrations: Sequence[Demonstration] = (), *, slot: str = ""
+    ) -> list[Message]:
+        """The chat prompt for ``loglik``/``yesno`` (demonstrations become earlier question/answer turns).
+
+        ``slot`` (a CoLLM model's ``item_slot``) is put right after each title of ``history`` that is shown (the
+        last ``config.history``); demonstrations stay text only.
+        """
         noun = self.config.item_noun
         if self.config.method == "yesno":
             question = f"Name a {noun} and say whether the user will like it, as 'Title - Yes' or 'Title - No'."
@@ -115,7 +124,7 @@ class LMReranker:
             messages.append({"role": "user", "content": self._ask(demo.history) + question})
             answer = sanitize(demo.answer, 120) + (" - Yes" if self.config.method == "yesno" else "")
             messages.append({"role": "assistant", "content": answer})
-        messages.append({"role": "user", "content": self._ask(history) + question})
+        messages.append({"role": "user", "content": self._ask(history, slot) + question})
         return messages
 
     def listwise_prompt(self, history: Sequence[str], candidates: Sequence[str]) -> list[Message]:
@@ -131,7 +140,13 @@ class LMReranker:
     # -- scoring ------------------------------------------------------------------------------------------------
 
     def score(
-        self, history: Sequence[str], candidates: Sequence[str], demonstrations: Sequence[Demonstration] = ()
+        self,
+        history: Sequence[str],
+        candidates: Sequence[str],
+        demonstrations: Sequence[Demonstration] = (),
+        *,
+        history_ids: Sequence[object] | None = None,
+        candidate_ids: Sequence[object] | None = None,
     ) -> np.ndarray:
         """The language model's score of each candidate title for a user with ``history`` (higher = better).
 
@@ -139,12 +154,17 @@ class LMReranker:
             history: Titles of the user's items, oldest first (the last ``config.history`` are shown).
             candidates: Candidate titles (distinct), in the retriever's order.
             demonstrations: In-context examples (``loglik`` and ``yesno`` only).
+            history_ids: External item ids of ``history`` (same order); used by ``yesno`` when the language model
+                wears a CoLLM adapter, ignored otherwise.
+            candidate_ids: External item ids of ``candidates``; as ``history_ids``.
 
         Returns:
             ``(len(candidates),)`` float64 scores.
 
         Raises:
-            ConfigError: ``listwise`` with more than 26 candidates, or with demonstrations.
+            ConfigError: ``listwise`` with more than 26 candidates, or with demonstrations; ``yesno`` with a CoLLM
+                model but without item ids, or ids that do not match the titles in number.
+            UnknownIdError: An item id has no collaborative vector in the CoLLM adapter.
         """
         if not len(candidates):
             return np.zeros(0)
@@ -154,6 +174,8 @@ class LMReranker:
                 raise ConfigError("listwise reranking takes no demonstrations; use method='loglik' for few-shot")
             return self._listwise(history, candidates)
         titles = [sanitize(c, 120) for c in candidates]
+        if method == "yesno" and isinstance(self.lm, ItemTokenLM) and self.lm.item_slot:
+            return self._yesno_items(self.lm, history, titles, demonstrations, history_ids, candidate_ids)
         prompt = self.prompt(history, demonstrations)
         if method == "yesno":
             ll = self.lm.loglik(prompt, [f"{t} - Yes" for t in titles] + [f"{t} - No" for t in titles])
@@ -163,6 +185,35 @@ class LMReranker:
         if self.config.calibrate:
             scores = scores - self.priors(titles)
         return scores
+
+    def _yesno_items(
+        self,
+        lm: ItemTokenLM,
+        history: Sequence[str],
+        titles: list[str],
+        demonstrations: Sequence[Demonstration],
+        history_ids: Sequence[object] | None,
+        candidate_ids: Sequence[object] | None,
+    ) -> np.ndarray:
+        """``yesno`` with each shown title followed by its item's soft token (a CoLLM language model)."""
+        slot = lm.item_slot or ""
+        if history_ids is None or candidate_ids is None:
+            raise ConfigError(
+                f"{self.lm.model_id} wears a CoLLM adapter: its yes/no scores need the items' ids. Fix: pass "
+                "history_ids and candidate_ids to LMReranker.score (the pipeline does), or load the model without it"
+            )
+        if len(history_ids) != len(history) or len(candidate_ids) != len(titles):
+            raise ConfigError(
+                f"history_ids/candidate_ids must pair up with the titles: {len(history_ids)} ids for "
+                f"{len(history)} history titles, {len(candidate_ids)} for {len(titles)} candidates"
+            )
+        shown = list(history_ids)[-self.config.history :] if history else []
+        prompt = self.prompt(history, demonstrations, slot=slot)
+        replies = [f"{t}{slot} - Yes" for t in titles] + [f"{t}{slot} - No" for t in titles]
+        items = [[c] for c in candidate_ids] * 2
+        ll = lm.loglik_items(prompt, replies, prompt_items=shown, continuation_items=items)
+        n = len(titles)
+        return np.asarray(ll.total[:n] - ll.total[n:], dtype=np.float64)
 
     def priors(self, titles: Sequence[str]) -> np.ndarray:
         """Mean log-likelihood of each title under the history-free prompt (cached per title)."""
