@@ -10,6 +10,9 @@ export LLMREC_DATA_DIR=${LLMREC_DATA_DIR:-$(cd .. && pwd)/shared/datasets}
 export LLMREC_DB_URL=${LLMREC_DB_URL:-sqlite:///$(mktemp -d)/llmrec-test.db}
 LLMREC_TEST_PG_URL=$(bash scripts/postgres.sh)
 export LLMREC_TEST_PG_URL
+# Debian's Chromium for the web page test (driven by Playwright).
+LLMREC_TEST_CHROMIUM=$(bash scripts/chromium.sh)
+export LLMREC_TEST_CHROMIUM
 "$VENV/bin/ruff" check src tests benchmarks
 "$VENV/bin/ruff" format --check src tests benchmarks
 exec "$VENV/bin/pytest" "$@"

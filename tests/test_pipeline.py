@@ -136,6 +136,19 @@ def test_recommend_history_folds_a_new_history_in(pipe: Pipeline, ml_sample: Dat
     assert set(pipe.recommend_history(other, k=5, rerank=False).items[0]) != set(folded.items[0])
 
 
+def test_folding_in_the_fitted_history_reproduces_the_fitted_users_list(ml_sample: Dataset) -> None:
+    pipe = Pipeline(SMALL.model_copy(update={"rerank": None})).fit(ml_sample)
+    for user in ("1", "7"):
+        fitted = pipe.fitted_history(user)
+        assert len(fitted) == len(pipe.seen(user)) >= len(pipe.liked_history(user))
+        folded = pipe.recommend_history(fitted, k=8, rerank=False).items[0].tolist()
+        assert folded == pipe.recommend([user], k=8).items[0].tolist()
+        # New likes come last; dislikes leave the history.
+        extra, gone = str(ml_sample.item_vocab.ids[-1]), fitted[0]
+        changed = pipe.fitted_history(user, liked=[extra], disliked=[gone])
+        assert changed[-1] == extra and gone not in changed
+
+
 def test_recommend_history_mixes_in_query_scores(pipe: Pipeline, ml_sample: Dataset) -> None:
     wanted = 123
     query = np.zeros(ml_sample.n_items)

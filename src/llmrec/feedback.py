@@ -13,6 +13,8 @@ value-aware models read as such), "seen" like a neutral 3.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
@@ -22,7 +24,9 @@ __all__ = [
     "LIKED_AT_LEAST",
     "FeedbackKind",
     "Polarity",
+    "Taste",
     "polarity",
+    "taste_of",
 ]
 
 FeedbackKind = Literal["thumbs_up", "thumbs_down", "seen", "rating"]
@@ -58,3 +62,34 @@ def polarity(event: str | None, value: float | None) -> Polarity:
     if value <= DISLIKED_AT_MOST:
         return "disliked"
     return "neutral"
+
+
+@dataclass(frozen=True)
+class Taste:
+    """What a person's interactions since the last fit say: every item touched, and which were liked or disliked.
+
+    Attributes:
+        touched: Every item, first touch first (never recommend these again).
+        liked: Items read as liked (fold them into the person's history).
+        disliked: Items read as disliked (drop them from the history).
+
+    """
+
+    touched: list[str] = field(default_factory=list)
+    liked: list[str] = field(default_factory=list)
+    disliked: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.touched)
+
+
+def taste_of(rows: Iterable[tuple[object, str | None, float | None]]) -> Taste:
+    """The :class:`Taste` of ``(item_id, event, value)`` rows, oldest first (a later reading of an item wins)."""
+    last: dict[str, Polarity] = {}
+    for item, event, value in rows:
+        last[str(item)] = polarity(event, None if value is None else float(value))  # first touch keeps its place
+    return Taste(
+        touched=list(last),
+        liked=[i for i, p in last.items() if p == "liked"],
+        disliked=[i for i, p in last.items() if p == "disliked"],
+    )

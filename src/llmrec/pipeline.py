@@ -181,7 +181,8 @@ class Pipeline:
         self.retriever = get_scorer(spec.name, **spec.config).fit(data, options)
         self._data = data
         self.titles = item_titles(data)
-        self._history = _liked_histories(data, self.config.liked_min_value)
+        self._history = _histories(data, self.config.liked_min_value)
+        self._fitted_history = _histories(data, None)
         self._explainer = None
         if self.config.rerank is not None:
             self.reranker = LMReranker(self.lm, self.config.rerank)
@@ -198,18 +199,35 @@ class Pipeline:
     def liked_history(
         self, user: object | None, liked: Sequence[object] = (), disliked: Iterable[object] = ()
     ) -> list[str]:
-        """What :meth:`recommend_history` should fold in for a person: the items they are known to like.
+        """What the language model and the explanations should see of a person: the items they are known to like.
 
         A known user's liked history from the fitted data (oldest first, as the language model sees it), without
         the items now ``disliked``, then the newly ``liked`` ones (a chat session's, or feedback since the last
         fit). An unknown or anonymous user (``None``) starts empty.
         """
+        return self._history_ids(self._history, user, liked, disliked)
+
+    def fitted_history(
+        self, user: object | None, liked: Sequence[object] = (), disliked: Iterable[object] = ()
+    ) -> list[str]:
+        """What :meth:`recommend_history` should fold into the retriever for a person.
+
+        A known user's whole history as the retriever was fitted on it (oldest first), without the items now
+        ``disliked``, then the newly ``liked`` ones. Folding in the fitted history alone reproduces the fitted
+        user's list, so feedback changes the list only by what it adds or removes (the liked-only history of
+        :meth:`liked_history` would reshuffle half of it).
+        """
+        return self._history_ids(self._fitted_history, user, liked, disliked)
+
+    def _history_ids(
+        self, histories: list[np.ndarray], user: object | None, liked: Sequence[object], disliked: Iterable[object]
+    ) -> list[str]:
         drop = {str(i) for i in disliked}
         own: list[str] = []
         if user is not None:
             uidx = int(self.data.user_vocab.index([user], missing="negative")[0])
-            if uidx >= 0:
-                own = [str(i) for i in self.data.item_vocab.ids[self.history(uidx)]]
+            if 0 <= uidx < len(histories):
+                own = [str(i) for i in self.data.item_vocab.ids[histories[uidx]]]
         fresh = [str(i) for i in liked]
         return list(dict.fromkeys(i for i in own + fresh if i not in drop))
 
@@ -280,6 +298,7 @@ class Pipeline:
         query_weight: float = 0.5,
         rerank: bool | None = None,
         label: str = "session",
+        lm_history: Sequence[object] | None = None,
     ) -> Recommendations:
         """Top-``k`` for someone known by the items they liked, not (or not only) by the fitted data.
 
@@ -297,6 +316,8 @@ class Pipeline:
             query_weight: The query's share in that mix (0..1).
             rerank: Override whether the language model reranks (``None`` = as configured).
             label: The user id the returned :class:`Recommendations` carries.
+            lm_history: The liked items the language model sees (``history`` when ``None``); e.g. the retriever
+                gets :meth:`fitted_history` and the language model :meth:`liked_history`.
 
         """
         if self.retriever is None:
@@ -328,6 +349,9 @@ class Pipeline:
         use_lm = self.config.rerank is not None if rerank is None else rerank
         if not use_lm:
             return RerankedBatch(retrieved, None).final(k, 0.0)
+        if lm_history is not None:
+            hidx = vocab.index(list(lm_history), missing="negative")
+            hidx = hidx[hidx >= 0].astype(np.int64)
         batch = RerankedBatch(retrieved, self._lm_scores(retrieved, [(hidx, -1)]))
         return batch.final(k, self.config.rerank.weight if self.config.rerank is not None else 0.0)
 
@@ -401,8 +425,8 @@ def item_titles(data: Dataset) -> list[str]:
     return out
 
 
-def _liked_histories(data: Dataset, min_value: float | None) -> list[np.ndarray]:
-    """Per user: liked item indices in time order (all items for users who liked none)."""
+def _histories(data: Dataset, min_value: float | None) -> list[np.ndarray]:
+    """Per user: item indices in time order; with ``min_value``, only those valued that or more (if any)."""
     order = np.argsort(data.user_idx, kind="stable")  # interactions are time-sorted; stable keeps that order
     users, items, values = data.user_idx[order], data.item_idx[order], data.values[order]
     starts = np.searchsorted(users, np.arange(data.n_users + 1))

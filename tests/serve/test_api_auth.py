@@ -26,6 +26,11 @@ def test_user_keys_reach_only_their_own_user(api: Api) -> None:
     for path in (f"/v1/users/{other}/recommendations", f"/v1/users/{other}", f"/v1/users/{other}/interactions"):
         response = client.get(path, headers=key)
         assert response.status_code == 403 and response.json()["error"]["type"] == "forbidden", path
+    whoami = client.get("/v1/me", headers=key).json()
+    assert (whoami["role"], whoami["user_id"], whoami["dataset"]) == ("user", me, api.service.dataset)
+    assert whoami["default_retriever"] in whoami["retrievers"] and "thumbs_down" in whoami["feedback_kinds"]
+    assert client.get("/v1/me", headers=ADMIN).json()["user_id"] is None
+    assert client.get("/v1/me").status_code == 401
     for method, path, body in [
         ("post", "/v1/keys", {"user_id": me}),
         ("get", "/v1/keys", None),

@@ -123,3 +123,21 @@ def test_users_created_after_the_fit_can_chat(make_api: Callable[..., Api]) -> N
     scores = searcher.text_scores("animated toys adventure")
     best = {str(api.data.item_vocab.ids[i]) for i in scores.argsort()[::-1][:50]}
     assert sum(i["item_id"] in best for i in reply.json()["items"]) >= 3
+
+
+def test_feedback_given_outside_the_conversation_holds_in_it(chat_api: Api) -> None:
+    # A thumbs-down on the recommendations list (or any interaction since the fit) counts in every chat session.
+    client = chat_api.client
+    user = str(chat_api.data.user_vocab.ids[4])
+    key = chat_api.user_key(user)
+
+    def answer() -> list[str]:
+        sid = client.post("/v1/chat/sessions", json={}, headers=key).json()["session_id"]
+        reply = client.post(f"/v1/chat/sessions/{sid}/reply", json={"text": "a comedy please"}, headers=key)
+        return [item["item_id"] for item in reply.json()["items"]]
+
+    first = answer()
+    given = client.post("/v1/feedback", json={"item_id": first[0], "kind": "thumbs_down"}, headers=key)
+    assert given.status_code == 201, given.text
+    second = answer()
+    assert first[0] not in second and second[:4] == first[1:5]

@@ -64,6 +64,7 @@ def test_openapi_lists_every_route_with_typed_responses(api: Api) -> None:
     paths = spec["paths"]
     expected = {
         "/v1/health": {"get"},
+        "/v1/me": {"get"},
         "/v1/admin/refit": {"post"},
         "/v1/items": {"get", "post"},
         "/v1/items/{item_id}": {"get", "patch", "delete"},

@@ -72,6 +72,16 @@ def test_explanations_are_grounded_in_the_users_history(api: Api) -> None:
     assert any(c["kind"] == "item" for item in body["items"] for c in item["explanation"]["citations"])
 
 
+def test_a_thumbs_down_removes_that_item_and_keeps_the_rest_of_the_list(api: Api) -> None:
+    # The feedback path folds in the history the retriever was fitted on: nothing else moves.
+    user = str(api.data.user_vocab.ids[7])
+    url, params = f"/v1/users/{user}/recommendations", {"k": 10, "retriever": "ease"}
+    before = _ids(api.client.get(url, params=params, headers=ADMIN))
+    api.client.post("/v1/feedback", json={"user_id": user, "item_id": before[0], "kind": "thumbs_down"}, headers=ADMIN)
+    after = _ids(api.client.get(url, params=params, headers=ADMIN))
+    assert after[:9] == before[1:] and after[9] not in before
+
+
 def test_feedback_is_reflected_by_the_very_next_list(api: Api) -> None:
     client = api.client
     user = str(api.data.user_vocab.ids[3])
@@ -87,7 +97,7 @@ def test_feedback_is_reflected_by_the_very_next_list(api: Api) -> None:
     assert set(before[:4]).isdisjoint(_ids_of(after)) and after["excluded_recent"] == before[:4]
     # The two liked items are folded into the user's history: the rest of the list re-ranks around them.
     pipe = api.service.pipeline("ease")
-    history = pipe.liked_history(user, liked=before[2:4])
+    history = pipe.fitted_history(user, liked=before[2:4])
     expected = pipe.recommend_history(history, 10, exclude=before[:4] + pipe.seen(user)).items[0].tolist()
     assert _ids_of(after) == expected and _ids_of(after) != before[4:] + _ids_of(after)[6:]
     stored = client.get(f"/v1/users/{user}/interactions", params={"since": 1_600_000_000}, headers=key).json()

@@ -31,7 +31,7 @@ from llmrec.chat.parse import Intent, parse_turn
 from llmrec.chat.sessions import ChatSession, MemorySessionStore, SessionStore, Turn, new_session_id
 from llmrec.chat.state import DialogueState, StateUpdate
 from llmrec.errors import ConfigError, UnknownIdError
-from llmrec.feedback import FEEDBACK_VALUES, FeedbackKind, polarity
+from llmrec.feedback import FEEDBACK_VALUES, FeedbackKind, Taste, polarity
 from llmrec.llm.explain import Catalogue, Explainer
 
 if TYPE_CHECKING:
@@ -154,6 +154,8 @@ class ConversationalRecommender:
         config: Settings.
         user_exists: Tells whether a user id may own a session (default: a user of the pipeline's data); a
             server passes its own check, so users created after the fit can chat too (cold, from their session).
+        recent: A user's interactions since the fit (a server reads them from its store): liked ones join the
+            history, disliked ones leave it, and none of them is recommended again.
     """
 
     def __init__(
@@ -166,6 +168,7 @@ class ConversationalRecommender:
         searcher: Content | None = None,
         config: ChatConfig | None = None,
         user_exists: Callable[[str], bool] | None = None,
+        recent: Callable[[str], Taste] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.data = pipeline.data
@@ -175,6 +178,7 @@ class ConversationalRecommender:
         self.searcher = searcher
         self.config = config or ChatConfig()
         self._user_exists = user_exists or (lambda u: u in self.data.user_vocab)
+        self._recent = recent
         self.catalogue = Catalogue.of(self.data)
         n = len(self.catalogue)
         self._years = np.array([self.catalogue.year(i) or 0 for i in range(n)], dtype=np.int64)
@@ -347,8 +351,13 @@ class ConversationalRecommender:
 
     def recommend(self, user_id: str | None, state: DialogueState) -> list[RecommendedItem]:
         """Items for this state (and user, when known), best first, each with a grounded reason."""
-        history = self.pipeline.liked_history(user_id, state.liked, state.disliked)
-        exclude = state.excluded() + (self.pipeline.seen(user_id) if user_id is not None else [])
+        liked, disliked, exclude = list(state.liked), list(state.disliked), state.excluded()
+        if user_id is not None:
+            # What the user did outside this conversation since the last fit (the page's list, the API) counts too.
+            taste = self._recent(user_id) if self._recent is not None else Taste()
+            liked, disliked = taste.liked + liked, taste.disliked + disliked
+            exclude = exclude + taste.touched + self.pipeline.seen(user_id)
+        history = self.pipeline.liked_history(user_id, liked, disliked)
         allowed = self.allowed(state)
         if allowed is not None and not allowed:
             return []
@@ -358,13 +367,14 @@ class ConversationalRecommender:
         use_lm = self.config.rerank and self.pipeline.config.rerank is not None
         k = min(self.config.k, self.pipeline.config.candidates)
         recs = self.pipeline.recommend_history(
-            history,
+            self.pipeline.fitted_history(user_id, liked, disliked),
             k,
             exclude=exclude,
             candidates=allowed,
             query_scores=query,
             query_weight=self.config.query_weight,
             rerank=use_lm,
+            lm_history=history,
         )
         out = []
         for idx, item_id, score in zip(recs.item_idx[0], recs.items[0], recs.scores[0], strict=True):

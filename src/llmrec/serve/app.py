@@ -1,5 +1,6 @@
 """The app factory: one FastAPI app around one :class:`RecommenderService`, no module-level state.
 
+The web page (``/``) is served by the same app and calls the same routes from the browser.
 Everything the routes need hangs off ``app.state.service``, so several apps (tests, one per dataset) live side by
 side in one process. More routers (the chat router) plug in through ``create_app(routers=[...])`` or
 ``app.include_router(router, prefix="/v1")``; they get the service and the caller through
@@ -20,6 +21,7 @@ from llmrec.serve.errors import install_error_handlers
 from llmrec.serve.limits import BodySizeLimit
 from llmrec.serve.routes import ROUTERS
 from llmrec.serve.service import RecommenderService
+from llmrec.serve.web import mount_page
 
 __all__ = ["API_PREFIX", "create_app"]
 
@@ -41,6 +43,7 @@ def create_app(
     store: Store | None = None,
     routers: Sequence[APIRouter] = (),
     warm: bool = False,
+    page: bool = True,
 ) -> FastAPI:
     """Build the HTTP API.
 
@@ -51,6 +54,7 @@ def create_app(
         routers: More routers to mount under ``/v1`` (e.g. chat).
         warm: At startup, make sure the dataset is stored and fit the default pipeline, so the first request
             does not wait for it.
+        page: Serve the web page at ``/`` (see :mod:`llmrec.serve.web`).
 
     Returns:
         The app; ``app.state.service`` is its service.
@@ -80,4 +84,6 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=service.config.max_request_bytes)
     for router in (*ROUTERS, *routers):
         app.include_router(router, prefix=API_PREFIX)
+    if page:
+        mount_page(app, API_PREFIX)
     return app

@@ -50,6 +50,7 @@ __all__ = [
     "UserIn",
     "UserOut",
     "UserPage",
+    "WhoAmIOut",
 ]
 
 Id = Field(min_length=1, max_length=256, pattern=r"\S")
@@ -392,6 +393,17 @@ class KeysOut(BaseModel):
 
 
 # -- system ------------------------------------------------------------------------------------------------------
+class WhoAmIOut(BaseModel):
+    """Who the key belongs to, and what the server lets a client choose (the web page reads this first)."""
+
+    role: Literal["admin", "user"]
+    user_id: str | None = Field(description="The user of a user key; null for the admin.")
+    dataset: str
+    retrievers: list[str] = Field(description="Retrievers a recommendation request may name.")
+    default_retriever: str
+    feedback_kinds: list[str]
+
+
 class HealthOut(BaseModel):
     """Liveness and what is loaded."""
 

@@ -7,7 +7,7 @@ The service is plain Python (no web framework), so the HTTP routes, the chat lay
 * the **marker** of the snapshot (the id of the newest interaction row it holds). What a user did after the marker
   (feedback, new interactions) is read from the store on every recommendation call, so the very next list reflects
   it without waiting for a refit: every such item is left out, and the liked ones (thumbs-up, high ratings; see
-  :func:`llmrec.feedback.polarity`) are folded into the retriever with the user's liked history
+  :func:`llmrec.feedback.polarity`) are folded into the retriever with the history it was fitted on
   (:meth:`~llmrec.pipeline.Pipeline.recommend_history`), so the rest of the list re-ranks around them;
 * :meth:`RecommenderService.refit`, which reloads the store and refits every pipeline in use, then swaps them in at
   once (requests keep being answered from the old snapshot meanwhile).
@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from llmrec.data.dataset import Dataset
 from llmrec.data.store import IngestReport, ItemRecord, Page, Store, UserRecord
 from llmrec.errors import ConfigError, ConflictError, UnknownIdError
-from llmrec.feedback import FEEDBACK_VALUES, FeedbackKind, polarity
+from llmrec.feedback import FEEDBACK_VALUES, FeedbackKind, Taste, taste_of
 from llmrec.models.base import TrainOptions
 from llmrec.pipeline import Pipeline, RetrieverSpec
 from llmrec.serve.config import ServeConfig
@@ -466,19 +466,19 @@ class RecommenderService:
             raise UnknownIdError(
                 f"user {user_id!r} is not in dataset {self.dataset!r}. Fix: create it (POST /v1/users) or check the id"
             )
-        recent = self._store.user_interactions(self.dataset, user_id, after_id=snap.marker)
-        excluded = list(dict.fromkeys(recent["item_id"].astype(str))) if options.exclude_seen else []
+        taste = self._taste(snap, user_id)
+        excluded = taste.touched if options.exclude_seen else []
         mask = self._allowed(snap, options, set(excluded))
         pipe = self._pipeline_on(snap, retriever, options.rerank)
         items: list[RecommendedItem] = []
         if mask is None or mask.any():
             candidates = None if mask is None else snap.data.item_vocab.ids[mask]
-            if recent.empty:
+            if not taste:
                 recs = pipe.recommend(
                     [user_id], options.k, options.exclude_seen, candidates=candidates, rerank=options.rerank
                 )
             else:
-                recs = self._recommend_after_feedback(pipe, user_id, recent, options, candidates)
+                recs = self._recommend_after_feedback(pipe, user_id, taste, options, candidates)
             for rank, (item, idx, score) in enumerate(
                 zip(recs.items[0], recs.item_idx[0], recs.scores[0], strict=True), 1
             ):
@@ -497,25 +497,32 @@ class RecommenderService:
 
     @staticmethod
     def _recommend_after_feedback(
-        pipe: Pipeline, user_id: str, recent: pd.DataFrame, options: RecommendationOptions, candidates: Any
+        pipe: Pipeline, user_id: str, taste: Taste, options: RecommendationOptions, candidates: Any
     ) -> Recommendations:
         """The list of a user with interactions after the last fit.
 
-        Their liked history plus what they liked since is folded into the retriever; everything they touched since
-        (and, with ``exclude_seen``, before) is left out.
+        Their fitted history plus what they liked since is folded into the retriever (the language model sees
+        their liked items); everything they touched since (and, with ``exclude_seen``, before) is left out.
         """
-        taste = [
-            polarity(event, value)
-            for event, value in zip(recent["event"], pd.to_numeric(recent["value"], errors="coerce"), strict=True)
-        ]
-        items = recent["item_id"].astype(str).tolist()
-        liked = [i for i, t in zip(items, taste, strict=True) if t == "liked"]
-        disliked = [i for i, t in zip(items, taste, strict=True) if t == "disliked"]
-        history = pipe.liked_history(user_id, liked, disliked)
-        exclude = items + (pipe.seen(user_id) if options.exclude_seen else [])
+        exclude = taste.touched + (pipe.seen(user_id) if options.exclude_seen else [])
         return pipe.recommend_history(
-            history, options.k, exclude=exclude, candidates=candidates, rerank=options.rerank, label=user_id
+            pipe.fitted_history(user_id, taste.liked, taste.disliked),
+            options.k,
+            exclude=exclude,
+            candidates=candidates,
+            rerank=options.rerank,
+            label=user_id,
+            lm_history=pipe.liked_history(user_id, taste.liked, taste.disliked),
         )
+
+    def recent_taste(self, user_id: str) -> Taste:
+        """What a user did since the last fit (feedback, new interactions), read from the store now."""
+        return self._taste(self.snapshot(), str(user_id))
+
+    def _taste(self, snap: _Snapshot, user_id: str) -> Taste:
+        recent = self._store.user_interactions(self.dataset, user_id, after_id=snap.marker)
+        values = pd.to_numeric(recent["value"], errors="coerce")
+        return taste_of(zip(recent["item_id"], recent["event"], values, strict=True))
 
     def explain(self, user_id: str, item_ids: Sequence[str], retriever: str | None = None) -> list[Explanation]:
         """Grounded explanations of items for a user in the fitted data (see :meth:`Pipeline.explain`).
@@ -695,6 +702,7 @@ class RecommenderService:
             searcher=searcher,
             config=config,
             user_exists=self.user_exists,
+            recent=self.recent_taste,
         )
         with self._lock:
             self._chat = (snap, chat)

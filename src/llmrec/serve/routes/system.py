@@ -1,12 +1,13 @@
-"""Health (no key needed) and refit (admin)."""
+"""Health (no key needed), who a key belongs to, and refit (admin)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from llmrec.serve.deps import Admin, ServiceDep
+from llmrec.feedback import FEEDBACK_KINDS
+from llmrec.serve.deps import Admin, Caller, ServiceDep
 from llmrec.serve.errors import error_responses
-from llmrec.serve.schemas import HealthOut, RefitIn, RefitOut
+from llmrec.serve.schemas import HealthOut, RefitIn, RefitOut, WhoAmIOut
 
 __all__ = ["router"]
 
@@ -28,6 +29,20 @@ def health(service: ServiceDep) -> HealthOut:
         items=status.items,
         users=status.users,
         interactions=status.interactions,
+    )
+
+
+@router.get("/me", response_model=WhoAmIOut, responses=error_responses(401))
+def whoami(service: ServiceDep, caller: Caller) -> WhoAmIOut:
+    """The caller's role and user, and the choices a request may make (retrievers, feedback kinds)."""
+    config = service.config
+    return WhoAmIOut(
+        role=caller.role,
+        user_id=caller.user_id,
+        dataset=service.dataset,
+        retrievers=list(config.retrievers),
+        default_retriever=config.pipeline.retriever.name,
+        feedback_kinds=list(FEEDBACK_KINDS),
     )
 
 
