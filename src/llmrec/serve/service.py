@@ -520,9 +520,7 @@ class RecommenderService:
         return self._taste(self.snapshot(), str(user_id))
 
     def _taste(self, snap: _Snapshot, user_id: str) -> Taste:
-        recent = self._store.user_interactions(self.dataset, user_id, after_id=snap.marker)
-        values = pd.to_numeric(recent["value"], errors="coerce")
-        return taste_of(zip(recent["item_id"], recent["event"], values, strict=True))
+        return taste_of(self._store.user_events(self.dataset, user_id, after_id=snap.marker))
 
     def explain(self, user_id: str, item_ids: Sequence[str], retriever: str | None = None) -> list[Explanation]:
         """Grounded explanations of items for a user in the fitted data (see :meth:`Pipeline.explain`).

@@ -279,6 +279,24 @@ class RecordAccess:
             {"user_id": object, "item_id": object, "event": object}
         )
 
+    def user_events(self, dataset: str, user_id: str, *, after_id: int) -> list[tuple[str, str | None, float | None]]:
+        """``(item_id, event, value)`` of a user's interactions stored after row ``after_id``, oldest first.
+
+        The per-request read of the HTTP API (what a user did since the fit): plain tuples, as most users have
+        none and building a DataFrame cost ~70% of a recommendation request.
+        """
+        stmt = (
+            sa.select(InteractionRow.item_id, InteractionRow.event, InteractionRow.value)
+            .where(
+                InteractionRow.dataset == dataset,
+                InteractionRow.user_id == str(user_id),
+                InteractionRow.id > after_id,
+            )
+            .order_by(InteractionRow.timestamp, InteractionRow.id)
+        )
+        with self._transaction(f"read new interactions of user '{user_id}'") as conn:
+            return [(str(item), event, value) for item, event, value in conn.execute(stmt)]
+
     def last_interaction_id(self, dataset: str) -> int:
         """The id of the newest interaction row of ``dataset`` (0 when it has none): a marker for ``after_id``."""
         with self._transaction("read the newest interaction id") as conn:
