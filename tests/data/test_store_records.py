@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -116,3 +117,23 @@ def test_api_keys(store: Store, stored: str, new_name: NameFactory) -> None:
     assert not store.revoke_api_key(other, "k1" + stored)  # keys are revoked within their own dataset
     store.delete_dataset(stored)
     assert store.api_key_by_hash(digest) is None
+
+
+def test_a_fresh_store_used_from_many_threads_at_once_migrates_once(tmp_path: Path) -> None:
+    # A server's request threads all hit a new store at once; alembic's global context made them fail (503).
+    from concurrent.futures import ThreadPoolExecutor
+
+    from llmrec.chat import ChatSession, SqlSessionStore
+
+    url = f"sqlite:///{tmp_path / 'threads.db'}"
+    stores = [Store(url), Store(url)]
+    sessions = [SqlSessionStore(stores[0]), SqlSessionStore(stores[1])]
+
+    def work(i: int) -> str:
+        session = ChatSession(id=f"s{i}", dataset="d", user_id=None)
+        sessions[i % 2].save(session)
+        stores[i % 2].user_events("d", "u", after_id=0)
+        return sessions[(i + 1) % 2].load(f"s{i}").id
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert sorted(pool.map(work, range(16))) == sorted(f"s{i}" for i in range(16))

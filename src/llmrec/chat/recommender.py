@@ -182,7 +182,6 @@ class ConversationalRecommender:
         self.catalogue = Catalogue.of(self.data)
         n = len(self.catalogue)
         self._years = np.array([self.catalogue.year(i) or 0 for i in range(n)], dtype=np.int64)
-        self._genres = [frozenset(self.catalogue.genres(i)) for i in range(n)]
         self._newest = int(self._years.max()) if (self._years > 0).any() else None
         self._popularity = self.data.item_popularity
         self.explainer = (
@@ -339,15 +338,14 @@ class ConversationalRecommender:
 
     def allowed(self, state: DialogueState) -> list[str] | None:
         """Item ids meeting the state's hard constraints (``None``: no constraints, every item)."""
-        if not (state.genres_include or state.genres_exclude or state.year_min or state.year_max):
-            return None
-        include, exclude = set(state.genres_include), set(state.genres_exclude)
-        keep = np.array([(not include or bool(g & include)) and not (g & exclude) for g in self._genres], dtype=bool)
-        if state.year_min is not None:
-            keep &= self._years >= state.year_min
-        if state.year_max is not None:
-            keep &= (self._years > 0) & (self._years <= state.year_max)
-        return [str(i) for i in self.catalogue.item_ids[keep]]
+        keep = self.catalogue.filters().mask(
+            genres=state.genres_include,
+            exclude_genres=state.genres_exclude,
+            year_min=state.year_min,
+            year_max=state.year_max,
+            strict=False,  # a genre the catalogue lacks ("film noir" here) matches nothing: the answer says so
+        )
+        return None if keep is None else [str(i) for i in self.catalogue.item_ids[keep]]
 
     def recommend(self, user_id: str | None, state: DialogueState) -> list[RecommendedItem]:
         """Items for this state (and user, when known), best first, each with a grounded reason."""

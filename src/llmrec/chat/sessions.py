@@ -119,7 +119,7 @@ class SqlSessionStore:
     def _run(self, action: str, fn: Any) -> Any:
         import sqlalchemy as sa
 
-        self.store.migrate()
+        self.store.ensure_migrated()
         try:
             with self.store.engine.begin() as conn:
                 return fn(conn)

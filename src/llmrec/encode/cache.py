@@ -104,7 +104,6 @@ class EmbeddingCache:
         self.chunk_size = chunk_size
         self._memory: dict[tuple[str, str], np.ndarray] = {}
         self._lock = threading.Lock()
-        self._migrated = False
 
     def __repr__(self) -> str:
         where = self.store.display_url if self.store is not None else "memory"
@@ -118,9 +117,7 @@ class EmbeddingCache:
     # -- store plumbing -----------------------------------------------------------------------------------
     def _engine(self) -> sa.Engine:
         assert self.store is not None
-        if not self._migrated:
-            self.store.migrate()
-            self._migrated = True
+        self.store.ensure_migrated()
         return self.store.engine
 
     def _fail(self, action: str, exc: Exception) -> StoreError:

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from llmrec.data.filters import ItemFilters
 from llmrec.errors import ConfigError, UnknownIdError
 from llmrec.llm.base import LanguageModel, Message
 from llmrec.llm.prompts import DATA_NOTICE, data_block, sanitize, short_title
@@ -275,6 +276,8 @@ class Catalogue:
         self.config = config or _DEFAULT_CONFIG
         items = data.items
         self.item_ids: np.ndarray = data.item_vocab.ids
+        self.dataset = data.name
+        self._filters: ItemFilters | None = None
         n = len(items)
         self._noise = re.compile(self.config.tag_noise, re.IGNORECASE) if self.config.tag_noise else None
         titles_raw = items["title"].tolist() if "title" in items else [""] * n
@@ -328,6 +331,13 @@ class Catalogue:
 
     def __len__(self) -> int:
         return len(self._info)
+
+    def filters(self) -> ItemFilters:
+        """Genre and year masks of the items, for hard constraints (built once per catalogue)."""
+        if self._filters is None:
+            genres = [info.genres for info in self._info]
+            self._filters = ItemFilters.build(genres, [info.year for info in self._info], self.dataset)
+        return self._filters
 
     # -- facts ---------------------------------------------------------------------------------------------
 

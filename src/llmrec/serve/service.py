@@ -32,6 +32,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmrec.data.dataset import Dataset
+from llmrec.data.filters import ItemFilters
 from llmrec.data.store import IngestReport, ItemRecord, Page, Store, UserRecord
 from llmrec.errors import ConfigError, ConflictError, UnknownIdError
 from llmrec.feedback import FEEDBACK_VALUES, FeedbackKind, Taste, taste_of
@@ -173,26 +174,16 @@ class _Snapshot:
     removed: set[str] = field(default_factory=set)
     pipelines: dict[tuple[str, bool], Pipeline] = field(default_factory=dict)
     fit_locks: dict[tuple[str, bool], threading.Lock] = field(default_factory=dict)
-    _genres: dict[str, np.ndarray] | None = None
-    _years: np.ndarray | None = None
+    _filters: ItemFilters | None = None
     _records: list[dict[str, Any]] | None = None
 
-    def genre_masks(self) -> dict[str, np.ndarray]:
-        """Lower-cased genre -> boolean mask over item indices (empty when items have no ``genres``)."""
-        if self._genres is None:
-            masks: dict[str, np.ndarray] = {}
-            if "genres" in self.data.items:
-                for idx, value in enumerate(self.data.items["genres"].tolist()):
-                    for genre in _genre_list(value):
-                        masks.setdefault(genre.lower(), np.zeros(self.data.n_items, dtype=bool))[idx] = True
-            self._genres = masks
-        return self._genres
+    def filters(self) -> ItemFilters:
+        """Genre and year masks of the items (built on first use)."""
+        if self._filters is None:
+            from llmrec.llm.explain import Catalogue
 
-    def years(self) -> np.ndarray | None:
-        """Each item's year as float (NaN when unknown); ``None`` when items have no ``year``."""
-        if self._years is None and "year" in self.data.items:
-            self._years = pd.to_numeric(self.data.items["year"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-        return self._years
+            self._filters = Catalogue.of(self.data).filters()
+        return self._filters
 
     def record(self, idx: int) -> dict[str, Any]:
         """Title and JSON-safe attributes of item ``idx``."""
@@ -208,14 +199,6 @@ class _Snapshot:
                 for i in range(len(items))
             ]
         return self._records[idx]
-
-
-def _genre_list(value: object) -> list[str]:
-    if isinstance(value, str):
-        return [g.strip() for g in value.split("|") if g.strip()]
-    if isinstance(value, list | tuple | np.ndarray):
-        return [str(g).strip() for g in value if str(g).strip()]
-    return []
 
 
 class RecommenderService:
@@ -420,29 +403,14 @@ class RecommenderService:
             keep = np.ones(data.n_items, dtype=bool)
             keep[idx[idx >= 0]] = False
             narrow(keep)
-        if options.genres or options.exclude_genres:
-            masks = snap.genre_masks()
-            if not masks:
-                field_name = "genres" if options.genres else "exclude_genres"
-                raise ConfigError(f"{field_name}: the items of {self.dataset!r} have no genres to filter on")
-            for field_name, wanted in (("genres", options.genres), ("exclude_genres", options.exclude_genres)):
-                unknown = [g for g in wanted if g.strip().lower() not in masks]
-                if unknown:
-                    known = sorted({g for g in masks})
-                    raise ConfigError(f"{field_name}: unknown genre(s) {unknown}; known (any case): {known}")
-            if options.genres:
-                narrow(np.logical_or.reduce([masks[g.strip().lower()] for g in options.genres]))
-            if options.exclude_genres:
-                narrow(~np.logical_or.reduce([masks[g.strip().lower()] for g in options.exclude_genres]))
-        if options.year_min is not None or options.year_max is not None:
-            years = snap.years()
-            if years is None:
-                raise ConfigError(f"year_min/year_max: the items of {self.dataset!r} have no year to filter on")
-            low = -np.inf if options.year_min is None else options.year_min
-            high = np.inf if options.year_max is None else options.year_max
-            if low > high:
-                raise ConfigError(f"year_min ({options.year_min}) is after year_max ({options.year_max})")
-            narrow((years >= low) & (years <= high))
+        attributes = snap.filters().mask(
+            genres=options.genres,
+            exclude_genres=options.exclude_genres,
+            year_min=options.year_min,
+            year_max=options.year_max,
+        )
+        if attributes is not None:
+            narrow(attributes)
         return mask
 
     def recommend(self, user_id: str, options: RecommendationOptions | None = None) -> RecommendationResult:

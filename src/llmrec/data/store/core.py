@@ -12,6 +12,7 @@ import contextlib
 import logging
 import math
 import re
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -36,6 +37,8 @@ from llmrec.errors import ConfigError, StoreError
 __all__ = ["IngestReport", "Store"]
 
 logger = logging.getLogger(__name__)
+# alembic keeps its migration context in module globals: one upgrade at a time in this process, whatever store.
+_MIGRATE_LOCK = threading.RLock()
 
 _TABLES = ("items", "users", "interactions")
 _ADVISORY_LOCK = 0x6C6C6D726563  # "llmrec": serialises concurrent migrations on one PostgreSQL database
@@ -283,10 +286,20 @@ class Store(RecordAccess):
 
     @contextlib.contextmanager
     def _transaction(self, action: str) -> Iterator[sa.Connection]:
-        if not self._migrated:
-            self.migrate()
+        self.ensure_migrated()
         with self._begin(action) as conn:
             yield conn
+
+    def ensure_migrated(self) -> None:
+        """Migrate once per store object (what every read and write does first); cheap after the first call.
+
+        Safe from many threads at once (a server's request threads): one runs the migration, the others wait.
+        """
+        if self._migrated:
+            return
+        with _MIGRATE_LOCK:
+            if not self._migrated:
+                self.migrate()
 
     def migrate(self) -> None:
         """Bring the database schema to the newest version (alembic ``upgrade head``); safe to call again.
@@ -303,7 +316,7 @@ class Store(RecordAccess):
 
         config = Config()
         config.set_main_option("script_location", str(_migrations_dir()).replace("%", "%%"))
-        with self._begin("migrate the schema") as conn:
+        with _MIGRATE_LOCK, self._begin("migrate the schema") as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK})
             config.attributes["connection"] = conn
