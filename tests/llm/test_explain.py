@@ -229,6 +229,25 @@ def test_check_flags_invented_title_genre_and_year(ml: Dataset, ml_catalogue: Ca
     assert check("It is a good film.", ev, ml_catalogue, config=ExplainConfig(require_reference=False)).ok
 
 
+def test_check_flags_the_candidate_offered_as_something_already_liked(ml: Dataset, ml_catalogue: Catalogue) -> None:
+    ev = build_evidence(History.of_user(ml, "1"), _idx(ml, "150"), ml, catalogue=ml_catalogue)  # Apollo 13
+    assert ev.title == "Apollo 13"
+    liked, genre = ev.links[0].title, ev.genres[0].lower()
+    for text in (
+        f"Because you liked Apollo 13 and {liked}, it is a {genre} film.",
+        f"Because you loved {liked} and Apollo 13, it is a {genre} film.",
+        f"You have already seen Apollo 13, a {genre} film like {liked}.",
+    ):
+        result = check(text, ev, ml_catalogue)
+        assert ("item", "Apollo 13") in {(p.kind, p.value) for p in result.problems}, text
+    for text in (
+        f"Since you liked {liked}, Apollo 13 is another {genre} film.",
+        f"You liked {liked}; Apollo 13 is a {genre} film too.",
+        f"Apollo 13 is a {genre} film, and you liked {liked}.",
+    ):
+        assert check(text, ev, ml_catalogue).ok, (text, check(text, ev, ml_catalogue).problems)
+
+
 def test_repair_removes_exactly_the_bad_sentence(ml: Dataset, ml_catalogue: Catalogue) -> None:
     ev = build_evidence(History.of_user(ml, "1"), _idx(ml, "6"), ml, catalogue=ml_catalogue)
     good = f"Because you liked {ev.links[0].title}, this {ev.genres[0]} film suits you."

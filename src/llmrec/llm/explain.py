@@ -864,8 +864,9 @@ def check(text: str, evidence: Evidence, catalogue: Catalogue, *, config: Explai
     """Faithfulness check: every title, genre, tag and year ``text`` names must be in ``evidence``.
 
     Titles are catalogue titles (see :class:`Catalogue` for which one-word titles count); an item is in evidence
-    when it is the candidate, a linked history item, or shares its title with one of them. Genres are the genre
-    vocabulary's words and phrases; years are four-digit numbers 1800-2099 outside titles; tags are the
+    when it is the candidate, a linked history item, or shares its title with one of them. The candidate named as
+    something the person already liked or watched ("because you liked <the candidate>") is a problem too. Genres
+    are the genre vocabulary's words and phrases; years are four-digit numbers 1800-2099 outside titles; tags are the
     catalogue's multi-word tags (one-word tags such as "funny" are ordinary words and are not policed). Quoted
     names that are not evidence, chat-control markup, and a model stuck repeating itself are reported too.
 
@@ -889,8 +890,10 @@ def check(text: str, evidence: Evidence, catalogue: Catalogue, *, config: Explai
             evidence_idx.update(catalogue.items_titled(key))
             link_keys.setdefault(key, link)
     candidate_keys = _title_variants(evidence.title, _key(evidence.title)) if evidence.title else []
+    candidate_idx = {evidence.item_index}
     for key in candidate_keys:
-        evidence_idx.update(catalogue.items_titled(key))
+        candidate_idx.update(catalogue.items_titled(key))
+    evidence_idx |= candidate_idx
     genres, tags, years = evidence.allowed_genres, evidence.allowed_tags, evidence.allowed_years
     tag_keys = {_key(t): t for t in tags}
     known_quotes = {*candidate_keys, *link_keys, *tag_keys, *(_key(g) for g in genres)}
@@ -911,6 +914,8 @@ def check(text: str, evidence: Evidence, catalogue: Catalogue, *, config: Explai
         if m.kind == "item":
             if not m.items & evidence_idx:
                 problems.append(Problem("item", m.text, sentence))
+            elif m.key not in link_keys and m.items & candidate_idx and _offered_as_history(text, m.span, title_spans):
+                problems.append(Problem("item", m.text, sentence))  # "because you liked <the candidate>"
             elif m.key in link_keys:
                 link = link_keys[m.key]
                 citations.setdefault(Citation("item", link.title, link.item_id), None)
@@ -949,6 +954,32 @@ def check(text: str, evidence: Evidence, catalogue: Catalogue, *, config: Explai
     if config.require_reference and not problems and text.strip() and not _references(cites):
         problems.append(Problem("no_reference", text.strip()[:80], text.strip()))
     return CheckResult(ok=not problems, problems=tuple(problems), citations=cites)
+
+
+_PAST_LIKING = re.compile(
+    r"\byou(?:'ve|\s+have)?\s+(?:already\s+|also\s+|really\s+)?(?:liked|loved|enjoyed|watched|rated|seen|saw)\s+",
+    re.IGNORECASE,
+)
+
+
+def _offered_as_history(text: str, span: tuple[int, int], title_spans: Sequence[tuple[int, int]]) -> bool:
+    """Whether the title at ``span`` is written as something the person liked or watched.
+
+    True for "you liked Casino" and "you loved Heat and Casino" (the title right after the verb, or joined to a
+    list of titles by "and"); false for "Since you liked Heat, Casino is ..." (a comma starts a new clause).
+    """
+    verbs = list(_PAST_LIKING.finditer(text, max(0, span[0] - 300), span[0]))
+    if not verbs:
+        return False
+    start = verbs[-1].end()
+    gap = text[start : span[0]]
+    for s, e in sorted(title_spans, reverse=True):  # blank out the other titles of the list
+        if start <= s and e <= span[0]:
+            gap = gap[: s - start] + " " + gap[e - start :]
+    stripped = gap.strip()
+    if not stripped:
+        return True
+    return bool(re.fullmatch(r"(?:[\s,]*(?:and\s*)?)+", gap, re.IGNORECASE)) and stripped.lower().endswith("and")
 
 
 def _misquoted_titles(text: str, evidence: Evidence, sentence_at: Callable[[int], str]) -> list[Problem]:
