@@ -1,20 +1,24 @@
-"""Text-encoder throughput (torch vs ONNX int8) on short item texts, their agreement, and index query latency.
+"""Text-encoder throughput (torch, ONNX int8) on short item texts, agreement with torch, index query latency.
 
 Questions answered:
 
 1. How many MovieLens item texts per second does all-MiniLM-L6-v2 embed on ``--threads`` CPU threads with the
-   torch backend (sentence-transformers) and with the ONNX Runtime int8 backend, at batch sizes 32/64/128?
+   torch backend (sentence-transformers) and with the ONNX Runtime int8 backend, as packaged (int8 weights,
+   float products) and dynamically quantised (int8 products), at batch sizes 32/64/128?
    Configurations run interleaved, ``--repeats`` times each, after a warm-up; the best and the median run are
    reported (the best is the least disturbed by other load on a shared machine).
-2. Do the two backends agree? Cosine between the two vectors of every text (mean, min), and the overlap of
+2. Does each ONNX variant agree with torch? Cosine between the two vectors of every text (mean, min), and the overlap of
    each item's 10 nearest neighbours in the sample (what a recommender actually uses).
-3. How long does a query take on each vector index (exact numpy, faiss flat, faiss HNSW), on the embedded
+3. With ``--ranking``: does the difference reach recommendations? The content scorer's NDCG@10 with each
+   variant, untuned, on the leave-last-out and the cold-items protocols (a few minutes more).
+4. How long does a query take on each vector index (exact numpy, faiss flat, faiss HNSW), on the embedded
    sample and on a synthetic 100k-item catalogue: single-query p50/p95 and batched throughput, with 50 seen
    items excluded per query.
 
 Prints tables and writes the results JSON (DESIGN.md shape: ``dataset``, ``protocol``, ``k``, ``results``).
 
-    python benchmarks/encoder_speed.py --out out/encoder_speed.json [--n 2048] [--threads 2] [--repeats 3]
+    python benchmarks/encoder_speed.py --out out/encoder_speed.json [--n 2048] [--threads 2] [--repeats 3] \
+        [--ranking]
 """
 
 from __future__ import annotations
@@ -30,13 +34,21 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from llmrec.data.dataset import Dataset
 from llmrec.data.movielens import load_movielens
 from llmrec.encode.encoder import TextEncoder
 from llmrec.encode.index import ExactIndex, FaissIndex, VectorIndex
 from llmrec.eval.latency import latency_metrics
+from llmrec.eval.runner import evaluate_models
 from llmrec.text.build import item_texts
 
 BATCH_SIZES = (32, 64, 128)
+# Label -> encoder settings, in table order.
+VARIANTS: dict[str, dict[str, str]] = {
+    "torch": {"backend": "torch"},
+    "onnx int8": {"backend": "onnx"},
+    "onnx int8 dynamic": {"backend": "onnx", "quantization": "dynamic"},
+}
 
 
 def _timed(encoder: TextEncoder, texts: list[str]) -> tuple[float, np.ndarray]:
@@ -46,10 +58,10 @@ def _timed(encoder: TextEncoder, texts: list[str]) -> tuple[float, np.ndarray]:
 
 
 def throughput(texts: list[str], threads: int, repeats: int, console: Console) -> tuple[list[dict], dict]:
-    """Texts/s per backend and batch size; returns result rows and the vectors per backend (batch 64)."""
+    """Texts/s per variant and batch size; returns result rows and the vectors per variant (batch 64)."""
     encoders = {
-        (backend, bs): TextEncoder(backend=backend, batch_size=bs, threads=threads)
-        for backend in ("torch", "onnx")
+        (label, bs): TextEncoder(batch_size=bs, threads=threads, **settings)  # type: ignore[arg-type]
+        for label, settings in VARIANTS.items()
         for bs in BATCH_SIZES
     }
     vectors: dict[str, np.ndarray] = {}
@@ -64,11 +76,11 @@ def throughput(texts: list[str], threads: int, repeats: int, console: Console) -
                 vectors[key[0]] = out
             console.print(f"[dim]run {rep + 1}/{repeats} {key[0]} bs={key[1]}: {runs[key][-1]:.0f} texts/s[/]")
     rows = []
-    for (backend, bs), values in runs.items():
+    for (label, bs), values in runs.items():
         rows.append(
             {
-                "model": f"minilm-{backend}{'-int8' if backend == 'onnx' else ''}@bs{bs}",
-                "backend": backend,
+                "model": f"minilm-{label.replace(' ', '-')}@bs{bs}",
+                "backend": label,
                 "batch_size": bs,
                 "metrics": {
                     "throughput_per_s": round(max(values), 1),
@@ -145,6 +157,19 @@ def indexes(vectors: np.ndarray, k: int, label: str) -> list[dict]:
     return rows
 
 
+def ranking(data: Dataset, k: int, console: Console) -> list[dict]:
+    """NDCG@k and HR@k of the content scorer (defaults, no tuning) with each encoder variant, per protocol."""
+    rows = []
+    for protocol in ("leave-last-out", "cold-items"):
+        for label, settings in VARIANTS.items():
+            name = f"content:{label.replace(' ', '-')}"
+            spec = ("content", {"encoder": settings, "cache": "none"}, name)
+            result = evaluate_models(data, [spec], k=k, protocol=protocol, tune=False).result(name)
+            rows.append({"model": name, "protocol": protocol, "metrics": result.metrics})
+            console.print(f"[dim]{protocol} {name}: NDCG@{k} {result.metrics[f'ndcg@{k}']:.4f}[/]")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="results JSON to write")
@@ -154,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--synthetic", type=int, default=100_000, help="items in the synthetic index catalogue")
     parser.add_argument("--skip-index", action="store_true", help="measure the encoders only")
+    parser.add_argument("--ranking", action="store_true", help="also the content scorer's NDCG with each variant")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     console = Console()
@@ -166,8 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.threads} threads; os.cpu_count()={os.cpu_count()}, load average {os.getloadavg()[0]:.1f}"
     )
     speed_rows, vectors = throughput(sample, args.threads, args.repeats, console)
-    agree = agreement(vectors["torch"], vectors["onnx"])
+    agree = {label: agreement(vectors["torch"], vectors[label]) for label in VARIANTS if label != "torch"}
     index_rows: list[dict] = []
+    ranking_rows = ranking(data, args.k, console) if args.ranking else []
     if not args.skip_index:
         index_rows = indexes(vectors["torch"], args.k, f"{len(sample)}")
         dim = vectors["torch"].shape[1]
@@ -179,14 +206,15 @@ def main(argv: list[str] | None = None) -> int:
     table.add_column("backend")
     for bs in BATCH_SIZES:
         table.add_column(f"batch {bs}", justify="right")
-    for backend in ("torch", "onnx"):
+    for label in VARIANTS:
         cells = []
         for bs in BATCH_SIZES:
-            m = next(r for r in speed_rows if r["backend"] == backend and r["batch_size"] == bs)["metrics"]
+            m = next(r for r in speed_rows if r["backend"] == label and r["batch_size"] == bs)["metrics"]
             cells.append(f"{m['throughput_per_s']:.0f} / {m['throughput_median_per_s']:.0f}")
-        table.add_row(backend if backend == "torch" else "onnx int8", *cells)
+        table.add_row(label, *cells)
     console.print(table)
-    console.print(f"torch vs onnx-int8 agreement: {agree}")
+    for label, metrics in agree.items():
+        console.print(f"{label} vs torch agreement: {metrics}")
     itable = Table(title=f"index query latency (k={args.k}, 50 excluded ids per query)")
     for col in ("index", "items", "p50 ms", "p95 ms", "batch queries/s", "build s"):
         itable.add_column(col, justify="right" if col != "index" else "left")
@@ -202,6 +230,19 @@ def main(argv: list[str] | None = None) -> int:
         )
     if index_rows:
         console.print(itable)
+    if ranking_rows:
+        rtable = Table(title=f"content scorer by encoder variant (untuned): NDCG@{args.k} / HR@{args.k}")
+        for col in ("encoder", "leave-last-out", "cold-items"):
+            rtable.add_column(col, justify="right" if col != "encoder" else "left")
+        for label in VARIANTS:
+            cells = [
+                f"{m[f'ndcg@{args.k}']:.4f} / {m[f'hr@{args.k}']:.4f}"
+                for r in ranking_rows
+                if r["model"] == f"content:{label.replace(' ', '-')}"
+                for m in [r["metrics"]]
+            ]
+            rtable.add_row(label, *cells)
+        console.print(rtable)
     out = {
         "dataset": data.name,
         "protocol": "encoder-speed",
@@ -211,8 +252,9 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_1m": round(os.getloadavg()[0], 2),
         "results": [
             *speed_rows,
-            {"model": "minilm-onnx-int8 vs minilm-torch", "metrics": agree},
+            *({"model": f"minilm-{name.replace(' ', '-')} vs minilm-torch", "metrics": m} for name, m in agree.items()),
             *index_rows,
+            *ranking_rows,
         ],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from llmrec.config import get_settings
 from llmrec.data.dataset import Dataset
 from llmrec.encode import encoder as encoder_module
+from llmrec.encode import quantize
 from llmrec.encode.encoder import TextEncoder, TextEncoderConfig
 from llmrec.errors import ConfigError
 from llmrec.text.build import item_texts
@@ -65,3 +67,36 @@ def test_loading_is_quiet_without_show_progress(capfd: pytest.CaptureFixture[str
     TextEncoder(max_seq_length=96).encode(["quiet please"])
     captured = capfd.readouterr()
     assert "Loading weights" not in captured.err + captured.out
+
+
+def test_dynamic_quantization_is_derived_once_and_stays_close(
+    texts: list[str], text_encoder: TextEncoder, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("onnx")
+    monkeypatch.setenv("LLMREC_CACHE_DIR", str(tmp_path / "cache"))
+    get_settings.cache_clear()
+    encoder_module._dynamic_int8.cache_clear()
+    try:
+        dynamic = TextEncoder(backend="onnx", quantization="dynamic", batch_size=16)
+        vectors = dynamic.encode(texts)
+        derived = list((tmp_path / "cache" / "encoder").glob("*-dynamic-int8.onnx"))
+        assert len(derived) == 1 and not [p for p in derived[0].parent.iterdir() if p.is_dir()]  # no temp left
+        # int8 products: not the float model's vectors, but close to them (cosine vs torch).
+        cosine = np.sum(vectors * text_encoder.encode(texts), axis=1)
+        assert cosine.mean() >= 0.98 and cosine.min() >= 0.95, (cosine.mean(), cosine.min())
+        assert not np.allclose(vectors, TextEncoder(backend="onnx").encode(texts), atol=1e-4)
+        assert dynamic.model_id.startswith("all-MiniLM-L6-v2-onnx-int8-dynamic:")
+        assert dynamic.model_id != TextEncoder(backend="onnx").model_id  # never shares cache entries
+        # A second process (cleared memo) finds the derived file by the source's hash instead of deriving again.
+        stamp = derived[0].stat().st_mtime_ns
+        encoder_module._dynamic_int8.cache_clear()
+        assert quantize.dynamic_int8(str(dynamic.onnx_path), tmp_path / "cache" / "encoder") == derived[0]
+        assert derived[0].stat().st_mtime_ns == stamp
+    finally:
+        get_settings.cache_clear()
+        encoder_module._dynamic_int8.cache_clear()
+
+
+def test_dynamic_quantization_needs_onnx_backend() -> None:
+    with pytest.raises(ConfigError, match="backend='onnx'"):
+        TextEncoder(quantization="dynamic")
