@@ -16,8 +16,11 @@ from llmrec.serve.service import RecommenderService
 __all__ = ["Admin", "Caller", "ServiceDep", "UserAccess", "get_service"]
 
 
-def get_service(request: Request) -> RecommenderService:
-    """The service of the app handling ``request`` (set by :func:`~llmrec.serve.app.create_app`)."""
+async def get_service(request: Request) -> RecommenderService:
+    """The service of the app handling ``request`` (set by :func:`~llmrec.serve.app.create_app`).
+
+    ``async`` so that FastAPI calls it on the event loop instead of a thread-pool hop (see :mod:`.auth`).
+    """
     return request.app.state.service  # type: ignore[no-any-return]
 
 
