@@ -237,6 +237,8 @@ def test_check_flags_the_candidate_offered_as_something_already_liked(ml: Datase
         f"Because you liked Apollo 13 and {liked}, it is a {genre} film.",
         f"Because you loved {liked} and Apollo 13, it is a {genre} film.",
         f"You have already seen Apollo 13, a {genre} film like {liked}.",
+        f"The user liked: Apollo 13 (1995) - shares {genre}.",  # the evidence block's own wording, copied
+        f"They enjoyed {liked} and Apollo 13.",
     ):
         result = check(text, ev, ml_catalogue)
         assert ("item", "Apollo 13") in {(p.kind, p.value) for p in result.problems}, text
@@ -246,6 +248,10 @@ def test_check_flags_the_candidate_offered_as_something_already_liked(ml: Datase
         f"Apollo 13 is a {genre} film, and you liked {liked}.",
     ):
         assert check(text, ev, ml_catalogue).ok, (text, check(text, ev, ml_catalogue).problems)
+    # A title whose catalogue form moves its article to the end ("Hunt for Red October, The").
+    red = build_evidence(History.of_user(ml, "1"), _idx(ml, "1610"), ml, catalogue=ml_catalogue)
+    text = "The user liked: The Hunt for Red October (1990) - shares Action."
+    assert ("item", "The Hunt for Red October") in {(p.kind, p.value) for p in check(text, red, ml_catalogue).problems}
 
 
 def test_repair_removes_exactly_the_bad_sentence(ml: Dataset, ml_catalogue: Catalogue) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from llmrec.llm.explain.catalogue import Catalogue, _title_variants
+from llmrec.llm.explain.catalogue import _ARTICLES, Catalogue, _title_variants
 from llmrec.llm.explain.config import ExplainConfig
 from llmrec.llm.explain.evidence import Evidence, HistoryLink
 from llmrec.llm.explain.text import _MARKUP, _QUOTED, _TOKEN, EXPLANATION_WORDS, _key, _sentence_spans, _tokens
@@ -205,8 +205,10 @@ def check(text: str, evidence: Evidence, catalogue: Catalogue, *, config: Explai
     return CheckResult(ok=not problems, problems=tuple(problems), citations=cites)
 
 
+# "you liked", "the user has watched", "they enjoyed:" ... (the evidence block says "The user liked: <title>").
 _PAST_LIKING = re.compile(
-    r"\byou(?:'ve|\s+have)?\s+(?:already\s+|also\s+|really\s+)?(?:liked|loved|enjoyed|watched|rated|seen|saw)\s+",
+    r"\b(?:you|the\s+user|this\s+user|they|he|she)(?:'ve|\s+have|\s+has)?\s+(?:already\s+|also\s+|really\s+)?"
+    r"(?:liked|loved|enjoyed|watched|rated|seen|saw)(?:\s*:\s*|\s+)",
     re.IGNORECASE,
 )
 
@@ -226,7 +228,7 @@ def _offered_as_history(text: str, span: tuple[int, int], title_spans: Sequence[
         if start <= s and e <= span[0]:
             gap = gap[: s - start] + " " + gap[e - start :]
     stripped = gap.strip()
-    if not stripped:
+    if not stripped or stripped.lower() in _ARTICLES:  # "liked: The Hunt for ..." (title indexed without "The")
         return True
     return bool(re.fullmatch(r"(?:[\s,]*(?:and\s*)?)+", gap, re.IGNORECASE)) and stripped.lower().endswith("and")
 
