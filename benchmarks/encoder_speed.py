@@ -51,6 +51,11 @@ VARIANTS: dict[str, dict[str, str]] = {
 }
 
 
+def _slug(label: str) -> str:
+    """A variant's label as it appears in result names ("onnx int8" -> "onnx-int8")."""
+    return label.replace(" ", "-")
+
+
 def _timed(encoder: TextEncoder, texts: list[str]) -> tuple[float, np.ndarray]:
     start = time.perf_counter()
     vectors = encoder.encode(texts)
@@ -79,7 +84,7 @@ def throughput(texts: list[str], threads: int, repeats: int, console: Console) -
     for (label, bs), values in runs.items():
         rows.append(
             {
-                "model": f"minilm-{label.replace(' ', '-')}@bs{bs}",
+                "model": f"minilm-{_slug(label)}@bs{bs}",
                 "backend": label,
                 "batch_size": bs,
                 "metrics": {
@@ -162,10 +167,10 @@ def ranking(data: Dataset, k: int, console: Console) -> list[dict]:
     rows = []
     for protocol in ("leave-last-out", "cold-items"):
         for label, settings in VARIANTS.items():
-            name = f"content:{label.replace(' ', '-')}"
+            name = f"content:{_slug(label)}"
             spec = ("content", {"encoder": settings, "cache": "none"}, name)
             result = evaluate_models(data, [spec], k=k, protocol=protocol, tune=False).result(name)
-            rows.append({"model": name, "protocol": protocol, "metrics": result.metrics})
+            rows.append({"model": name, "encoder": label, "protocol": protocol, "metrics": result.metrics})
             console.print(f"[dim]{protocol} {name}: NDCG@{k} {result.metrics[f'ndcg@{k}']:.4f}[/]")
     return rows
 
@@ -238,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             cells = [
                 f"{m[f'ndcg@{args.k}']:.4f} / {m[f'hr@{args.k}']:.4f}"
                 for r in ranking_rows
-                if r["model"] == f"content:{label.replace(' ', '-')}"
+                if r["encoder"] == label
                 for m in [r["metrics"]]
             ]
             rtable.add_row(label, *cells)
@@ -252,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_1m": round(os.getloadavg()[0], 2),
         "results": [
             *speed_rows,
-            *({"model": f"minilm-{name.replace(' ', '-')} vs minilm-torch", "metrics": m} for name, m in agree.items()),
+            *({"model": f"minilm-{_slug(name)} vs minilm-torch", "metrics": m} for name, m in agree.items()),
             *index_rows,
             *ranking_rows,
         ],
