@@ -84,13 +84,48 @@ def metrics_table(results: Any, columns: list[str] | None = None) -> Table:
     if with_memory:
         table.add_column("peak MB", justify="right")
     for res in results.results:
-        values = [f"{res.metrics[c]:.4f}" if res.metrics.get(c) is not None else "-" for c in columns]
+        values = [_with_interval(res, c, first=i == 0) for i, c in enumerate(columns)]
         memory = [f"{res.peak_rss_mb:.0f}" if res.peak_rss_mb is not None else "-"] if with_memory else []
         table.add_row(res.model, *values, f"{res.fit_s:.2f}", *memory)
     return table
 
 
-def _run_evaluation(data: Any, models: list[str], k: int, protocol: str, tune: bool, seed: int) -> Any:
+def _with_interval(res: Any, column: str, *, first: bool) -> str:
+    """A metric cell: the value (mean over seeds, with sd) and, for the first column, its 95% interval."""
+    value = res.metrics.get(column)
+    if value is None:
+        return "-"
+    text = f"{value:.4f}"
+    if res.metrics_sd.get(column) is not None:
+        text += f" ±{res.metrics_sd[column]:.4f}"
+    if first and column in res.ci95:
+        low, high = res.ci95[column]
+        text += f" [{low:.4f}, {high:.4f}]"
+    return text
+
+
+def comparisons_table(results: Any) -> Table:
+    """A rich table of the paired comparisons against the reference model."""
+    table = Table(title=f"paired differences vs {results.reference} (95% bootstrap interval over users)")
+    for col in ("model", "metric", "diff", "95% interval", "p", "verdict"):
+        table.add_column(col, justify="left" if col in ("model", "metric", "verdict") else "right")
+    for c in results.comparisons:
+        table.add_row(
+            c.a, c.metric, f"{c.diff:+.4f}", f"[{c.ci95[0]:+.4f}, {c.ci95[1]:+.4f}]", f"{c.p_value:.4f}", c.verdict
+        )
+    return table
+
+
+def _run_evaluation(
+    data: Any,
+    models: list[str],
+    k: int,
+    protocol: str,
+    tune: bool,
+    seed: int,
+    seeds: int = 1,
+    compare_to: str | None = None,
+) -> Any:
     from llmrec.eval.runner import evaluate_models
     from llmrec.models.base import TrainOptions
     from llmrec.models.registry import SCORERS, tuning_configs
@@ -98,7 +133,7 @@ def _run_evaluation(data: Any, models: list[str], k: int, protocol: str, tune: b
     unknown = [m for m in models if m not in SCORERS]
     if unknown:
         raise ConfigError(f"unknown model(s) {unknown}; available: {', '.join(sorted(SCORERS))}")
-    total = sum((len(tuning_configs(m)) if tune else 0) + 1 for m in models)
+    total = sum((len(tuning_configs(m)) if tune else 0) + (seeds if SCORERS[m].stochastic else 1) for m in models)
     columns = [
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -117,7 +152,15 @@ def _run_evaluation(data: Any, models: list[str], k: int, protocol: str, tune: b
             progress.update(task, description=message)
 
         return evaluate_models(
-            data, models, k=k, protocol=protocol, tune=tune, options=TrainOptions(seed=seed), on_progress=step
+            data,
+            models,
+            k=k,
+            protocol=protocol,
+            tune=tune,
+            options=TrainOptions(seed=seed),
+            seeds=seeds,
+            compare_to=compare_to,
+            on_progress=step,
         )
 
 
@@ -130,10 +173,21 @@ def evaluate(
     models: Annotated[str, typer.Option(help="Comma-separated scorer names.")] = DEFAULT_MODELS,
     k: Annotated[int, typer.Option(help="List length and metric cut-off.")] = 10,
     protocol: Annotated[
-        str, typer.Option(help="leave-last-out (per user) or temporal (global cut).")
+        str,
+        typer.Option(
+            help="leave-last-out (per user), temporal (global cut, warm users), timeline (global cut, every later "
+            "event a target query: many more targets) or cold-items."
+        ),
     ] = "leave-last-out",
     tune: Annotated[bool, typer.Option(help="Tune each model's hyperparameters on the validation split.")] = True,
-    seed: Annotated[int, typer.Option(help="Random seed for every fit.")] = 42,
+    seed: Annotated[int, typer.Option(help="Random seed for every fit (the first seed with --seeds).")] = 42,
+    seeds: Annotated[
+        int, typer.Option(help="Fit every stochastic model this many times (seed, seed+1, ...); report mean and sd.")
+    ] = 1,
+    compare_to: Annotated[
+        str | None,
+        typer.Option(help="Reference model of the paired comparisons (default: the best classical baseline)."),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Where to write the results JSON.")] = Path("results.json"),
     html: Annotated[Path | None, typer.Option(help="Also write an HTML report with plots here.")] = None,
     db: Annotated[str | None, typer.Option(help="Store URL for ingested datasets (default: LLMREC_DB_URL).")] = None,
@@ -142,9 +196,14 @@ def evaluate(
     from llmrec.data.registry import load_named
 
     data = load_named(dataset, db)
-    results = _run_evaluation(data, [m.strip() for m in models.split(",") if m.strip()], k, protocol, tune, seed)
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    if compare_to is not None and compare_to not in names:
+        raise ConfigError(f"--compare-to {compare_to!r} is not among --models ({', '.join(names)}); add it to --models")
+    results = _run_evaluation(data, names, k, protocol, tune, seed, seeds, compare_to)
     results.write_json(out)
     console.print(metrics_table(results))
+    if results.comparisons:
+        console.print(comparisons_table(results))
     console.print(f"results: {out}")
     if html is not None:
         from llmrec.eval.report import write_html
@@ -173,6 +232,34 @@ def report(
         raise ConfigError(f"{results_json} is not an llmrec results file: {exc}") from exc
     write_html(results, html)
     console.print(f"report: {html}")
+
+
+@app.command()
+@_friendly_errors
+def compare(
+    results_json: Annotated[list[Path], typer.Argument(help="Results JSON files of one dataset, protocol and k.")],
+    out: Annotated[Path, typer.Option(help="Where to write the merged results JSON.")] = Path("results.json"),
+    compare_to: Annotated[
+        str | None, typer.Option(help="Reference model (default: the best classical baseline).")
+    ] = None,
+) -> None:
+    """Merge results files (a sweep run a model at a time) and recompute the paired comparisons."""
+    from pydantic import ValidationError
+
+    from llmrec.eval.compare import merge_results
+
+    for path in results_json:
+        if not path.is_file():
+            raise ConfigError(f"{path}: file not found; write it with `llmrec evaluate --out {path}`")
+    try:
+        merged = merge_results(results_json, compare_to)
+    except (ValueError, ValidationError) as exc:
+        raise ConfigError(f"not llmrec results files: {exc}") from exc
+    merged.write_json(out)
+    console.print(metrics_table(merged))
+    if merged.comparisons:
+        console.print(comparisons_table(merged))
+    console.print(f"results: {out}")
 
 
 @app.command()

@@ -23,7 +23,24 @@ __all__ = [
 
 
 class LlmrecError(Exception):
-    """Base class of every error llmrec raises on purpose."""
+    """Base class of every error llmrec raises on purpose.
+
+    Args:
+        message: What is wrong, in the caller's terms.
+        field: The setting or argument at fault (``"seeds"``, ``"retriever.config.l2_reg"``), when one is.
+        fix: What to do about it; the CLI and the HTTP API render it after the message. Lower layers say it in
+            terms of their own arguments, never of a CLI flag or an HTTP route.
+
+    """
+
+    def __init__(self, message: str = "", *args: object, field: str | None = None, fix: str | None = None) -> None:
+        super().__init__(message, *args)
+        self.field = field
+        self.fix = fix
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"{text}. Fix: {self.fix}" if self.fix and "Fix:" not in text else text
 
 
 class ConfigError(LlmrecError):

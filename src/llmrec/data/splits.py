@@ -6,6 +6,12 @@ Three protocols (DESIGN.md "Evaluation protocol"; the first two are time-respect
   validation target, the rest is training data. Users with fewer than ``min_interactions`` stay in training.
 * ``temporal``: one global cut in time; interactions before ``t_valid`` train, ``[t_valid, t_test)`` validate,
   from ``t_test`` on test. Targets are kept only for users with earlier history (warm users).
+* ``timeline``: one global cut in time, like ``temporal``, but every event after the cut of every user is a
+  target query of its own (at most ``max_queries`` per user, evenly spaced): the model, fitted only on events
+  before the cut, ranks the catalogue for the user's history up to that event (folded in, no refit) and is
+  scored on the event's item. Nothing a model learns from is later than any target (one global timeline; no
+  user's future leaks through another user's training events, which leave-last-out allows), and users whose
+  history starts after the cut count too, so it has many more targets than ``temporal``.
 * ``cold-items`` (item cold start, see :func:`cold_item_split`): a random, seeded set of items is held out of
   training entirely; every interaction with them is a target. Validation holds out a second, disjoint set of
   items the same way. Models are ranked among the held-out items of the stage (the runner passes them as
@@ -36,11 +42,12 @@ __all__ = [
     "leave_last_out",
     "make_split",
     "temporal_split",
+    "timeline_split",
 ]
 
-Protocol = Literal["leave-last-out", "temporal", "cold-items"]
+Protocol = Literal["leave-last-out", "temporal", "timeline", "cold-items"]
 Stage = Literal["valid", "test"]
-PROTOCOLS: tuple[str, ...] = ("leave-last-out", "temporal", "cold-items")
+PROTOCOLS: tuple[str, ...] = ("leave-last-out", "temporal", "timeline", "cold-items")
 
 
 @dataclass(frozen=True)
@@ -113,7 +120,7 @@ class Split:
                     f"{stage} items (e.g. item {item}): they would not be cold. Fit on split.fit_data({stage!r})"
                 )
             return
-        if self.protocol == "temporal":
+        if self.protocol in ("temporal", "timeline"):
             cut = int(targets.timestamps.min())
             later = fit.timestamps >= cut
             if later.any():
@@ -174,17 +181,23 @@ def leave_last_out(data: Dataset, *, min_interactions: int = 3) -> Split:
     )
 
 
-def temporal_split(data: Dataset, *, valid_fraction: float = 0.1, test_fraction: float = 0.1) -> Split:
-    """One global cut in time: the last ``test_fraction`` of events test, the ``valid_fraction`` before validate.
-
-    Targets keep only users who have events before the cut (warm users); cold users need another protocol.
-    """
+def _time_cuts(data: Dataset, valid_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """The validation and test cut-off times: the last ``test_fraction`` of events test, ``valid_fraction`` before."""
     if not (0 < valid_fraction < 1 and 0 < test_fraction < 1 and valid_fraction + test_fraction < 1):
         raise ConfigError("valid_fraction and test_fraction must be in (0, 1) and sum to less than 1")
     t_valid = np.quantile(data.timestamps, 1 - valid_fraction - test_fraction, method="higher")
     t_test = np.quantile(data.timestamps, 1 - test_fraction, method="higher")
     if t_valid >= t_test:
         raise ConfigError("not enough distinct timestamps for a temporal split; use leave-last-out")
+    return int(t_valid), int(t_test)
+
+
+def temporal_split(data: Dataset, *, valid_fraction: float = 0.1, test_fraction: float = 0.1) -> Split:
+    """One global cut in time: the last ``test_fraction`` of events test, the ``valid_fraction`` before validate.
+
+    Targets keep only users who have events before the cut (warm users); cold users need another protocol.
+    """
+    t_valid, t_test = _time_cuts(data, valid_fraction, test_fraction)
     train_mask = data.timestamps < t_valid
     valid_mask = (data.timestamps >= t_valid) & (data.timestamps < t_test)
     test_mask = data.timestamps >= t_test
@@ -196,6 +209,22 @@ def temporal_split(data: Dataset, *, valid_fraction: float = 0.1, test_fraction:
         data.subset(valid_mask & warm_valid, name=data.name),
         data.subset(test_mask & warm_test, name=data.name),
         valid_period=data.subset(valid_mask, name=data.name),
+    )
+
+
+def timeline_split(data: Dataset, *, valid_fraction: float = 0.1, test_fraction: float = 0.3) -> Split:
+    """One global cut in time whose later events, of every user, are all targets (see the module docstring).
+
+    Like :func:`temporal_split`, but targets are not restricted to warm users: a user who appears only after
+    the cut is scored from their second event on, with the events before it as the folded-in history. The
+    queries themselves are built by the evaluation runner (:func:`llmrec.eval.runner.timeline_queries`).
+    """
+    t_valid, t_test = _time_cuts(data, valid_fraction, test_fraction)
+    return Split(
+        "timeline",
+        data.subset(data.timestamps < t_valid, name=data.name),
+        data.subset((data.timestamps >= t_valid) & (data.timestamps < t_test), name=data.name),
+        data.subset(data.timestamps >= t_test, name=data.name),
     )
 
 
@@ -257,6 +286,8 @@ def make_split(data: Dataset, protocol: str = "leave-last-out") -> Split:
         return leave_last_out(data)
     if protocol == "temporal":
         return temporal_split(data)
+    if protocol == "timeline":
+        return timeline_split(data)
     if protocol == "cold-items":
         return cold_item_split(data)
     raise ConfigError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -50,6 +51,9 @@ __all__ = [
     "HIGHER_IS_BETTER",
     "LOWER_IS_BETTER",
     "METRIC_DESCRIPTIONS",
+    "PER_USER_METRICS",
+    "POOLED_METRICS",
+    "MetricParts",
     "accuracy_per_user",
     "activity_groups",
     "average_recommended_popularity",
@@ -65,6 +69,7 @@ __all__ = [
     "item_features",
     "map_at_k",
     "metric_direction",
+    "metric_parts",
     "mrr_at_k",
     "ndcg_at_k",
     "novelty",
@@ -633,6 +638,108 @@ def compute_metrics(
         "novelty@k", "serendipity@k", "gini@k", "arp@k", "tail_exposure@k", "ndcg_gap@k", "n_users"}``.
 
     """
+    return metric_parts(
+        ranked, truth, k=k, train=train, item_features=item_features, baseline_ranked=baseline_ranked, users=users
+    ).summary()
+
+
+PER_USER_METRICS: tuple[str, ...] = (*ACCURACY_METRICS, "ild", "novelty", "serendipity", "arp")
+"""Metrics with one value per evaluated user (their protocol value is the mean over users)."""
+
+POOLED_METRICS: tuple[str, ...] = ("coverage", "gini", "tail_exposure", "ndcg_gap")
+"""Metrics computed from all lists at once (catalogue shares, group gaps): not a mean of per-user values."""
+
+
+@dataclass(frozen=True)
+class MetricParts:
+    """Everything :func:`compute_metrics` needs, per evaluated user, so any subset or resample can be scored.
+
+    The bootstrap of :mod:`llmrec.eval.stats` draws users with replacement and recomputes every metric on the
+    draw through :meth:`summary`, so an interval covers pooled metrics (coverage, Gini) exactly as it covers
+    per-user means.
+
+    Attributes:
+        k: Cut-off.
+        per_user: ``{name: (n,) values}`` for :data:`PER_USER_METRICS` (``NaN`` where undefined).
+        ranked: ``(n, k)`` prepared lists of the evaluated users.
+        user_groups: Activity group (``"active"``/``"inactive"``) of each evaluated user.
+        item_groups: Head/tail group of each catalogue item.
+        n_items: Catalogue size.
+        users: Dense training user index of each evaluated row.
+
+    """
+
+    k: int
+    per_user: dict[str, np.ndarray]
+    ranked: np.ndarray
+    user_groups: np.ndarray
+    item_groups: np.ndarray
+    n_items: int
+    users: np.ndarray
+
+    def user_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(unique users, row -> position in unique users)``: the units of the bootstrap."""
+        return np.unique(self.users, return_inverse=True)
+
+    def user_values(self, name: str) -> np.ndarray:
+        """Per-user values of a per-user metric, one per distinct user (rows of one user averaged, NaN-aware).
+
+        A protocol with several target queries per user (``timeline``) weighs every user once, like
+        leave-last-out does; with one row per user this is the row values in user order.
+        """
+        unique, inverse = self.user_index()
+        values = self.per_user[name]
+        ok = ~np.isnan(values)
+        sums = np.bincount(inverse[ok], weights=values[ok], minlength=len(unique))
+        counts = np.bincount(inverse[ok], minlength=len(unique))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(counts > 0, sums / counts, np.nan)
+
+    def pooled(self, rows: np.ndarray | None = None) -> dict[str, float]:
+        """The pooled metrics over ``rows`` (row indices, repeats allowed; all rows when ``None``)."""
+        k = self.k
+        r = self.ranked if rows is None else self.ranked[rows]
+        groups = self.user_groups if rows is None else self.user_groups[rows]
+        ndcg = self.per_user["ndcg"] if rows is None else self.per_user["ndcg"][rows]
+        by_activity = group_means(ndcg, groups)
+        return {
+            f"coverage@{k}": catalog_coverage(r, self.n_items, k),
+            f"gini@{k}": gini_index(r, self.n_items, k),
+            f"tail_exposure@{k}": group_exposure(r, self.item_groups, k).get("tail", float("nan")),
+            f"ndcg_gap@{k}": by_activity.get("active", float("nan")) - by_activity.get("inactive", float("nan")),
+        }
+
+    def summary(self) -> dict[str, float]:
+        """Every metric over all evaluated users, keyed ``name@k``, plus ``n_users`` (see compute_metrics)."""
+        k = self.k
+        means = {name: _nanmean(self.user_values(name)) for name in PER_USER_METRICS}
+        pooled = self.pooled()
+        out: dict[str, float] = {f"{name}@{k}": means[name] for name in ACCURACY_METRICS}
+        out[f"coverage@{k}"] = pooled[f"coverage@{k}"]
+        for name in ("ild", "novelty", "serendipity"):
+            out[f"{name}@{k}"] = means[name]
+        out[f"gini@{k}"] = pooled[f"gini@{k}"]
+        out[f"arp@{k}"] = means["arp"]
+        out[f"tail_exposure@{k}"] = pooled[f"tail_exposure@{k}"]
+        out[f"ndcg_gap@{k}"] = pooled[f"ndcg_gap@{k}"]
+        out["n_users"] = len(np.unique(self.users))
+        return out
+
+
+def metric_parts(
+    ranked: np.ndarray,
+    truth: sp.spmatrix | sp.sparray | np.ndarray,
+    *,
+    k: int,
+    train: Dataset,
+    item_features: sp.spmatrix | sp.sparray | np.ndarray | None = None,
+    baseline_ranked: np.ndarray | None = None,
+    users: np.ndarray | None = None,
+) -> MetricParts:
+    """The per-user pieces of :func:`compute_metrics` (same arguments), for intervals and paired tests.
+
+    Rows without a relevant item are dropped, as in :func:`compute_metrics`.
+    """
     k = _check_k(k)
     n_items = train.n_items
     t = _prepare_truth(truth, np.asarray(ranked).shape[0])
@@ -656,15 +763,12 @@ def compute_metrics(
     pop = train.item_popularity
     n_train_users = train.n_users
 
-    acc = _accuracy_from_hits(_hits(r, t), n_rel)
-    out: dict[str, float] = {f"{name}@{k}": _nanmean(acc[name]) for name in ACCURACY_METRICS}
-
-    out[f"coverage@{k}"] = catalog_coverage(r, n_items, k)
+    per_user = _accuracy_from_hits(_hits(r, t), n_rel)
     feats = _build_item_features(train) if item_features is None else item_features
     if feats.shape[0] != n_items:
         raise ConfigError(f"item_features has {feats.shape[0]} rows but the catalogue has {n_items} items")
-    out[f"ild@{k}"] = _nanmean(intra_list_diversity(r, feats, k))
-    out[f"novelty@{k}"] = _nanmean(novelty(r, pop, n_train_users, k))
+    per_user["ild"] = intra_list_diversity(r, feats, k)
+    per_user["novelty"] = novelty(r, pop, n_train_users, k)
     if baseline_ranked is None:
         base = popularity_baseline(train, k, uidx)
     else:
@@ -672,12 +776,15 @@ def compute_metrics(
         if base.ndim != 2 or base.shape[0] != len(keep):
             raise ConfigError(f"baseline_ranked must have {len(keep)} rows (one per ranked row), got {base.shape}")
         base = base[keep]
-    out[f"serendipity@{k}"] = _nanmean(serendipity(r, t, base, k))
-    out[f"gini@{k}"] = gini_index(r, n_items, k)
-    out[f"arp@{k}"] = _nanmean(average_recommended_popularity(r, pop, n_train_users, k))
-    out[f"tail_exposure@{k}"] = group_exposure(r, head_tail_groups(pop), k).get("tail", float("nan"))
-    user_groups = activity_groups(train.user_activity)[uidx]  # a property of the user, not of the row order
-    by_activity = group_means(acc["ndcg"], user_groups)
-    out[f"ndcg_gap@{k}"] = by_activity.get("active", float("nan")) - by_activity.get("inactive", float("nan"))
-    out["n_users"] = int(keep.sum())
-    return out
+    per_user["serendipity"] = serendipity(r, t, base, k)
+    per_user["arp"] = average_recommended_popularity(r, pop, n_train_users, k)
+    return MetricParts(
+        k=k,
+        per_user=per_user,
+        ranked=r,
+        # A property of the user, not of the row order.
+        user_groups=activity_groups(train.user_activity)[uidx],
+        item_groups=head_tail_groups(pop),
+        n_items=n_items,
+        users=uidx,
+    )

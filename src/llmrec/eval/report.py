@@ -39,8 +39,11 @@ def _bars(results: EvalResults, names: list[str]) -> str:
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.6 * rows), squeeze=False)
     models = [r.model for r in results.results]
     for ax, name in zip(axes.flat, names, strict=False):
-        values = [r.metrics.get(name) for r in results.results]
-        ax.bar(models, [float("nan") if v is None else v for v in values], color="#4c72b0")
+        values = [float("nan") if r.metrics.get(name) is None else r.metrics[name] for r in results.results]
+        # 95% bootstrap interval over users as error bars (none where a result has no interval).
+        low = [v - r.ci95[name][0] if name in r.ci95 else 0.0 for v, r in zip(values, results.results, strict=True)]
+        high = [r.ci95[name][1] - v if name in r.ci95 else 0.0 for v, r in zip(values, results.results, strict=True)]
+        ax.bar(models, values, color="#4c72b0", yerr=[low, high], capsize=3, ecolor="#333333")
         ax.set_title(name, fontsize=10)
         ax.tick_params(axis="x", labelrotation=45, labelsize=8)
     for ax in list(axes.flat)[len(names) :]:

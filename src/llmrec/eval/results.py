@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from llmrec import __version__
 
-__all__ = ["EvalResults", "ModelResult"]
+__all__ = ["Comparison", "EvalResults", "ModelResult"]
 
 
 class ModelResult(BaseModel):
@@ -34,6 +34,12 @@ class ModelResult(BaseModel):
         popularity_curve: Share of recommendation slots per item-popularity decile (decile 1 = most popular
             tenth of the catalogue by training interactions), for the popularity-bias plot.
         peak_rss_mb: Peak resident memory of the process that ran this model, when measured.
+        ci95: 95% bootstrap interval over users of every metric (:func:`llmrec.eval.stats.metric_intervals`).
+        seeds: The seeds the model was fitted with; with more than one, ``metrics`` are means over seeds.
+        per_seed: Test metrics of each seed, in ``seeds`` order.
+        metrics_sd: Standard deviation over seeds of each metric (sample sd; only with several seeds).
+        per_user: ``{"users": [external ids], "ndcg@10": [value or None], ...}``: per-user accuracy values
+            (mean over seeds), so comparisons can be recomputed from the file alone (after a merge, say).
 
     """
 
@@ -46,21 +52,50 @@ class ModelResult(BaseModel):
     recommend_ms_per_user: float | None = None
     popularity_curve: list[float] = Field(default_factory=list)
     peak_rss_mb: float | None = None
+    ci95: dict[str, list[float]] = Field(default_factory=dict)
+    seeds: list[int] = Field(default_factory=list)
+    per_seed: list[dict[str, float | None]] = Field(default_factory=list)
+    metrics_sd: dict[str, float | None] = Field(default_factory=dict)
+    per_user: dict[str, list[Any]] = Field(default_factory=dict)
 
-    @field_validator("metrics", "valid_metrics")
+    @field_validator("metrics", "valid_metrics", "metrics_sd")
     @classmethod
     def _nan_to_none(cls, value: dict[str, float | None]) -> dict[str, float | None]:
         return {k: None if v is None or math.isnan(v) else float(v) for k, v in value.items()}
 
 
+class Comparison(BaseModel):
+    """``a - b`` on one metric over the users both evaluated (see :func:`llmrec.eval.stats.paired_comparison`).
+
+    ``verdict`` is ``"better"``/``"worse"`` when the 95% interval excludes zero (for a higher-is-better
+    metric), otherwise ``"within noise"``.
+    """
+
+    a: str
+    b: str
+    metric: str
+    diff: float
+    ci95: list[float]
+    p_value: float
+    n_users: int
+    verdict: str = ""
+
+
 class EvalResults(BaseModel):
-    """All models evaluated on one dataset, protocol and cut-off ``k``."""
+    """All models evaluated on one dataset, protocol and cut-off ``k``.
+
+    ``comparisons`` hold every model against ``reference``; ``provenance`` says how the file was made (git
+    commit, command line, cores, load average, wall time; :func:`llmrec.eval.provenance.provenance`).
+    """
 
     dataset: str
     protocol: str
     k: int
     results: list[ModelResult]
     split: dict[str, Any] = Field(default_factory=dict)
+    reference: str | None = None
+    comparisons: list[Comparison] = Field(default_factory=list)
+    provenance: dict[str, Any] = Field(default_factory=dict)
     llmrec_version: str = __version__
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
@@ -72,7 +107,11 @@ class EvalResults(BaseModel):
         raise KeyError(f"no result for model {model!r}; have {[r.model for r in self.results]}")
 
     def write_json(self, path: str | Path) -> Path:
-        """Write the results as indented JSON (parent folders are created)."""
+        """Write the results as indented JSON (parent folders are created), stamped with provenance."""
+        from llmrec.eval.provenance import provenance
+
+        if not self.provenance:
+            self.provenance = provenance()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")

@@ -18,16 +18,25 @@ import scipy.sparse as sp
 from llmrec.data.dataset import Dataset
 from llmrec.data.splits import Split, Stage, make_split
 from llmrec.errors import ConfigError
-from llmrec.eval.metrics import compute_metrics, item_features
+from llmrec.eval.compare import compare_results
+from llmrec.eval.metrics import ACCURACY_METRICS, MetricParts, compute_metrics, item_features, metric_parts
 from llmrec.eval.results import EvalResults, ModelResult
-from llmrec.models.base import Scorer, TrainOptions
+from llmrec.eval.stats import metric_intervals, seed_mean
+from llmrec.models.base import Scorer, TrainOptions, top_k
 from llmrec.models.registry import SCORERS, get_scorer, tuning_configs
 
 if TYPE_CHECKING:
     from llmrec.llm.base import LanguageModel
     from llmrec.pipeline import PipelineConfig
 
-__all__ = ["ModelSpec", "evaluate_models", "evaluate_pipeline", "popularity_curve"]
+__all__ = [
+    "MAX_QUERIES_PER_USER",
+    "ModelSpec",
+    "evaluate_models",
+    "evaluate_pipeline",
+    "popularity_curve",
+    "timeline_queries",
+]
 
 log = logging.getLogger(__name__)
 
@@ -49,25 +58,84 @@ def popularity_curve(ranked: np.ndarray, popularity: np.ndarray, bins: int = 10)
     return [round(float(c), 6) for c in counts / counts.sum()]
 
 
+MAX_QUERIES_PER_USER = 20
+"""``timeline`` protocol: at most this many target events per user (evenly spaced), so no user dominates."""
+
+
+def timeline_queries(
+    fit: Dataset, targets: Dataset, max_per_user: int = MAX_QUERIES_PER_USER
+) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """The target queries of the ``timeline`` protocol: ``(user index, history, target item)`` per query.
+
+    Every target event whose user has at least one earlier event (in ``fit`` or earlier among ``targets``) is
+    a query; its history is every earlier event of that user, oldest first, and an item already in it is not
+    a fair target (exclude-seen hides it), so such events are skipped. At most ``max_per_user`` evenly spaced
+    queries are kept per user.
+    """
+    users = np.concatenate([fit.user_idx, targets.user_idx])
+    items = np.concatenate([fit.item_idx, targets.item_idx])
+    times = np.concatenate([fit.timestamps, targets.timestamps])
+    is_target = np.concatenate([np.zeros(len(fit), dtype=bool), np.ones(len(targets), dtype=bool)])
+    order = np.lexsort((np.arange(len(users)), times, users))  # by user, then time, then input order
+    users, items, is_target = users[order], items[order], is_target[order]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    ends = np.r_[starts[1:], len(users)]
+    q_users: list[int] = []
+    q_hist: list[np.ndarray] = []
+    q_items: list[int] = []
+    for start, end in zip(starts, ends, strict=True):
+        seq = items[start:end]
+        positions = [p for p in np.flatnonzero(is_target[start:end]) if p > 0 and seq[p] not in set(seq[:p])]
+        if len(positions) > max_per_user:
+            keep = np.unique(np.round(np.linspace(0, len(positions) - 1, max_per_user)).astype(np.int64))
+            positions = [positions[i] for i in keep]
+        for p in positions:
+            q_users.append(int(users[start]))
+            q_hist.append(seq[:p].copy())
+            q_items.append(int(seq[p]))
+    return np.asarray(q_users, dtype=np.int64), q_hist, np.asarray(q_items, dtype=np.int64)
+
+
 class _Stage:
     """The targets of one stage: which users to rank and their relevant items (minus what they have seen).
 
     ``candidates`` is ``None`` (rank the whole catalogue) except under ``cold-items``, where users are ranked
-    among the stage's held-out items.
+    among the stage's held-out items. Under ``timeline`` every row is one target query with its own history
+    (``histories``), ranked by folding that history into the fitted model; ``users`` then repeats.
     """
 
     def __init__(self, split: Split, stage: Stage) -> None:
         self.fit = split.fit_data(stage)
         targets = split.targets(stage)
-        self.users = np.unique(targets.user_idx)
-        truth = targets.matrix("binary")[self.users]
-        seen = self.fit.matrix("binary")[self.users]
-        # An item the user already had cannot be recommended with exclude_seen; it is not a fair target.
-        self.truth = sp.csr_matrix(truth - truth.multiply(seen))
-        self.truth.eliminate_zeros()
+        self.histories: list[np.ndarray] | None = None
+        if split.protocol == "timeline":
+            self.users, self.histories, items = timeline_queries(self.fit, targets)
+            self.truth = sp.csr_matrix(
+                (np.ones(len(items)), (np.arange(len(items)), items)), shape=(len(items), targets.n_items)
+            )
+        else:
+            self.users = np.unique(targets.user_idx)
+            truth = targets.matrix("binary")[self.users]
+            seen = self.fit.matrix("binary")[self.users]
+            # An item the user already had cannot be recommended with exclude_seen; it is not a fair target.
+            self.truth = sp.csr_matrix(truth - truth.multiply(seen))
+            self.truth.eliminate_zeros()
         self.user_ids = targets.user_vocab.ids[self.users]
         cold = split.cold_items(stage)
         self.candidates = None if cold is None else targets.item_vocab.ids[cold]
+
+    def rank(self, scorer: Scorer, k: int) -> np.ndarray:
+        """Top-``k`` dense item indices of every row (exclude-seen, within the stage's candidates)."""
+        if self.histories is None:
+            return scorer.recommend(self.user_ids, k=k, exclude_seen=True, candidates=self.candidates).item_idx
+        out = np.empty((len(self.histories), k), dtype=np.int64)
+        for start in range(0, len(self.histories), 512):
+            chunk = self.histories[start : start + 512]
+            scores = scorer.score_histories(chunk)
+            rows = np.repeat(np.arange(len(chunk)), [len(h) for h in chunk])
+            scores[rows, np.concatenate(chunk)] = -np.inf
+            out[start : start + len(chunk)] = top_k(scores, k)[0]
+        return out
 
 
 @contextmanager
@@ -86,30 +154,46 @@ def evaluate_models(
     protocol: str = "leave-last-out",
     tune: bool = True,
     options: TrainOptions | None = None,
+    seeds: int = 1,
+    compare_to: str | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> EvalResults:
-    """Evaluate scorers on a time-respecting split with full ranking over all items.
+    """Evaluate scorers on a time-respecting split with full ranking over all items, with intervals.
+
+    Every result carries a 95% bootstrap interval over users for each metric (``ci95``) and its per-user
+    accuracy values; the results carry a paired comparison of every model against a reference.
 
     Args:
         data: The whole dataset; it is split here (``protocol``).
         models: Registry names (tuned over the scorer's ``tuning_grid`` when ``tune``) or ``(name, config)``.
         k: List length and metric cut-off.
-        protocol: ``"leave-last-out"``, ``"temporal"`` or ``"cold-items"`` (see :mod:`llmrec.data.splits`;
-            under ``cold-items`` every list is ranked among the held-out cold items only).
-        tune: Search each named scorer's grid on the validation targets; otherwise use defaults.
+        protocol: ``"leave-last-out"``, ``"temporal"``, ``"timeline"`` or ``"cold-items"`` (see
+            :mod:`llmrec.data.splits`; under ``cold-items`` every list is ranked among the held-out cold items
+            only, under ``timeline`` every later event is a query ranked from the user's folded-in history).
+        tune: Search each named scorer's grid on validation targets (with the first seed); otherwise defaults.
         options: Seed, threads and progress for every fit.
+        seeds: Fit every model whose training depends on the seed this many times (seeds ``options.seed``,
+            ``options.seed + 1``, ...); metrics are then means over seeds, with ``per_seed`` and ``metrics_sd``.
+        compare_to: The reference model label of the comparisons; ``None`` = the best classical baseline
+            evaluated (by NDCG@k), or no comparisons when none was.
         on_progress: Called with a short message before each fit (the CLI drives a progress bar with it).
 
     Returns:
-        :class:`EvalResults` with test metrics for every model.
+        :class:`EvalResults` with test metrics, intervals and comparisons.
 
     """
     if k < 1:
-        raise ConfigError(f"k must be >= 1, got {k}")
+        raise ConfigError(f"k must be >= 1, got {k}", field="k", fix="use a list length of at least 1")
+    if seeds < 1:
+        raise ConfigError(f"seeds must be >= 1, got {seeds}", field="seeds", fix="use 1 for a single fit")
     for spec in models:
         name = spec if isinstance(spec, str) else spec[0]
         if name not in SCORERS:
-            raise ConfigError(f"unknown model {name!r}; available: {', '.join(sorted(SCORERS))}")
+            raise ConfigError(
+                f"unknown model {name!r}",
+                field="models",
+                fix=f"choose one of the available models: {', '.join(sorted(SCORERS))}",
+            )
     options = options or TrainOptions()
     split = make_split(data, protocol)
     stages = {"valid": _Stage(split, "valid"), "test": _Stage(split, "test")}
@@ -122,7 +206,7 @@ def evaluate_models(
         candidates = tuning_configs(name) if tuning else [fixed or {}]
         tried: list[dict[str, Any]] = []
         best: tuple[float, dict[str, Any], dict[str, float]] | None = None
-        if tune:
+        if tune and stages["valid"].histories is None:
             # A scorer may choose its own config on validation more cheaply than grid refits (fusion weights).
             valid = stages["valid"]
             split.check(valid.fit, "valid")
@@ -136,29 +220,79 @@ def evaluate_models(
         for config in candidates if tuning else []:
             if on_progress:
                 on_progress(f"{name}: tuning {config or 'defaults'}")
-            valid_metrics, _, _, _ = _run(name, config, split, "valid", stages["valid"], k, options, features)
+            valid_parts, _, _, _ = _run(name, config, split, "valid", stages["valid"], k, options, features)
+            valid_metrics = valid_parts.summary()
             score = valid_metrics[f"ndcg@{k}"]
             tried.append({"config": config, f"ndcg@{k}": score})
             if best is None or score > best[0]:
                 best = (score, config, valid_metrics)
         config = best[1] if best else candidates[0]
-        if on_progress:
-            on_progress(f"{name}: final fit {config or 'defaults'}")
-        metrics, fit_s, rec_s, ranked = _run(name, config, split, "test", stages["test"], k, options, features)
-        results.append(
-            ModelResult(
-                model=label,
-                metrics=metrics,
-                fit_s=round(fit_s, 3),
-                config=config,
-                valid_metrics=best[2] if best else {},
-                tuning=tried,
-                recommend_ms_per_user=round(1000 * rec_s / max(len(stages["test"].users), 1), 4),
-                popularity_curve=popularity_curve(ranked, stages["test"].fit.item_popularity),
-            )
-        )
-        log.info("%s: ndcg@%d=%.4f fit %.1fs", label, k, metrics[f"ndcg@{k}"], fit_s)
-    return EvalResults(dataset=data.name, protocol=protocol, k=k, results=results, split=split.describe())
+        seed_list = [options.seed]
+        if seeds > 1 and get_scorer(name, **config).depends_on_seed():
+            seed_list = [options.seed + i for i in range(seeds)]
+        runs = []
+        for seed in seed_list:
+            if on_progress:
+                on_progress(f"{name}: final fit {config or 'defaults'}" + (f", seed {seed}" if seeds > 1 else ""))
+            seeded = options.model_copy(update={"seed": seed})
+            runs.append(_run(name, config, split, "test", stages["test"], k, seeded, features))
+        results.append(_model_result(label, runs, seed_list, stages["test"], config, best, tried, split.protocol, k))
+        log.info("%s: ndcg@%d=%.4f", label, k, results[-1].metrics[f"ndcg@{k}"])
+    out = EvalResults(dataset=data.name, protocol=protocol, k=k, results=results, split=_describe(split, stages))
+    return compare_results(out, compare_to)
+
+
+def _describe(split: Split, stages: dict[str, _Stage]) -> dict[str, Any]:
+    """The split's sizes plus, for query protocols, how many target queries each stage has."""
+    out: dict[str, Any] = dict(split.describe())
+    for name, stage in stages.items():
+        if stage.histories is not None:
+            out[f"{name}_queries"] = len(stage.histories)
+            out[f"{name}_users"] = len(np.unique(stage.users))
+    return out
+
+
+def _model_result(
+    label: str,
+    runs: list[tuple[MetricParts, float, float, np.ndarray]],
+    seed_list: list[int],
+    targets: _Stage,
+    config: dict[str, Any],
+    best: tuple[float, dict[str, Any], dict[str, float]] | None,
+    tried: list[dict[str, Any]],
+    protocol: str,
+    k: int,
+) -> ModelResult:
+    """One model's result from its runs (one per seed): means, spread, intervals and per-user values."""
+    parts = [run[0] for run in runs]
+    per_seed = [p.summary() for p in parts]
+    metrics = {key: float(np.nanmean([m[key] for m in per_seed])) for key in per_seed[0]}
+    metrics["n_users"] = per_seed[0]["n_users"]
+    sd: dict[str, float] = {}
+    if len(runs) > 1:
+        sd = {key: float(np.nanstd([m[key] for m in per_seed], ddof=1)) for key in per_seed[0] if key != "n_users"}
+    unique_users, _ = parts[0].user_index()
+    per_user: dict[str, list[Any]] = {"users": [str(u) for u in targets.fit.user_vocab.ids[unique_users]]}
+    for name in ACCURACY_METRICS:
+        values = seed_mean(parts, name)
+        per_user[f"{name}@{k}"] = [None if np.isnan(v) else round(float(v), 6) for v in values]
+    fit_s = float(np.mean([run[1] for run in runs]))
+    rec_s = float(np.mean([run[2] for run in runs]))
+    return ModelResult(
+        model=label,
+        metrics=metrics,
+        fit_s=round(fit_s, 3),
+        config=config,
+        valid_metrics=best[2] if best else {},
+        tuning=tried,
+        recommend_ms_per_user=round(1000 * rec_s / max(len(targets.users), 1), 4),
+        popularity_curve=popularity_curve(runs[0][3], targets.fit.item_popularity),
+        ci95=metric_intervals(parts),
+        seeds=seed_list,
+        per_seed=per_seed if len(runs) > 1 else [],
+        metrics_sd=sd,
+        per_user=per_user,
+    )
 
 
 def _run(
@@ -170,18 +304,16 @@ def _run(
     k: int,
     options: TrainOptions,
     features: sp.csr_matrix,
-) -> tuple[dict[str, float], float, float, np.ndarray]:
-    """Fit one configuration for ``stage`` and score its targets: (metrics, fit seconds, rec seconds, lists)."""
+) -> tuple[MetricParts, float, float, np.ndarray]:
+    """Fit one configuration for ``stage`` and score its targets: (metric parts, fit s, rec s, lists)."""
     split.check(targets.fit, stage)
     scorer: Scorer = get_scorer(name, **config)
     with _timer() as fit_t:
         scorer.fit(targets.fit, options)
     with _timer() as rec_t:
-        recs = scorer.recommend(targets.user_ids, k=k, exclude_seen=True, candidates=targets.candidates)
-    metrics = compute_metrics(
-        recs.item_idx, targets.truth, k=k, train=targets.fit, item_features=features, users=targets.users
-    )
-    return metrics, fit_t[0], rec_t[0], recs.item_idx
+        ranked = targets.rank(scorer, k)
+    parts = metric_parts(ranked, targets.truth, k=k, train=targets.fit, item_features=features, users=targets.users)
+    return parts, fit_t[0], rec_t[0], ranked
 
 
 def evaluate_pipeline(

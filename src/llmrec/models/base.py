@@ -150,6 +150,8 @@ class Scorer(ABC):
     tuning_grid: ClassVar[dict[str, list[Any]]] = {}
     """Small grid of config values the evaluation harness searches on validation (empty: nothing to tune)."""
     batch_size: ClassVar[int] = 1024
+    stochastic: ClassVar[bool] = False
+    """Whether the fitted model depends on ``TrainOptions.seed``; the harness then fits it once per seed."""
 
     def __init__(self, config: ScorerConfig | None = None, **kwargs: Any) -> None:
         if config is not None and kwargs:
@@ -169,6 +171,10 @@ class Scorer(ABC):
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())
         return f"{type(self).__name__}({fields})"
+
+    def depends_on_seed(self) -> bool:
+        """Whether this configured scorer's fit depends on the seed (:attr:`stochastic`; a fusion asks its parts)."""
+        return self.stochastic
 
     @classmethod
     def search_config(

@@ -100,6 +100,12 @@ class Fusion(Scorer):
     config_class: ClassVar[type[ScorerConfig]] = FusionConfig
     config: FusionConfig
 
+    def depends_on_seed(self) -> bool:
+        """A fusion is as stochastic as its most stochastic component."""
+        from llmrec.models.registry import scorer_class
+
+        return any(scorer_class(c.name).stochastic for c in self.config.components)
+
     def _fit(self, data: Dataset, options: TrainOptions) -> None:
         from llmrec.models.registry import get_scorer
 

@@ -81,6 +81,8 @@ class ImplicitMF(Scorer):
 
     """
 
+    stochastic: ClassVar[bool] = True
+
     user_factors: np.ndarray
     item_factors: np.ndarray
 

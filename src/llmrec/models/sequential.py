@@ -481,6 +481,8 @@ class SequentialScorer(Scorer):
 
     """
 
+    stochastic: ClassVar[bool] = True
+
     config: SequentialConfig
     causal: ClassVar[bool] = True
     output_head: ClassVar[bool] = False
