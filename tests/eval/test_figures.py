@@ -385,6 +385,7 @@ format = ".4f"
         ("<!-- figures:t -->\n<!-- figures:u -->\n<!-- /figures:u -->\n<!-- /figures:t -->\n", "inside"),
         ("<!-- figures:t -->\n<!-- /figures:t -->\n<!-- figures:t -->\n<!-- /figures:t -->\n", "twice"),
         ("<!--figures:t-->\n<!-- /figures:t -->\n", "malformed"),
+        ("Prose that names `<!-- figures:x -->` inline is fine.\n", "have no markers"),
         ("<!-- figures:t -->\n<!-- /figures:t -->\n<!-- figures:u -->\n<!-- /figures:u -->\n", r"\['u'\] have no"),
         ("no markers\n", "have no markers"),
     ],

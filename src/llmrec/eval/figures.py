@@ -81,7 +81,7 @@ _ALIGN_RULE: dict[str | None, str] = {None: "---", "left": ":---", "right": "---
 _NAME = r"[A-Za-z0-9_.-]+"
 _START = re.compile(rf"^<!-- figures:({_NAME}) -->$")
 _END = re.compile(rf"^<!-- /figures:({_NAME}) -->$")
-_ANY_MARKER = re.compile(r"<!--\s*/?figures:")
+_ANY_MARKER = re.compile(r"^\s*<!--\s*/?\s*figures:")
 
 
 # -- errors ----------------------------------------------------------------------------------------------------
@@ -737,8 +737,8 @@ def _spans(lines: Sequence[str]) -> list[_Span]:
         elif end:
             if open_name != end[1]:
                 raise MarkerError(f"README line {i + 1}: end of block {end[1]!r} without its start marker")
-            spans.append(_Span(open_name, open_at, i))
-            seen.add(open_name)
+            spans.append(_Span(end[1], open_at, i))
+            seen.add(end[1])
             open_name = None
         elif _ANY_MARKER.search(line):
             raise MarkerError(
