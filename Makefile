@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PIP := $(VENV)/bin/pip
 
-.PHONY: demo test install install-test lint bench clean
+.PHONY: demo test install install-test lint bench figures clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ lint: install-test
 ## The baselines benchmark: prints a table and writes JSON.
 bench: install
 	$(VENV)/bin/python benchmarks/baselines.py --out out/baselines.json
+
+## Regenerate the README's figure tables from results/*.json (specs in results/tables.toml).
+figures: install
+	$(VENV)/bin/python -m llmrec.eval.figures --write
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache
