@@ -97,6 +97,12 @@ def test_evaluate_pipeline_reports_retriever_and_rerank_on_the_same_users(ml_sam
     assert reranked.config["weight"] in (0.0, 1.0)
     best = max(t["ndcg@5"] for t in reranked.tuning)
     assert reranked.valid_metrics["ndcg@5"] == best
+    # The rerank's effect is reported as a paired difference over the same users, with its interval.
+    row = next(c for c in results.comparisons if c.metric == "ndcg@5")
+    assert (row.a, row.b, results.reference) == (reranked.model, plain.model, plain.model)
+    assert row.diff == pytest.approx(reranked.metrics["ndcg@5"] - plain.metrics["ndcg@5"], abs=1e-6)
+    assert row.ci95[0] <= row.diff <= row.ci95[1] and "ndcg@5" in reranked.ci95
+    assert "sample" in results.split  # 6 of the test users: the report says so
 
 
 def test_explanations_of_the_final_list_are_grounded(pipe: Pipeline, ml_sample: Dataset) -> None:

@@ -159,3 +159,13 @@ def test_cli_compare_merges_files_and_recomputes(seeded: EvalResults, tmp_path: 
     assert {c.b for c in EvalResults.read_json(out).comparisons} == {"popular"}
     missing = CliRunner().invoke(cli.app, ["compare", str(tmp_path / "nope.json")])
     assert missing.exit_code == 2 and "not found" in missing.output
+
+
+def test_html_report_shows_intervals_and_the_comparison_table(seeded: EvalResults) -> None:
+    from llmrec.eval.report import render_html
+
+    html = render_html(seeded)
+    assert f"Paired differences against {seeded.reference}" in html
+    low, high = seeded.result("popular").ci95["ndcg@10"]
+    assert f"[{low:.4f}, {high:.4f}]" in html
+    assert "Error bars: 95% bootstrap interval" in html

@@ -19,7 +19,7 @@ from llmrec.data.dataset import Dataset
 from llmrec.data.splits import Split, Stage, make_split
 from llmrec.errors import ConfigError
 from llmrec.eval.compare import compare_results
-from llmrec.eval.metrics import ACCURACY_METRICS, MetricParts, compute_metrics, item_features, metric_parts
+from llmrec.eval.metrics import ACCURACY_METRICS, MetricParts, item_features, metric_parts
 from llmrec.eval.results import EvalResults, ModelResult
 from llmrec.eval.stats import metric_intervals, seed_mean
 from llmrec.models.base import Scorer, TrainOptions, top_k
@@ -236,7 +236,7 @@ def evaluate_models(
                 on_progress(f"{name}: final fit {config or 'defaults'}" + (f", seed {seed}" if seeds > 1 else ""))
             seeded = options.model_copy(update={"seed": seed})
             runs.append(_run(name, config, split, "test", stages["test"], k, seeded, features))
-        results.append(_model_result(label, runs, seed_list, stages["test"], config, best, tried, split.protocol, k))
+        results.append(_model_result(label, runs, seed_list, stages["test"], config, best, tried, k))
         log.info("%s: ndcg@%d=%.4f", label, k, results[-1].metrics[f"ndcg@{k}"])
     out = EvalResults(dataset=data.name, protocol=protocol, k=k, results=results, split=_describe(split, stages))
     return compare_results(out, compare_to)
@@ -260,7 +260,6 @@ def _model_result(
     config: dict[str, Any],
     best: tuple[float, dict[str, Any], dict[str, float]] | None,
     tried: list[dict[str, Any]],
-    protocol: str,
     k: int,
 ) -> ModelResult:
     """One model's result from its runs (one per seed): means, spread, intervals and per-user values."""
@@ -356,6 +355,12 @@ def evaluate_pipeline(
 
     if config.rerank is None:
         raise ConfigError("evaluate_pipeline needs a pipeline with a rerank stage (config.rerank)")
+    if protocol == "timeline":
+        raise ConfigError(
+            "the timeline protocol scores folded-in histories, which the pipeline's rerank does not take yet",
+            field="protocol",
+            fix="evaluate pipelines under leave-last-out",
+        )
     options = options or TrainOptions()
     split = make_split(data, protocol)
     features = item_features(data)
@@ -379,13 +384,13 @@ def evaluate_pipeline(
             )
         return batch, targets, rows, fit_t[0], rec_t[0]
 
-    def metrics_of(batch: Any, targets: _Stage, rows: np.ndarray, weight: float) -> tuple[dict[str, float], Any]:
+    def metrics_of(batch: Any, targets: _Stage, rows: np.ndarray, weight: float) -> tuple[MetricParts, Any]:
         recs = batch.final(k, weight)
         truth = sp.csr_matrix(targets.truth[rows])
-        metrics = compute_metrics(
+        parts = metric_parts(
             recs.item_idx, truth, k=k, train=targets.fit, item_features=features, users=targets.users[rows]
         )
-        return metrics, recs
+        return parts, recs
 
     chosen = config.rerank.weight
     tried: list[dict[str, Any]] = []
@@ -393,7 +398,8 @@ def evaluate_pipeline(
     if weights:
         batch, targets, rows, _, _ = ranked_batch("valid")
         for weight in weights:
-            metrics, _ = metrics_of(batch, targets, rows, weight)
+            parts, _ = metrics_of(batch, targets, rows, weight)
+            metrics = parts.summary()
             tried.append({"config": {"weight": weight}, key: metrics[key]})
             if not valid_metrics or metrics[key] > valid_metrics[key]:
                 chosen, valid_metrics = weight, metrics
@@ -402,18 +408,22 @@ def evaluate_pipeline(
     ms_per_user = round(1000 * rec_s / max(len(rows), 1), 4)
     results = []
     for reranked, label, weight in ((False, name, 0.0), (True, f"{name}+rerank:{config.rerank.method}", chosen)):
-        metrics, recs = metrics_of(batch, targets, rows, weight)
+        parts, recs = metrics_of(batch, targets, rows, weight)
+        result = _model_result(label, [(parts, fit_s, rec_s, recs.item_idx)], [options.seed], targets, {}, None, [], k)
         results.append(
-            ModelResult(
-                model=label,
-                metrics=metrics,
-                fit_s=round(fit_s, 3),
-                config={"retriever": config.retriever.model_dump(), "weight": weight} if reranked else {},
-                valid_metrics=valid_metrics if reranked else {},
-                tuning=tried if reranked else [],
-                recommend_ms_per_user=ms_per_user if reranked else None,
-                popularity_curve=popularity_curve(recs.item_idx, targets.fit.item_popularity),
+            result.model_copy(
+                update={
+                    "config": {"retriever": config.retriever.model_dump(), "weight": weight} if reranked else {},
+                    "valid_metrics": valid_metrics if reranked else {},
+                    "tuning": tried if reranked else [],
+                    "recommend_ms_per_user": ms_per_user if reranked else None,
+                }
             )
         )
     log.info("pipeline: weight %.2f, %s", chosen, {r.model: r.metrics[key] for r in results})
-    return EvalResults(dataset=data.name, protocol=protocol, k=k, results=results, split=split.describe())
+    split_info: dict[str, Any] = {**split.describe(), "evaluated_test_users": len(rows)}
+    if len(rows) < len(targets.users):
+        split_info["sample"] = f"{len(rows)} of {len(targets.users)} test users (seeded); intervals show it"
+    out = EvalResults(dataset=data.name, protocol=protocol, k=k, results=results, split=split_info)
+    # The rerank's effect: reranked minus retriever alone, paired over the same users.
+    return compare_results(out, name)
