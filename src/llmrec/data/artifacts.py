@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import shutil
-import tempfile
+import uuid
 import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -165,7 +165,8 @@ def writing_folder(path: Path, marker: str) -> Iterator[Path]:
                 "it. Fix: choose a new or empty folder"
             )
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.mkdir()  # unlike tempfile.mkdtemp (mode 0700), this respects the umask, as the saved folder should
     try:
         yield tmp
         if path.exists():
