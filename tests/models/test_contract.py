@@ -235,3 +235,8 @@ def test_save_and_load_round_trip_gives_identical_scores(
         loaded.score_histories(histories), fitted.score_histories(histories), rtol=1e-6, atol=1e-6
     )
     assert type(fitted).load(folder).name == fitted.name  # the class's own load checks the saved name
+    if fitted.name == "content":  # text queries work on the loaded vectors (the encoder is rebuilt on first use)
+        query = "a funny animated movie for children"
+        got, want = loaded.recommend_text(query, k=5), fitted.recommend_text(query, k=5)  # type: ignore[attr-defined]
+        assert [i for i, _ in got] == [i for i, _ in want]
+        np.testing.assert_allclose([s for _, s in got], [s for _, s in want], rtol=1e-6)
