@@ -100,3 +100,37 @@ def test_chat_in_the_terminal_takes_feedback_and_constraints() -> None:
     assert "noted: down on item 1" in result.output and "give the number of an item" in result.output
     assert "western" in answers[3].lower() and first_pick not in answers[3]
     assert '"disliked"' in result.output  # /state printed the state as JSON
+
+
+def test_train_then_recommend_from_the_saved_model_without_fitting(
+    ml_sample: Dataset, tmp_path: Path, db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmrec.data.store import Store
+    from llmrec.models.base import Scorer
+
+    Store(db).ingest(ml_sample, name="sample")
+    model = tmp_path / "model"
+    fit_args = ["--dataset", "sample", "--db", db, "--retriever", "itemknn"]
+    trained = runner.invoke(app, ["train", *fit_args, "--out", str(model)])
+    assert trained.exit_code == 0, trained.output
+    assert f"saved model to {model}" in trained.output and (model / "pipeline.json").is_file()
+    refitted = runner.invoke(app, ["recommend", *fit_args, "--user", "1", "--no-rerank"])
+    assert refitted.exit_code == 0, refitted.output
+
+    def no_fit(*args: object, **kwargs: object) -> None:
+        raise AssertionError("recommend --model must not fit")
+
+    monkeypatch.setattr(Scorer, "fit", no_fit)
+    loaded = runner.invoke(app, ["recommend", "--model", str(model), "--user", "1", "--no-rerank"])
+    assert loaded.exit_code == 0, loaded.output
+    first, _, table = loaded.output.partition("\n")
+    assert first.startswith(f"loaded model from {model} (fitted ") and first.endswith(", no refit)")
+    assert table == refitted.output  # the same list as a fresh fit, without the fit
+    assert "top-10 for user 1 (retriever only)" in table
+    # a bad folder and options that configure a new fit are refused with a message
+    missing = runner.invoke(app, ["recommend", "--model", str(tmp_path / "nope"), "--user", "1"])
+    assert missing.exit_code == 2 and "ArtifactError" in missing.output and "no such folder" in missing.output
+    clash = runner.invoke(app, ["recommend", "--model", str(model), "--user", "1", "--config", "x.json"])
+    assert clash.exit_code == 2 and "--config" in clash.output and "--model" in clash.output
+    other = runner.invoke(app, ["recommend", "--model", str(model), "--user", "1", "--dataset", "movielens-small"])
+    assert other.exit_code == 2 and "fitted on 'sample'" in other.output

@@ -1,4 +1,4 @@
-"""The ``llmrec`` command line: demo, recommend, chat, ingest, evaluate, report, datasets, serve, tune.
+"""The ``llmrec`` command line: demo, train, recommend, chat, ingest, evaluate, report, datasets, serve, tune.
 
 Every command catches :class:`~llmrec.errors.LlmrecError` and prints its message (which names the file, line,
 field and fix) instead of a traceback, exiting with status 2.
@@ -393,13 +393,128 @@ def _show_recommendations(pipe: Any, user: str, k: int, *, explain: bool, rerank
         console.print(note)
 
 
+DatasetNameOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="movielens-small (default), goodbooks-10k, or a dataset ingested into the store. With --model: the saved "
+        "model's dataset."
+    ),
+]
+ModelOpt = Annotated[
+    Path | None,
+    typer.Option("--model", help="A folder written by `llmrec train --out DIR`: load that fitted model, no refit."),
+]
+
+
+def _pipeline_settings(config: Path | None, retriever: str, method: str) -> Any:
+    """The PipelineConfig of `recommend` and `train`: a JSON file, or a retriever plus an LM rerank method."""
+    from pydantic import ValidationError
+
+    from llmrec.pipeline import PipelineConfig, RetrieverSpec
+
+    try:
+        if config is not None:
+            return PipelineConfig.model_validate_json(config.read_text(encoding="utf-8"))
+        return PipelineConfig(retriever=RetrieverSpec(name=retriever), rerank={"method": method})
+    except OSError as exc:
+        raise ConfigError(f"cannot read the pipeline config {config}: {exc.strerror}") from exc
+    except ValidationError as exc:
+        where = f" in {config}" if config is not None else ""
+        raise ConfigError(f"invalid pipeline config{where}: {exc}") from exc
+
+
+def _fitted_on(when: str | None) -> str:
+    """``2025-01-31 12:00 UTC`` from an ISO time stamp (``?`` when unknown)."""
+    import datetime as dt
+
+    if not when:
+        return "?"
+    try:
+        return dt.datetime.fromisoformat(when).astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    except ValueError:
+        return when
+
+
+def _load_model(model: Path, dataset: str | None, adapter: str | None) -> Any:
+    """The pipeline saved in ``model`` (with ``adapter`` on its language model), announced as loaded, not refitted."""
+    from llmrec.pipeline import Pipeline
+
+    with console.status(f"loading {model}"):
+        pipe = Pipeline.load(model)
+    if dataset is not None and dataset != pipe.data.name:
+        raise ConfigError(
+            f"--model {model} was fitted on {pipe.data.name!r}, not {dataset!r}. Fix: drop --dataset, or train a model "
+            f"on {dataset} (llmrec train --dataset {dataset} --out DIR)"
+        )
+    if adapter is not None:
+        pipe = pipe.reconfigured(_with_adapter(pipe.config, adapter))
+    message = f"loaded model from {model} (fitted {_fitted_on(pipe.fitted_at)}, no refit)"
+    logging.getLogger(__name__).info(message)
+    console.print(escape(message), highlight=False, soft_wrap=True)
+    return pipe
+
+
+def _no_pipeline_options_with_model(model: Path | None, **given: object) -> None:
+    """``--model`` brings its own settings: options that would configure a new fit cannot go with it."""
+    clash = [f"--{name.replace('_', '-')}" for name, value in given.items() if value is not None]
+    if model is not None and clash:
+        raise ConfigError(
+            f"{', '.join(clash)} configure a new fit and cannot go with --model (the saved model has its settings). "
+            f"Fix: drop {', '.join(clash)}, or train a model with them (llmrec train ... --out DIR)"
+        )
+
+
+@app.command()
+@_friendly_errors
+def train(
+    out: Annotated[Path, typer.Option(help="The folder to save the fitted pipeline in (created or replaced).")],
+    dataset: Annotated[
+        str, typer.Option(help="movielens-small, goodbooks-10k, or a dataset ingested into the store.")
+    ] = "movielens-small",
+    retriever: Annotated[str, typer.Option(help="Scorer that finds the candidates.")] = "ease",
+    method: Annotated[str, typer.Option(help="LM rerank method: loglik, yesno or listwise.")] = "loglik",
+    config: Annotated[
+        Path | None, typer.Option(help="A PipelineConfig JSON file (overrides --retriever and --method).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed of the retriever's fit.")] = 42,
+    db: Annotated[str | None, typer.Option(help="Store URL for ingested datasets (default: LLMREC_DB_URL).")] = None,
+    adapter: Annotated[str | None, typer.Option(help=ADAPTER_HELP)] = None,
+) -> None:
+    """Fit the pipeline `recommend` would fit and save it to a folder; then `recommend --model DIR` skips the fit.
+
+    The folder holds the fitted retriever and its training data (no pickle), the pipeline settings, and a reference
+    to the language model (never its weights).
+    """
+    from llmrec.data.registry import BUILTIN_DATASETS, load_named
+    from llmrec.models.base import TrainOptions
+    from llmrec.pipeline import Pipeline
+
+    settings = _with_adapter(_pipeline_settings(config, retriever, method), adapter)
+    metadata: dict[str, Any] = {"dataset": dataset, "seed": seed}
+    if dataset not in BUILTIN_DATASETS:  # from the store: later rows are what a server should count as recent
+        from llmrec.data.store import Store
+
+        metadata["store_marker"] = Store(db).last_interaction_id(dataset)
+    data = load_named(dataset, db)
+    with console.status(f"fitting {settings.retriever.name} on {data.name}"):
+        pipe = Pipeline(settings).fit(data, TrainOptions(seed=seed))
+    with console.status(f"saving to {out}"):
+        folder = pipe.save(out, metadata=metadata)
+    console.print(
+        escape(
+            f"saved model to {folder} ({settings.retriever.name} fitted on {data!r}). Use it: "
+            f"llmrec recommend --model {folder} --user USER, or llmrec serve --model {folder}"
+        ),
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 @app.command()
 @_friendly_errors
 def recommend(
     user: Annotated[str, typer.Option(help="External user id.")],
-    dataset: Annotated[
-        str, typer.Option(help="movielens-small, goodbooks-10k, or a dataset ingested into the store.")
-    ] = "movielens-small",
+    dataset: DatasetNameOpt = None,
     k: Annotated[int, typer.Option(help="List length.")] = 10,
     retriever: Annotated[str, typer.Option(help="Scorer that finds the candidates.")] = "ease",
     rerank: Annotated[bool, typer.Option(help="Rerank the candidates with the language model.")] = True,
@@ -411,31 +526,28 @@ def recommend(
     seed: Annotated[int, typer.Option(help="Random seed of the retriever's fit.")] = 42,
     db: Annotated[str | None, typer.Option(help="Store URL for ingested datasets (default: LLMREC_DB_URL).")] = None,
     adapter: Annotated[str | None, typer.Option(help=ADAPTER_HELP)] = None,
+    model: ModelOpt = None,
 ) -> None:
-    """Recommend for one user through the pipeline: retrieve, rerank with the language model, explain."""
-    from pydantic import ValidationError
+    """Recommend for one user through the pipeline: retrieve, rerank with the language model, explain.
 
+    Without --model the pipeline is fitted first (seconds for EASE on MovieLens); with --model DIR (from
+    `llmrec train --out DIR`) the saved one is loaded instead.
+    """
     from llmrec.data.registry import load_named
     from llmrec.models.base import TrainOptions
-    from llmrec.pipeline import Pipeline, PipelineConfig, RetrieverSpec
+    from llmrec.pipeline import Pipeline
 
-    try:
-        if config is not None:
-            settings = PipelineConfig.model_validate_json(config.read_text(encoding="utf-8"))
-        else:
-            settings = PipelineConfig(retriever=RetrieverSpec(name=retriever), rerank={"method": method})
-    except OSError as exc:
-        raise ConfigError(f"cannot read the pipeline config {config}: {exc.strerror}") from exc
-    except ValidationError as exc:
-        where = f" in {config}" if config is not None else ""
-        raise ConfigError(f"invalid pipeline config{where}: {exc}") from exc
-    settings = _with_adapter(settings, adapter)
-    data = load_named(dataset, db)
-    if str(user) not in data.user_vocab:
-        console.print(f"[yellow]user {user} is not in {data.name}: showing popular items[/]")
-    with console.status(f"fitting {settings.retriever.name} on {data.name}"):
-        pipe = Pipeline(settings).fit(data, TrainOptions(seed=seed))
-    _show_recommendations(pipe, user, k, explain=explain, rerank=rerank if settings.rerank is not None else False)
+    _no_pipeline_options_with_model(model, config=config)
+    if model is not None:
+        pipe = _load_model(model, dataset, adapter)
+    else:
+        settings = _with_adapter(_pipeline_settings(config, retriever, method), adapter)
+        data = load_named(dataset or "movielens-small", db)
+        with console.status(f"fitting {settings.retriever.name} on {data.name}"):
+            pipe = Pipeline(settings).fit(data, TrainOptions(seed=seed))
+    if str(user) not in pipe.data.user_vocab:
+        console.print(f"[yellow]user {escape(user)} is not in {escape(pipe.data.name)}: showing popular items[/]")
+    _show_recommendations(pipe, user, k, explain=explain, rerank=rerank if pipe.config.rerank is not None else False)
 
 
 CHAT_HELP = (
@@ -448,9 +560,7 @@ CHAT_FEEDBACK: dict[str, FeedbackKind] = {"/up": "thumbs_up", "/down": "thumbs_d
 @app.command()
 @_friendly_errors
 def chat(
-    dataset: Annotated[
-        str, typer.Option(help="movielens-small, goodbooks-10k, or a dataset ingested into the store.")
-    ] = "movielens-small",
+    dataset: DatasetNameOpt = None,
     user: Annotated[str | None, typer.Option(help="Chat as this user of the dataset (default: anonymous).")] = None,
     k: Annotated[int, typer.Option(help="Items per answer.")] = 5,
     retriever: Annotated[str, typer.Option(help="Scorer that finds the candidates.")] = "ease",
@@ -458,19 +568,29 @@ def chat(
     seed: Annotated[int, typer.Option(help="Random seed of the retriever's fit.")] = 42,
     db: Annotated[str | None, typer.Option(help="Store URL for ingested datasets (default: LLMREC_DB_URL).")] = None,
     adapter: Annotated[str | None, typer.Option(help=ADAPTER_HELP)] = None,
+    model: ModelOpt = None,
 ) -> None:
-    """Talk to the conversational recommender in the terminal (feedback changes the next answer)."""
+    """Talk to the conversational recommender in the terminal (feedback changes the next answer).
+
+    With --model DIR (from `llmrec train --out DIR`) the saved pipeline is loaded instead of fitted.
+    """
     from llmrec.chat import ChatConfig, ConversationalRecommender
     from llmrec.data.registry import load_named
+    from llmrec.llm.rerank import RerankConfig
     from llmrec.models.base import TrainOptions
     from llmrec.pipeline import Pipeline, PipelineConfig, RetrieverSpec
 
-    settings = PipelineConfig(retriever=RetrieverSpec(name=retriever), rerank={} if rerank else None)
-    settings = _with_adapter(settings, adapter)
-    data = load_named(dataset, db)
-    with console.status(f"fitting {retriever} on {data.name}"):
-        pipe = Pipeline(settings).fit(data, TrainOptions(seed=seed))
-    recommender = ConversationalRecommender(pipe, config=ChatConfig(k=min(k, settings.candidates), rerank=rerank))
+    if model is not None:
+        pipe = _load_model(model, dataset, adapter)
+        if rerank and pipe.config.rerank is None:
+            pipe = pipe.reconfigured(pipe.config.model_copy(update={"rerank": RerankConfig()}))
+    else:
+        settings = PipelineConfig(retriever=RetrieverSpec(name=retriever), rerank={} if rerank else None)
+        settings = _with_adapter(settings, adapter)
+        data = load_named(dataset or "movielens-small", db)
+        with console.status(f"fitting {retriever} on {data.name}"):
+            pipe = Pipeline(settings).fit(data, TrainOptions(seed=seed))
+    recommender = ConversationalRecommender(pipe, config=ChatConfig(k=min(k, pipe.config.candidates), rerank=rerank))
     session = recommender.start(user)
     console.print(CHAT_HELP, highlight=False)
     last: list[str] = []
@@ -505,19 +625,30 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     dataset: Annotated[
-        str, typer.Option(help="Store dataset to serve (movielens-small is ingested when missing).")
-    ] = "movielens-small",
+        str | None,
+        typer.Option(
+            help="Store dataset to serve (movielens-small by default, ingested when missing; with --model: the "
+            "model's dataset)."
+        ),
+    ] = None,
     db: Annotated[
         str | None, typer.Option(help="Store URL (default: LLMREC_DB_URL, else ~/.llmrec/llmrec.db).")
     ] = None,
     retriever: Annotated[
-        str, typer.Option(help="Default retriever (a request may choose another served one).")
-    ] = "ease",
+        str | None, typer.Option(help="Default retriever, ease by default (a request may choose another served one).")
+    ] = None,
     config: Annotated[
         Path | None, typer.Option(help="A ServeConfig JSON file (overrides --dataset and --retriever).")
     ] = None,
     warm: Annotated[bool, typer.Option(help="Fit the default pipeline before accepting requests.")] = True,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            help="Start from a folder written by `llmrec train --out DIR`: its retriever is loaded, not fitted.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the HTTP API (/v1, OpenAPI docs at /docs) with uvicorn.
 
@@ -536,12 +667,23 @@ def serve(
         from llmrec.serve import RecommenderService, ServeConfig, create_app
     except ImportError as exc:
         raise ConfigError(f"the HTTP API needs the serve extra ({exc}). Fix: pip install 'llmrec[serve]'") from exc
+    _no_pipeline_options_with_model(model, retriever=retriever)
     try:
         if config is not None:
-            settings = ServeConfig.from_settings(**json.loads(config.read_text(encoding="utf-8")))
+            values = json.loads(config.read_text(encoding="utf-8"))
+            saved = model or values.get("model")  # --model wins over the file's "model"
+            values.pop("model", None)
+            if saved:
+                settings = ServeConfig.for_model(saved, **values)
+            else:
+                settings = ServeConfig.from_settings(**values)
+        elif model is not None:
+            settings = ServeConfig.for_model(model, **({"dataset": dataset} if dataset else {}))
         else:
-            pipeline = PipelineConfig(retriever=RetrieverSpec(name=retriever), rerank=None, explain_with_lm=False)
-            settings = ServeConfig.from_settings(dataset=dataset, pipeline=pipeline)
+            pipeline = PipelineConfig(
+                retriever=RetrieverSpec(name=retriever or "ease"), rerank=None, explain_with_lm=False
+            )
+            settings = ServeConfig.from_settings(dataset=dataset or "movielens-small", pipeline=pipeline)
     except OSError as exc:
         raise ConfigError(f"cannot read the serve config {config}: {exc.strerror}") from exc
     except (ValueError, ValidationError) as exc:
@@ -554,6 +696,13 @@ def serve(
     service = RecommenderService(store, settings)
     with console.status(f"preparing {settings.dataset} in {store.display_url}"):
         service.prepare()
+        if settings.model is not None:
+            pipe = service.pipeline()  # load now: a bad folder fails here, with its message, not at the first request
+            console.print(
+                escape(f"loaded model from {settings.model} (fitted {_fitted_on(pipe.fitted_at)}, no refit)"),
+                highlight=False,
+                soft_wrap=True,
+            )
     console.print(f"serving {settings.dataset} at http://{host}:{port}/v1 (docs: http://{host}:{port}/docs)")
     uvicorn.run(create_app(service, warm=warm), host=host, port=port, log_level=log_level)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "ArtifactError",
     "ConfigError",
     "ConflictError",
     "DataProblem",
@@ -45,6 +46,13 @@ class LlmrecError(Exception):
 
 class ConfigError(LlmrecError):
     """A setting or a component configuration is invalid."""
+
+
+class ArtifactError(ConfigError):
+    """A saved model folder is missing, incomplete, corrupt, or written by a newer llmrec.
+
+    The message names the folder (or file) and the fix: usually to save the model again (``llmrec train``).
+    """
 
 
 class NotFittedError(LlmrecError):

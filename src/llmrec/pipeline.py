@@ -10,20 +10,27 @@ Stages:
    demonstrations from similar training users); its score is blended with the retriever's. The result is a
    permutation of the candidates, so nothing outside them can be recommended.
 3. **Explain** (on request): grounded explanations of the final items from the user's history and item facts.
+
+A fitted pipeline is saved with :meth:`Pipeline.save` (a folder: the fitted retriever as a scorer folder, the
+:class:`PipelineConfig` as JSON, and a reference to the language model, never its weights) and read back with
+:meth:`Pipeline.load`, which recommends at once, without a refit.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from llmrec.data.artifacts import new_header, read_meta, write_meta, writing_folder
 from llmrec.data.dataset import Dataset
-from llmrec.errors import ConfigError, NotFittedError
+from llmrec.errors import ArtifactError, ConfigError, NotFittedError
 from llmrec.llm.explain import ExplainConfig, Explainer, Explanation, ExplanationStream
 from llmrec.llm.fewshot import FewShotConfig, FewShotPool
 from llmrec.llm.prompts import short_title
@@ -34,9 +41,15 @@ from llmrec.models.registry import get_scorer
 if TYPE_CHECKING:
     from llmrec.llm.base import LanguageModel
 
-__all__ = ["LMSpec", "Pipeline", "PipelineConfig", "RerankedBatch", "RetrieverSpec"]
+__all__ = ["LMSpec", "Pipeline", "PipelineConfig", "RerankedBatch", "RetrieverSpec", "saved_pipeline_info"]
 
 log = logging.getLogger(__name__)
+
+PIPELINE_FILE = "pipeline.json"
+"""The file that makes a folder a saved pipeline."""
+PIPELINE_KIND = "llmrec-pipeline"
+RETRIEVER_DIR = "retriever"
+_SECRET_FIELDS = ("api_key",)
 
 
 class RetrieverSpec(BaseModel):
@@ -158,6 +171,8 @@ class Pipeline:
         self.reranker: LMReranker | None = None
         self.fewshot: FewShotPool | None = None
         self._explainer: Explainer | None = None
+        self.loaded_from: Path | None = None
+        self.metadata: dict[str, Any] = {}
 
     @property
     def lm(self) -> LanguageModel:
@@ -178,7 +193,12 @@ class Pipeline:
     def fit(self, data: Dataset, options: TrainOptions | None = None) -> Self:
         """Fit the retriever on ``data`` (training interactions only) and prepare the other stages."""
         spec = self.config.retriever
-        self.retriever = get_scorer(spec.name, **spec.config).fit(data, options)
+        return self._prepare(get_scorer(spec.name, **spec.config).fit(data, options))
+
+    def _prepare(self, retriever: Scorer) -> Self:
+        """Take a fitted retriever and prepare the other stages on its data (what ``fit`` and ``load`` share)."""
+        data = retriever.data
+        self.retriever = retriever
         self._data = data
         self.titles = item_titles(data)
         self._history = _histories(data, self.config.liked_min_value)
@@ -189,6 +209,106 @@ class Pipeline:
             if self.config.fewshot is not None and self.config.fewshot.shots > 0:
                 self.fewshot = FewShotPool(data, self.titles, self.config.fewshot)
         return self
+
+    @property
+    def fitted_at(self) -> str | None:
+        """When the retriever was fitted (ISO 8601, UTC; kept through save and load), ``None`` before ``fit``."""
+        return self.retriever.fitted_at if self.retriever is not None else None
+
+    def reconfigured(self, config: PipelineConfig, *, lm: LanguageModel | None = None) -> Pipeline:
+        """A pipeline with other stage settings (candidates, rerank, explain...) around this one's fitted retriever.
+
+        Nothing is refitted: the HTTP API uses this to serve a saved pipeline with its own stage settings.
+
+        Raises:
+            NotFittedError: This pipeline is not fitted.
+            ConfigError: ``config`` names another retriever (or retriever config) than the fitted one.
+
+        """
+        if self.retriever is None:
+            raise NotFittedError("the pipeline is not fitted: call fit(data) first")
+        if config.retriever != self.config.retriever:
+            raise ConfigError(
+                f"the fitted retriever is {self.config.retriever.model_dump()}, not {config.retriever.model_dump()}: "
+                "a pipeline can only be reconfigured around the retriever it has. Fix: fit a new pipeline"
+            )
+        out = Pipeline(config, lm=lm if lm is not None else self._lm)._prepare(self.retriever)
+        out.loaded_from, out.metadata = self.loaded_from, dict(self.metadata)
+        return out
+
+    # -- saving and loading -------------------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str], *, metadata: Mapping[str, Any] | None = None) -> Path:
+        """Save the fitted pipeline to the folder ``path`` (created; a previous save there is replaced).
+
+        The folder holds ``pipeline.json`` (the :class:`PipelineConfig`, the language model reference: backend,
+        its settings and adapter, never weights or API keys; when it was fitted) and ``retriever/`` (the fitted
+        retriever, see :meth:`llmrec.models.base.Scorer.save`). :meth:`load` reads it back without a refit.
+
+        Args:
+            path: The folder to write. It must be new, empty, or a folder an earlier save wrote.
+            metadata: JSON-safe facts to keep with it (e.g. where the training data came from).
+
+        Returns:
+            The folder written.
+
+        Raises:
+            NotFittedError: The pipeline is not fitted.
+            ConfigError: ``path`` is a file or a non-empty folder that is not a saved pipeline.
+
+        """
+        if self.retriever is None:
+            raise NotFittedError("the pipeline is not fitted: call fit(data) first")
+        target = Path(path).expanduser()
+        config = self.config.model_dump(mode="json")
+        for field in _SECRET_FIELDS:  # keys come from the environment when the pipeline is loaded
+            config["lm"]["openai"].pop(field, None)
+        lm = config["lm"]
+        meta = {
+            **new_header(PIPELINE_KIND),
+            "config": config,
+            "retriever": {"name": self.retriever.name, "folder": RETRIEVER_DIR},
+            "lm": {"backend": lm["backend"], "settings": lm[lm["backend"]], "adapter": lm["local"].get("adapter")},
+            "fitted_at": self.fitted_at,
+            "dataset": self.data.name,
+            "metadata": dict(metadata or {}),
+        }
+        with writing_folder(target, PIPELINE_FILE) as tmp:
+            self.retriever.save(tmp / RETRIEVER_DIR)
+            write_meta(tmp / PIPELINE_FILE, meta)
+        log.info("saved the pipeline (%s, fitted %s) to %s", self.retriever.name, self.fitted_at, target)
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, lm: LanguageModel | None = None) -> Pipeline:
+        """A fitted pipeline read back from a folder :meth:`save` wrote; it recommends without a refit.
+
+        Args:
+            path: The saved folder.
+            lm: A language model object to use instead of building one from the saved reference.
+
+        Raises:
+            ArtifactError: The folder is missing, incomplete or corrupt, or was written by a newer llmrec.
+
+        """
+        folder = Path(path).expanduser()
+        meta = saved_pipeline_info(folder)
+        try:
+            config = PipelineConfig.model_validate(meta.get("config", {}))
+        except ValidationError as exc:
+            raise ArtifactError(f"{folder / PIPELINE_FILE}: invalid pipeline config ({exc})") from exc
+        retriever_dir = folder / str(meta.get("retriever", {}).get("folder", RETRIEVER_DIR))
+        retriever = Scorer.load(retriever_dir)
+        if retriever.name != config.retriever.name:
+            raise ArtifactError(
+                f"{retriever_dir} holds a {retriever.name} scorer but {folder / PIPELINE_FILE} names "
+                f"{config.retriever.name}. Fix: save the pipeline again"
+            )
+        pipe = cls(config, lm=lm)._prepare(retriever)
+        pipe.loaded_from = folder
+        pipe.metadata = dict(meta.get("metadata") or {})
+        log.info("loaded the pipeline (%s, fitted %s) from %s", retriever.name, pipe.fitted_at, folder)
+        return pipe
 
     # -- inference ----------------------------------------------------------------------------------------------
 
@@ -413,6 +533,18 @@ class Pipeline:
     def stream_explanation(self, user: object, item_id: object) -> ExplanationStream:
         """One explanation as text pieces, released sentence by sentence once each passed the check."""
         return self.explainer.stream(user, item_id)
+
+
+def saved_pipeline_info(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``pipeline.json`` of a saved pipeline (config, retriever, LM reference, dataset, fitted_at, metadata).
+
+    Reads only that file (cheap): enough to configure a server before the pipeline itself is loaded.
+
+    Raises:
+        ArtifactError: The folder is missing or not a saved pipeline, or was written by a newer llmrec.
+
+    """
+    return read_meta(Path(path).expanduser() / PIPELINE_FILE, PIPELINE_KIND)
 
 
 def item_titles(data: Dataset) -> list[str]:

@@ -212,3 +212,31 @@ def test_fold_in_responds_to_the_history_and_handles_edges(fitted: Scorer, ml_sa
         assert not np.allclose(scores[1], scores[2]), "adding items to a history must change its scores"
     with pytest.raises(ConfigError, match="outside the catalogue"):
         fitted.score_histories([[ml_sample.n_items]])
+
+
+def test_save_and_load_round_trip_gives_identical_scores(
+    fitted: Scorer, ml_sample: Dataset, users: np.ndarray, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    folder = fitted.save(tmp_path_factory.mktemp("saved") / fitted.name)
+    assert (folder / "scorer.json").is_file() and (folder / "arrays.npz").is_file()
+    loaded = Scorer.load(folder)
+    assert type(loaded) is type(fitted)
+    assert loaded.config == fitted.config
+    assert loaded.fitted_at == fitted.fitted_at
+    assert loaded.data.user_vocab == ml_sample.user_vocab and loaded.data.item_vocab == ml_sample.item_vocab
+    asked = [*users, "nobody"]
+    np.testing.assert_allclose(loaded.score(asked), fitted.score(asked), rtol=1e-6, atol=1e-6)
+    before, after = fitted.recommend(asked, k=20), loaded.recommend(asked, k=20)
+    np.testing.assert_array_equal(after.item_idx, before.item_idx)
+    np.testing.assert_array_equal(after.items, before.items)
+    np.testing.assert_allclose(after.scores, before.scores, rtol=1e-6, atol=1e-6)
+    histories = [training_history(ml_sample, u) for u in users[:2]]
+    np.testing.assert_allclose(
+        loaded.score_histories(histories), fitted.score_histories(histories), rtol=1e-6, atol=1e-6
+    )
+    assert type(fitted).load(folder).name == fitted.name  # the class's own load checks the saved name
+    if fitted.name == "content":  # text queries work on the loaded vectors (the encoder is rebuilt on first use)
+        query = "a funny animated movie for children"
+        got, want = loaded.recommend_text(query, k=5), fitted.recommend_text(query, k=5)  # type: ignore[attr-defined]
+        assert [i for i, _ in got] == [i for i, _ in want]
+        np.testing.assert_allclose([s for _, s in got], [s for _, s in want], rtol=1e-6)

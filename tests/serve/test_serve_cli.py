@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -24,35 +26,28 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_llmrec_serve_answers_health_and_recommendations(tmp_path: Path, ml_sample: Dataset) -> None:
-    db = f"sqlite:///{tmp_path / 'serve.db'}"
-    Store(db).ingest(ml_sample, name="sample")
+@contextmanager
+def _serving(tmp_path: Path, args: list[str]) -> Iterator[tuple[str, Path]]:
+    """``llmrec serve ARGS`` on a free loopback port until it answers health; yields (base URL, log file)."""
     port = _free_port()
     env = os.environ | {"LLMREC_ADMIN_KEY": ADMIN_KEY, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
-    args = ["serve", "--port", str(port), "--dataset", "sample", "--db", db, "--retriever", "popular"]
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "llmrec.cli", *args], env=env, stdout=out, stderr=out)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llmrec.cli", "serve", "--port", str(port), *args], env=env, stdout=out, stderr=out
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
             assert proc.poll() is None, log.read_text()
             try:
-                health = httpx.get(f"{base}/v1/health", timeout=2)
+                httpx.get(f"{base}/v1/health", timeout=2)
                 break
             except httpx.TransportError:
                 assert time.monotonic() < deadline, log.read_text()
                 time.sleep(0.3)
-        assert health.status_code == 200
-        assert health.json()["dataset"] == "sample" and health.json()["pipelines"] == ["popular"]  # warmed up
-        user = str(ml_sample.user_vocab.ids[0])
-        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
-        recs = httpx.get(f"{base}/v1/users/{user}/recommendations", params={"k": 5}, headers=headers, timeout=30)
-        assert recs.status_code == 200, recs.text
-        items = recs.json()["items"]
-        assert len(items) == 5 and all(i["item_id"] in ml_sample.item_vocab for i in items)
-        assert httpx.get(f"{base}/v1/users/{user}/recommendations", timeout=30).status_code == 401
+        yield base, log
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -62,3 +57,41 @@ def test_llmrec_serve_answers_health_and_recommendations(tmp_path: Path, ml_samp
             proc.wait()
     assert proc.returncode == 0, log.read_text()
     assert "Shutting down" in log.read_text() or "Finished server process" in log.read_text()
+
+
+def test_llmrec_serve_answers_health_and_recommendations(tmp_path: Path, ml_sample: Dataset) -> None:
+    db = f"sqlite:///{tmp_path / 'serve.db'}"
+    Store(db).ingest(ml_sample, name="sample")
+    with _serving(tmp_path, ["--dataset", "sample", "--db", db, "--retriever", "popular"]) as (base, _):
+        health = httpx.get(f"{base}/v1/health", timeout=2)
+        assert health.status_code == 200
+        assert health.json()["dataset"] == "sample" and health.json()["pipelines"] == ["popular"]  # warmed up
+        user = str(ml_sample.user_vocab.ids[0])
+        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        recs = httpx.get(f"{base}/v1/users/{user}/recommendations", params={"k": 5}, headers=headers, timeout=30)
+        assert recs.status_code == 200, recs.text
+        items = recs.json()["items"]
+        assert len(items) == 5 and all(i["item_id"] in ml_sample.item_vocab for i in items)
+        assert httpx.get(f"{base}/v1/users/{user}/recommendations", timeout=30).status_code == 401
+
+
+def test_llmrec_serve_starts_from_a_trained_model(tmp_path: Path, ml_sample: Dataset) -> None:
+    from typer.testing import CliRunner
+
+    from llmrec.cli import app
+
+    db = f"sqlite:///{tmp_path / 'serve.db'}"
+    Store(db).ingest(ml_sample, name="sample")
+    model = tmp_path / "model"
+    trained = CliRunner().invoke(app, ["train", "--dataset", "sample", "--db", db, "--retriever", "itemknn",
+                                       "--out", str(model)])  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    with _serving(tmp_path, ["--model", str(model), "--db", db]) as (base, log):
+        health = httpx.get(f"{base}/v1/health", timeout=2).json()
+        assert health["dataset"] == "sample" and health["pipelines"] == ["itemknn"]
+        assert f"loaded model from {model}" in log.read_text() and "no refit" in log.read_text()
+        user = str(ml_sample.user_vocab.ids[0])
+        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        recs = httpx.get(f"{base}/v1/users/{user}/recommendations", params={"k": 5}, headers=headers, timeout=30)
+        assert recs.status_code == 200, recs.text
+        assert recs.json()["retriever"] == "itemknn" and len(recs.json()["items"]) == 5

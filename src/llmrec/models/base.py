@@ -4,27 +4,52 @@
 ``score`` and ``recommend`` are side-effect free. Subclasses implement ``_fit`` and ``_score`` on dense
 indices; this base class handles external ids, unknown users and items, exclusion of seen items, candidate
 sets, batching and top-k selection, so every model behaves the same at the edges.
+
+A fitted scorer is saved with :meth:`Scorer.save` and read back with :meth:`Scorer.load`, without pickle: a folder
+with ``scorer.json`` (name, config, format and llmrec versions), ``arrays.npz`` (the scorer's own fitted state,
+from :meth:`Scorer._state`) and ``dataset/`` (vocabularies and training data, see :mod:`llmrec.data.artifacts`).
+Subclasses contribute only their fitted state through ``_state`` / ``_set_state`` (and ``_save_extra`` /
+``_load_extra`` for files that are not plain arrays, such as torch weights or a fusion's members).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from llmrec.data.artifacts import (
+    load_arrays,
+    load_dataset,
+    new_header,
+    read_meta,
+    save_arrays,
+    save_dataset,
+    write_meta,
+    writing_folder,
+)
 from llmrec.data.dataset import Dataset
-from llmrec.errors import ConfigError, NotFittedError
+from llmrec.errors import ArtifactError, ConfigError, NotFittedError
 
 __all__ = ["Recommendations", "Scorer", "ScorerConfig", "TrainOptions", "top_k"]
 
 log = logging.getLogger(__name__)
+
+SCORER_FILE = "scorer.json"
+"""The file that makes a folder a saved scorer (name, config, versions, when it was fitted)."""
+SCORER_KIND = "llmrec-scorer"
+ARRAYS_FILE = "arrays.npz"
+DATASET_DIR = "dataset"
 
 
 class TrainOptions(BaseModel):
@@ -167,6 +192,7 @@ class Scorer(ABC):
             )
         self.config = config
         self._data: Dataset | None = None
+        self._fitted_at: str | None = None
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())
@@ -201,11 +227,21 @@ class Scorer(ABC):
         options = options or TrainOptions()
         if len(data) == 0:
             raise ConfigError(f"cannot fit {self.name} on an empty dataset")
+        self._attach(data)
+        self._fit(data, options)
+        self._fitted_at = datetime.now(UTC).isoformat(timespec="seconds")
+        return self
+
+    def _attach(self, data: Dataset) -> None:
+        """Take ``data`` as the training data: what ``fit`` and ``load`` share before the model's own state."""
         self._data = data
         self._seen = data.matrix("binary")
         self._fallback = data.item_popularity.astype(np.float64)
-        self._fit(data, options)
-        return self
+
+    @property
+    def fitted_at(self) -> str | None:
+        """When the model was fitted (ISO 8601, UTC; kept through save and load), ``None`` before ``fit``."""
+        return self._fitted_at
 
     @abstractmethod
     def _fit(self, data: Dataset, options: TrainOptions) -> None:
@@ -232,6 +268,150 @@ class Scorer(ABC):
         out = sp.csr_matrix((np.ones(len(cols)), (rows, cols)), shape=(len(histories), self.data.n_items))
         out.data[:] = 1.0
         return out
+
+    # -- saving and loading ----------------------------------------------------------------------------
+    def _state(self) -> dict[str, np.ndarray]:
+        """The fitted parameters as named numpy arrays (no object dtype); what :meth:`save` writes to ``arrays.npz``.
+
+        The training data, vocabularies, configuration and popularity fallback are saved by the base class.
+        """
+        raise ConfigError(f"{self.name} cannot be saved: it does not implement _state() and _set_state()")
+
+    def _set_state(self, state: Mapping[str, np.ndarray]) -> None:
+        """Restore what :meth:`_state` returned; the training data is already attached (``self.data``)."""
+        raise ConfigError(f"{self.name} cannot be loaded: it does not implement _state() and _set_state()")
+
+    @staticmethod
+    def _array(state: Mapping[str, np.ndarray], key: str, shape: tuple[int | None, ...] | None = None) -> np.ndarray:
+        """``state[key]``, checked against ``shape`` (``None`` entries match any size).
+
+        Raises:
+            KeyError: The array is missing.
+            ValueError: Its shape differs (both become an :class:`ArtifactError` in :meth:`load`).
+
+        """
+        if key not in state:
+            raise KeyError(f"array {key!r} is missing")
+        array = state[key]
+        if shape is not None and (
+            array.ndim != len(shape)
+            or any(want is not None and got != want for got, want in zip(array.shape, shape, strict=True))
+        ):
+            raise ValueError(f"array {key!r} has shape {array.shape}, expected {shape}")
+        return array
+
+    def _save_extra(self, folder: Path) -> None:
+        """Write fitted state that is not a plain array (torch weights, member scorers) into ``folder``."""
+        return  # an optional hook: most scorers have nothing beyond their arrays
+
+    def _load_extra(self, folder: Path) -> None:
+        """Read what :meth:`_save_extra` wrote (called after :meth:`_set_state`)."""
+        return  # an optional hook, as _save_extra
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Save the fitted scorer to the folder ``path`` (created; a previous save there is replaced).
+
+        The folder holds ``scorer.json`` (name, config, format and llmrec versions, when it was fitted),
+        ``arrays.npz`` (the fitted parameters) and ``dataset/`` (the vocabularies and the training data it needs
+        to recommend: seen items, histories, titles). Nothing is pickled; :meth:`load` reads it back without a refit.
+
+        Args:
+            path: The folder to write. It must be new, empty, or a folder an earlier save wrote.
+
+        Returns:
+            The folder written.
+
+        Raises:
+            NotFittedError: The scorer is not fitted.
+            ConfigError: ``path`` is a file or a non-empty folder that is not a saved model.
+
+        """
+        data = self.data
+        target = Path(path).expanduser()
+        with writing_folder(target, SCORER_FILE) as tmp:
+            save_dataset(data, tmp / DATASET_DIR)
+            self._save_to(tmp, data_dir=DATASET_DIR)
+        log.info("saved %s fitted on %r to %s", self.name, data, target)
+        return target
+
+    def _save_to(self, folder: Path, *, data_dir: str | None) -> None:
+        """Write ``scorer.json``, ``arrays.npz`` and extras into ``folder``; ``data_dir=None``: the parent's data."""
+        folder.mkdir(parents=True, exist_ok=True)
+        save_arrays(folder / ARRAYS_FILE, self._state())
+        self._save_extra(folder)
+        data = self.data
+        meta = {
+            **new_header(SCORER_KIND),
+            "name": self.name,
+            "config": self.config.model_dump(mode="json"),
+            "fitted_at": self._fitted_at,
+            "data": data_dir,
+            "dataset": {"name": data.name, "users": data.n_users, "items": data.n_items, "interactions": len(data)},
+        }
+        write_meta(folder / SCORER_FILE, meta)  # written last: a folder without it is an unfinished save
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Scorer:
+        """A fitted scorer read back from a folder :meth:`save` wrote (the class is chosen by its saved name).
+
+        ``Scorer.load(path)`` returns whichever scorer is saved there; ``EASE.load(path)`` also checks that it is
+        an EASE. Scores and recommendations equal those of the scorer that was saved.
+
+        Args:
+            path: The saved folder.
+
+        Raises:
+            ArtifactError: The folder is missing, incomplete or corrupt, was written by a newer llmrec, holds
+                another scorer than ``cls``, or is a fusion's member (load the fusion's folder instead).
+
+        """
+        folder = Path(path).expanduser()
+        meta = read_meta(folder / SCORER_FILE, SCORER_KIND)
+        if meta.get("data") != DATASET_DIR:
+            raise ArtifactError(
+                f"{folder} is a member of a saved fusion and has no data of its own. Fix: load the fusion's folder "
+                f"({folder.parent.parent})"
+            )
+        data = load_dataset(folder / DATASET_DIR)
+        scorer = cls._load_from(folder, data, meta)
+        log.info("loaded %s (fitted %s) from %s", scorer.name, scorer.fitted_at or "?", folder)
+        return scorer
+
+    @classmethod
+    def _load_from(cls, folder: Path, data: Dataset, meta: dict[str, Any] | None = None) -> Scorer:
+        """The scorer saved in ``folder``, attached to ``data`` (its own, or a fusion's shared data)."""
+        from llmrec.models.registry import SCORERS
+
+        meta = meta if meta is not None else read_meta(folder / SCORER_FILE, SCORER_KIND)
+        name = meta.get("name")
+        klass = SCORERS.get(str(name))
+        if klass is None:
+            raise ArtifactError(
+                f"{folder} holds a scorer named {name!r}, which this llmrec does not have "
+                f"(known: {', '.join(sorted(SCORERS))}). Fix: load it with the llmrec version that saved it "
+                f"({meta.get('llmrec_version', '?')})"
+            )
+        if not issubclass(klass, cls):
+            raise ArtifactError(f"{folder} holds a {name} scorer, not a {cls.__name__}. Fix: use Scorer.load")
+        try:
+            config = klass.config_class.model_validate(meta.get("config", {}))
+        except ValidationError as exc:
+            raise ArtifactError(f"{folder / SCORER_FILE}: invalid {name} config ({exc})") from exc
+        scorer = klass(config)
+        scorer._attach(data)
+        scorer._fitted_at = meta.get("fitted_at")
+        state = load_arrays(folder / ARRAYS_FILE)
+        try:
+            scorer._set_state(state)
+            scorer._load_extra(folder)
+        except ArtifactError:
+            raise
+        except (KeyError, ValueError, IndexError, RuntimeError) as exc:  # a missing array, wrong shapes
+            raise ArtifactError(
+                f"{folder}: the saved {name} state is incomplete or does not fit its data ({type(exc).__name__}: "
+                f"{exc}). Fix: save the model again"
+            ) from exc
+        return scorer
 
     # -- inference -----------------------------------------------------------------------------------
     @property

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -230,9 +230,14 @@ class Content(Scorer):
 
     @property
     def encoder(self) -> CachedEncoder:
-        """The (cached) encoder items were embedded with; queries must use the same one."""
+        """The (cached) encoder items were embedded with; queries must use the same one.
+
+        A loaded scorer builds it from its saved config on first use (its weights load only when a query comes).
+        """
         if self._encoder is None:
-            raise NotFittedError(f"{self.name} is not fitted: call fit(dataset) first")
+            if self._data is None:
+                raise NotFittedError(f"{self.name} is not fitted: call fit(dataset) first")
+            self._encoder = self._make_encoder(TrainOptions())
         return self._encoder
 
     def _embed_items(self, texts: list[str], show_progress: bool, *, fit_mean: bool = False) -> np.ndarray:
@@ -262,6 +267,18 @@ class Content(Scorer):
             data.n_users,
             time.perf_counter() - start,
         )
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {"item_vectors": self.item_vectors, "item_mean": self.item_mean, "user_vectors": self.user_vectors}
+
+    def _set_state(self, state: Mapping[str, np.ndarray]) -> None:
+        # The saved vectors are used as they are: loading never re-embeds the catalogue.
+        self.item_vectors = self._array(state, "item_vectors", (self.data.n_items, None))
+        dim = self.item_vectors.shape[1]
+        self.item_mean = self._array(state, "item_mean", (dim,))
+        self.user_vectors = self._array(state, "user_vectors", (self.data.n_users, dim))
+        self._encoder = None
+        self._index = None
 
     def _user_vectors(self, data: Dataset, show_progress: bool) -> np.ndarray:
         weights = recency_weights(data.user_idx, self.config.half_life)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -117,6 +118,16 @@ class EASE(Scorer):
         p[np.diag_indices(n)] = 0.0
         self.weights = p
         log.info("ease: fitted %d items in %.2f s", n, time.perf_counter() - start)
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {"active_items": self.active_items, "weights": self.weights}
+
+    def _set_state(self, state: Mapping[str, np.ndarray]) -> None:
+        self.active_items = self._array(state, "active_items", (None,))
+        n = len(self.active_items)
+        if n and (self.active_items.min() < 0 or self.active_items.max() >= self.data.n_items):
+            raise ValueError("active_items holds indices outside the catalogue")
+        self.weights = self._array(state, "weights", (n, n))
 
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         return self._score_rows(self._seen[user_idx])

@@ -10,6 +10,8 @@ without refitting.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -17,7 +19,7 @@ import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llmrec.data.dataset import Dataset
-from llmrec.errors import ConfigError
+from llmrec.errors import ArtifactError, ConfigError
 from llmrec.models.base import Scorer, ScorerConfig, TrainOptions, top_k
 
 __all__ = ["Fusion", "FusionComponent", "FusionConfig", "fuse_scores", "weight_grid"]
@@ -110,6 +112,29 @@ class Fusion(Scorer):
         from llmrec.models.registry import get_scorer
 
         self.models = [get_scorer(c.name, **c.config).fit(data, options) for c in self.config.components]
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {}  # the fitted state is the members', saved in sub-folders by _save_extra
+
+    def _set_state(self, state: Mapping[str, np.ndarray]) -> None:
+        self.models = []
+
+    @staticmethod
+    def _member_dir(folder: Path, position: int, name: str) -> Path:
+        return folder / "members" / f"{position}-{name}"
+
+    def _save_extra(self, folder: Path) -> None:
+        for position, model in enumerate(self.models):
+            model._save_to(self._member_dir(folder, position, model.name), data_dir=None)  # shares the fusion's data
+
+    def _load_extra(self, folder: Path) -> None:
+        models = []
+        for position, component in enumerate(self.config.components):
+            member = self._member_dir(folder, position, component.name)
+            if not member.is_dir():
+                raise ArtifactError(f"{member} is missing: the saved fusion {folder} is incomplete. Fix: save it again")
+            models.append(Scorer._load_from(member, self.data))
+        self.models = models
 
     def _parts(self, user_idx: np.ndarray) -> list[np.ndarray]:
         return [_normalise(m._score_idx(user_idx), self.config.method, self.config.rrf_k) for m in self.models]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import ClassVar
 
 import numpy as np
@@ -110,6 +111,17 @@ class ItemKNN(Scorer):
         )
         sim_matrix.sort_indices()
         return sim_matrix
+
+    def _state(self) -> dict[str, np.ndarray]:
+        sim = self.similarity
+        return {"sim_data": sim.data, "sim_indices": sim.indices, "sim_indptr": sim.indptr}
+
+    def _set_state(self, state: Mapping[str, np.ndarray]) -> None:
+        n = self.data.n_items
+        parts = (self._array(state, "sim_data"), self._array(state, "sim_indices"))
+        indptr = self._array(state, "sim_indptr", (n + 1,))
+        self.similarity = sp.csr_matrix((*parts, indptr), shape=(n, n))
+        self.similarity.check_format(full_check=True)
 
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         return (self._seen[user_idx] @ self.similarity.T).toarray()

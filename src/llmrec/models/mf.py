@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from abc import abstractmethod
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -109,6 +110,13 @@ class ImplicitMF(Scorer):
             self.item_factors.shape[1],
             time.perf_counter() - start,
         )
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {"user_factors": self.user_factors, "item_factors": self.item_factors}
+
+    def _set_state(self, state: Mapping[str, np.ndarray]) -> None:
+        self.user_factors = self._array(state, "user_factors", (self.data.n_users, None))
+        self.item_factors = self._array(state, "item_factors", (self.data.n_items, self.user_factors.shape[1]))
 
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         return self.user_factors[user_idx] @ self.item_factors.T

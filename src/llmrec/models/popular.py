@@ -7,6 +7,7 @@ they have never seen.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import ClassVar
 
 import numpy as np
@@ -43,6 +44,12 @@ class Popular(Scorer):
     def _fit(self, data: Dataset, options: TrainOptions) -> None:
         self.popularity = data.item_popularity.astype(np.float64)
         log.debug("popular: %d items with at least one user", int((self.popularity > 0).sum()))
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {"popularity": self.popularity}
+
+    def _set_state(self, state: Mapping[str, np.ndarray]) -> None:
+        self.popularity = self._array(state, "popularity", (self.data.n_items,))
 
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         return np.tile(self.popularity, (len(user_idx), 1))

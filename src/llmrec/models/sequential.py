@@ -39,16 +39,18 @@ import logging
 import math
 import time
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from llmrec.data.dataset import Dataset
+from llmrec.errors import ArtifactError, ConfigError
 from llmrec.models.base import Scorer, ScorerConfig, TrainOptions
 
 if TYPE_CHECKING:
@@ -692,6 +694,61 @@ class SequentialScorer(Scorer):
                 gains += float((1.0 / np.log2(rank[rank < EVAL_K] + 2.0)).sum())
                 n += int(fresh.sum())
         return hits / max(n, 1), gains / max(n, 1)
+
+    # -- saving and loading ------------------------------------------------------------------------------
+    WEIGHTS_FILE: ClassVar[str] = "model.safetensors"
+    _HISTORY_FIELDS: ClassVar[tuple[str, ...]] = ("epoch", "loss", "hr", "ndcg", "seconds")
+
+    def _state(self) -> dict[str, np.ndarray]:
+        state = {f"history_{f}": np.array([getattr(e, f) for e in self.history], dtype=np.float64)
+                 for f in self._HISTORY_FIELDS}  # fmt: skip
+        state["best_epoch"] = np.array(self.best_epoch, dtype=np.int64)
+        state["stopped_early"] = np.array(self.stopped_early, dtype=bool)
+        return state
+
+    def _set_state(self, state: Mapping[str, np.ndarray]) -> None:
+        columns = [self._array(state, f"history_{f}", (None,)) for f in self._HISTORY_FIELDS]
+        self.history = [
+            EpochLog(int(epoch), float(loss), float(hr), float(ndcg), float(seconds))
+            for epoch, loss, hr, ndcg, seconds in zip(*columns, strict=True)
+        ]
+        self.best_epoch = int(self._array(state, "best_epoch", ()))
+        self.stopped_early = bool(self._array(state, "stopped_early", ()))
+
+    def _save_extra(self, folder: Path) -> None:
+        """The network's weights as safetensors (the module is rebuilt from the config on load)."""
+        from safetensors.torch import save_file
+
+        weights = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        save_file(weights, str(folder / self.WEIGHTS_FILE), metadata={"scorer": self.name})
+
+    def _load_extra(self, folder: Path) -> None:
+        """Rebuild the network from the config and the catalogue size, load its weights, recompute the queries."""
+        import torch
+
+        try:
+            from safetensors import SafetensorError
+            from safetensors.torch import load_file
+        except ImportError as exc:
+            raise ConfigError(f"loading {self.name} needs safetensors: pip install 'llmrec[text]'") from exc
+        path = folder / self.WEIGHTS_FILE
+        if not path.is_file():
+            raise ArtifactError(f"{path} is missing: the folder {folder} is incomplete. Fix: save the model again")
+        try:
+            weights = load_file(str(path), device="cpu")
+        except (SafetensorError, OSError) as exc:
+            raise ArtifactError(f"{path} is corrupt ({exc}). Fix: save the model again") from exc
+        cfg, data = self.config, self.data
+        with torch.random.fork_rng(devices=[]):  # building the module draws its random init: keep the caller's RNG
+            model = torch_modules().SequenceModel(
+                data.n_items, cfg.max_len, cfg.hidden, cfg.blocks, cfg.heads, cfg.dropout, self.causal, self.output_head
+            )
+        model.load_state_dict(weights, strict=True)  # RuntimeError on missing keys or wrong shapes
+        model.eval()
+        self.model = model
+        self._device = torch.device("cpu")
+        pad, mask_token = data.n_items, data.n_items + 1
+        self._query_tokens = self._queries(user_sequences(data), np.arange(data.n_users), pad, mask_token)
 
     # -- inference -------------------------------------------------------------------------------------
     def _score(self, user_idx: np.ndarray) -> np.ndarray:

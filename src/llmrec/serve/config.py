@@ -6,14 +6,16 @@ Deployment secrets and limits (admin key, request size) come from :class:`~llmre
 
 from __future__ import annotations
 
-from typing import Self
+import os
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from llmrec.chat.recommender import ChatConfig
 from llmrec.config import Settings, get_settings
+from llmrec.errors import ArtifactError
 from llmrec.llm.rerank import RerankConfig
-from llmrec.pipeline import PipelineConfig
+from llmrec.pipeline import PipelineConfig, saved_pipeline_info
 
 __all__ = ["ServeConfig"]
 
@@ -43,6 +45,9 @@ class ServeConfig(BaseModel):
         admin_key: The admin key; ``None`` disables admin access (only user keys work).
         max_request_bytes: Largest accepted request body.
         seed: Seed of every fit.
+        model: A saved pipeline folder (``llmrec train --out DIR``, :meth:`~llmrec.pipeline.Pipeline.save`): the
+            default retriever is loaded from it instead of fitted, and the dataset is the one it was fitted on
+            until the next refit. ``pipeline.retriever`` must be the saved one (:meth:`for_model` sees to it).
 
     """
 
@@ -59,6 +64,7 @@ class ServeConfig(BaseModel):
     admin_key: SecretStr | None = None
     max_request_bytes: int = Field(default=1_048_576, ge=1)
     seed: int = 42
+    model: str | None = None
 
     @model_validator(mode="after")
     def _default_retriever_allowed(self) -> Self:
@@ -76,3 +82,28 @@ class ServeConfig(BaseModel):
         values: dict[str, object] = {"admin_key": settings.admin_key, "max_request_bytes": settings.max_request_bytes}
         values.update(overrides)
         return cls.model_validate(values)
+
+    @classmethod
+    def for_model(cls, path: str | os.PathLike[str], settings: Settings | None = None, **overrides: Any) -> ServeConfig:
+        """A config that serves the pipeline saved in ``path`` (its dataset, retriever and language model).
+
+        Reads only the folder's ``pipeline.json``; the service loads the retriever itself on first use. The
+        served pipeline keeps the API's defaults (no LM rerank unless asked for, template explanations); other
+        settings can be given as ``overrides`` (``pipeline`` replaces the saved stage settings, not its retriever).
+
+        Raises:
+            ArtifactError: ``path`` is not a saved pipeline (missing, corrupt, or from a newer llmrec).
+
+        """
+        info = saved_pipeline_info(path)
+        try:
+            saved = PipelineConfig.model_validate(info.get("config", {}))
+        except ValidationError as exc:
+            raise ArtifactError(f"{path}: invalid saved pipeline config ({exc})") from exc
+        pipeline = overrides.pop("pipeline", None)
+        if pipeline is None:
+            pipeline = saved.model_copy(update={"rerank": None, "explain_with_lm": False})
+        else:
+            pipeline = PipelineConfig.model_validate(pipeline).model_copy(update={"retriever": saved.retriever})
+        overrides.setdefault("dataset", info.get("dataset") or "movielens-small")
+        return cls.from_settings(settings, pipeline=pipeline, model=str(path), **overrides)

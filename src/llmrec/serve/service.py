@@ -12,6 +12,9 @@ The service is plain Python (no web framework), so the HTTP routes, the chat lay
 * :meth:`RecommenderService.refit`, which reloads the store and refits every pipeline in use, then swaps them in at
   once (requests keep being answered from the old snapshot meanwhile).
 
+With ``ServeConfig.model`` (``llmrec serve --model DIR``) the first snapshot is a saved pipeline instead: its data
+and its fitted retriever are loaded, not fitted, so the server answers at once; a refit then works as always.
+
 Recommendations come from :meth:`llmrec.pipeline.Pipeline.recommend` (or ``recommend_history`` after new
 feedback) and explanations from
 :meth:`~llmrec.pipeline.Pipeline.explain`; filters only choose the ``candidates`` handed to it.
@@ -174,6 +177,8 @@ class _Snapshot:
     removed: set[str] = field(default_factory=set)
     pipelines: dict[tuple[str, bool], Pipeline] = field(default_factory=dict)
     fit_locks: dict[tuple[str, bool], threading.Lock] = field(default_factory=dict)
+    saved: Pipeline | None = None
+    """The saved pipeline this snapshot came from (``ServeConfig.model``); ``None`` when loaded from the store."""
     _filters: ItemFilters | None = None
     _records: list[dict[str, Any]] | None = None
 
@@ -279,14 +284,42 @@ class RecommenderService:
         data = self._store.load(self.dataset)
         return _Snapshot(data, marker, datetime.now(UTC))
 
+    def _load_saved(self, path: str) -> _Snapshot:
+        """The first snapshot of a service started from a saved pipeline: its data and retriever, no fit.
+
+        Interactions stored after the saved data was read count as recent (left out, liked ones folded in) when the
+        folder records the store's marker (``metadata["store_marker"]``); otherwise everything stored now is taken
+        as covered by the saved model until the next refit.
+        """
+        marker = self._store.last_interaction_id(self.dataset)
+        pipe = Pipeline.load(path)
+        if pipe.data.name != self.dataset:
+            raise ConfigError(
+                f"model {path} was fitted on dataset {pipe.data.name!r}, but this server serves {self.dataset!r}. "
+                f"Fix: serve --dataset {pipe.data.name}, or train a model on {self.dataset}"
+            )
+        if pipe.config.retriever != self.config.pipeline.retriever:
+            raise ConfigError(
+                f"model {path} holds the retriever {pipe.config.retriever.model_dump()}, but the serve config's "
+                f"default is {self.config.pipeline.retriever.model_dump()}. Fix: build the config with "
+                "ServeConfig.for_model(path), or set pipeline.retriever to the saved one"
+            )
+        saved_marker = pipe.metadata.get("store_marker")
+        if isinstance(saved_marker, int) and 0 <= saved_marker <= marker:
+            marker = saved_marker
+        fitted = datetime.fromisoformat(pipe.fitted_at) if pipe.fitted_at else datetime.now(UTC)
+        log.info("loaded model from %s (fitted %s, no refit): %r", path, pipe.fitted_at, pipe.data)
+        return _Snapshot(pipe.data, marker, fitted, saved=pipe)
+
     def snapshot(self) -> _Snapshot:
-        """The loaded dataset (loaded from the store on first use)."""
+        """The loaded dataset (loaded on first use: from ``config.model`` when set, else from the store)."""
         snap = self._snapshot
         if snap is not None:
             return snap
         with self._load_lock:
             if self._snapshot is None:
-                self._snapshot = self._load()
+                model = self.config.model
+                self._snapshot = self._load_saved(model) if model is not None else self._load()
             return self._snapshot
 
     @property
@@ -313,6 +346,10 @@ class RecommenderService:
     def _fit(self, snap: _Snapshot, retriever: str, rerank: bool) -> Pipeline:
         config = self._pipeline_config(retriever, rerank)
         needs_lm = rerank or config.explain_with_lm
+        if snap.saved is not None and config.retriever == snap.saved.config.retriever:
+            pipe = snap.saved.reconfigured(config, lm=self.lm if needs_lm else None)
+            log.info("%s (rerank=%s) from the saved model %s: no refit", retriever, rerank, snap.saved.loaded_from)
+            return pipe
         started = time.perf_counter()
         pipe = Pipeline(config, lm=self.lm if needs_lm else None).fit(snap.data, self.options)
         log.info("fitted %s (rerank=%s) on %r in %.1f s", retriever, rerank, snap.data, time.perf_counter() - started)
