@@ -177,7 +177,13 @@ def _run(
     with _timer() as fit_t:
         scorer.fit(targets.fit, options)
     with _timer() as rec_t:
-        recs = scorer.recommend(targets.user_ids, k=k, exclude_seen=True, candidates=targets.candidates)
+        # Under cold-items every candidate is new to the fit data, so a model that learns from interactions alone
+        # (popular) scores them all alike; breaking those ties by catalogue order would credit it with the order of
+        # the item ids (in MovieLens the low ids are the most-watched films), so they are broken at random.
+        tie_seed = None if targets.candidates is None else options.seed
+        recs = scorer.recommend(
+            targets.user_ids, k=k, exclude_seen=True, candidates=targets.candidates, tie_seed=tie_seed
+        )
     metrics = compute_metrics(
         recs.item_idx, targets.truth, k=k, train=targets.fit, item_features=features, users=targets.users
     )
