@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from llmrec.data.dataset import Dataset
@@ -75,3 +76,19 @@ def test_html_report_has_table_and_plots(sample_results: EvalResults) -> None:
     for model in ("popular", "itemknn", "ease"):
         assert f"<td>{model}</td>" in html
     assert "ndcg@10" in html and "leave-last-out" in html
+
+
+def test_cold_items_popularity_gets_no_credit_for_catalogue_order() -> None:
+    # Every user had every low-index item and a few high-index ones: relevance follows the catalogue order. The
+    # cold items have no training interactions, so popularity scores them all alike; issue 16: ties broken by the
+    # lower index put the relevant low-index cold items first and gave popularity precision@5 = 1.
+    rng = np.random.default_rng(0)
+    rows = []
+    for user in range(40):
+        high = rng.choice(np.arange(100, 200), 10, replace=False)
+        for t, item in enumerate([*range(100), *high]):
+            rows.append((f"u{user}", f"i{item:03d}", t, 1.0))
+    data = Dataset(pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "value"]), name="ordered")
+    results = evaluate_models(data, ["popular"], k=5, protocol="cold-items", tune=False)
+    # A random order of the ~20 cold test items finds ~55% relevant ones (the low half plus a few high ones).
+    assert results.result("popular").metrics["precision@5"] < 0.8

@@ -124,10 +124,16 @@ class _Stage:
         cold = split.cold_items(stage)
         self.candidates = None if cold is None else targets.item_vocab.ids[cold]
 
-    def rank(self, scorer: Scorer, k: int) -> np.ndarray:
+    def rank(self, scorer: Scorer, k: int, seed: int) -> np.ndarray:
         """Top-``k`` dense item indices of every row (exclude-seen, within the stage's candidates)."""
         if self.histories is None:
-            return scorer.recommend(self.user_ids, k=k, exclude_seen=True, candidates=self.candidates).item_idx
+            # Under cold-items every candidate is new to the fit data, so a model that learns from interactions
+            # alone (popular) scores them all alike; breaking those ties by catalogue order would credit it with
+            # the order of the item ids (in MovieLens the low ids are the most-watched films): break them at random.
+            tie_seed = None if self.candidates is None else seed
+            return scorer.recommend(
+                self.user_ids, k=k, exclude_seen=True, candidates=self.candidates, tie_seed=tie_seed
+            ).item_idx
         out = np.empty((len(self.histories), k), dtype=np.int64)
         for start in range(0, len(self.histories), 512):
             chunk = self.histories[start : start + 512]
@@ -310,7 +316,7 @@ def _run(
     with _timer() as fit_t:
         scorer.fit(targets.fit, options)
     with _timer() as rec_t:
-        ranked = targets.rank(scorer, k)
+        ranked = targets.rank(scorer, k, seed=options.seed)
     parts = metric_parts(ranked, targets.truth, k=k, train=targets.fit, item_features=features, users=targets.users)
     return parts, fit_t[0], rec_t[0], ranked
 

@@ -123,14 +123,26 @@ class Recommendations:
         ]
 
 
-def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def top_k(scores: np.ndarray, k: int, tie_seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Indices and values of the ``k`` largest finite scores per row, best first (-1 / -inf padding).
 
-    Ties are broken deterministically (the same scores always give the same lists).
+    Ties are broken deterministically (the same scores always give the same lists): by the lower column index,
+    or, with ``tie_seed``, by a random order of the columns drawn per row from that seed. Catalogue order is not
+    knowledge a model has, so an evaluation where ties are the norm (cold items: a model that learns only from
+    interactions scores them all alike) must not credit it with that order (issue 16).
     """
     n, m = scores.shape
     k_eff = min(k, m)
     clean = np.where(np.isnan(scores), -np.inf, scores)
+    if tie_seed is not None:
+        draw = np.random.default_rng(tie_seed).random((n, m))
+        part = np.lexsort((draw, -clean), axis=1)[:, :k_eff]
+        vals = np.take_along_axis(clean, part, axis=1)
+        idx = np.where(np.isfinite(vals), part, -1)
+        if k_eff < k:
+            idx = np.hstack([idx, np.full((n, k - k_eff), -1)])
+            vals = np.hstack([vals, np.full((n, k - k_eff), -np.inf)])
+        return idx.astype(np.int64), vals.astype(np.float64)
     if k_eff < m:
         part = np.argpartition(-clean, k_eff - 1, axis=1)[:, :k_eff]
         # argpartition picks arbitrarily among items tied at the cut: take the lowest indices there instead, so a
@@ -496,6 +508,7 @@ class Scorer(ABC):
         k: int = 10,
         exclude_seen: bool = True,
         candidates: Sequence[object] | np.ndarray | None = None,
+        tie_seed: int | None = None,
     ) -> Recommendations:
         """Top-``k`` items per user.
 
@@ -504,6 +517,8 @@ class Scorer(ABC):
             k: List length (rows are padded when fewer items qualify).
             exclude_seen: Leave out items the user interacted with in the training data.
             candidates: Restrict to these external item ids (unknown ones are ignored).
+            tie_seed: Break equal scores by a seeded random order per user instead of catalogue order
+                (see :func:`top_k`).
 
         """
         if k < 1:
@@ -520,5 +535,5 @@ class Scorer(ABC):
             known = np.flatnonzero(uidx >= 0)
             seen = self._seen[uidx[known]].tocoo()
             scores[known[seen.row], seen.col] = -np.inf
-        idx, vals = top_k(scores, k)
+        idx, vals = top_k(scores, k, tie_seed=tie_seed)
         return Recommendations(users_arr, self.data.item_vocab.ids_of(idx), vals, idx)
