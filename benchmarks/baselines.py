@@ -1,6 +1,7 @@
 """The baselines on MovieLens latest-small: the numbers every LLM method is compared against.
 
-Full ranking, hyperparameters tuned on validation, every stochastic model fitted with ``--seeds`` seeds (3 by
+Full ranking, hyperparameters tuned on validation (the sequential models keep their defaults unless
+``--tune-sequential``: their grid costs four more transformer fits each), every stochastic model fitted with ``--seeds`` seeds (3 by
 default; metrics are seed means with their sd), a 95% bootstrap interval over users for every metric and a
 paired comparison of every model against the best classical baseline (or ``--compare-to``). Each model runs in
 a fresh process so its peak memory is its own; ``--models`` runs a subset, and the files of several runs merge
@@ -31,6 +32,7 @@ from llmrec.eval.runner import evaluate_models
 from llmrec.models.base import TrainOptions
 
 MODELS = "popular,itemknn,ease,als,bpr,sasrec"
+SEQUENTIAL = {"sasrec", "bert4rec"}
 QUICK_MODELS = "popular,ease,als"
 
 
@@ -54,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--protocol", default="leave-last-out", choices=["leave-last-out", "timeline", "temporal"])
     parser.add_argument("--no-tune", action="store_true", help="use default hyperparameters")
+    parser.add_argument("--tune-sequential", action="store_true", help="also search SASRec/BERT4Rec grids")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--seeds", type=int, default=None, help="seeds per stochastic model (default 3; quick: 2)")
     parser.add_argument("--compare-to", default=None, help="reference model (default: best classical baseline)")
@@ -69,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     for model in [m.strip() for m in args.models.split(",") if m.strip()]:
         console.print(f"[dim]{model}...[/]")
         with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-            out = pool.submit(_one, args.dataset, model, args.k, args.protocol, tune, args.seed, seeds).result()
+            tune_this = tune and (model not in SEQUENTIAL or args.tune_sequential)
+            out = pool.submit(_one, args.dataset, model, args.k, args.protocol, tune_this, args.seed, seeds).result()
         part = EvalResults.model_validate(out)
         if merged is None:
             merged = part

@@ -212,7 +212,7 @@ def temporal_split(data: Dataset, *, valid_fraction: float = 0.1, test_fraction:
     )
 
 
-def timeline_split(data: Dataset, *, valid_fraction: float = 0.1, test_fraction: float = 0.3) -> Split:
+def timeline_split(data: Dataset, *, valid_fraction: float = 0.1, test_fraction: float = 0.5) -> Split:
     """One global cut in time whose later events, of every user, are all targets (see the module docstring).
 
     Like :func:`temporal_split`, but targets are not restricted to warm users: a user who appears only after

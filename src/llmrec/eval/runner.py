@@ -58,7 +58,7 @@ def popularity_curve(ranked: np.ndarray, popularity: np.ndarray, bins: int = 10)
     return [round(float(c), 6) for c in counts / counts.sum()]
 
 
-MAX_QUERIES_PER_USER = 20
+MAX_QUERIES_PER_USER = 50
 """``timeline`` protocol: at most this many target events per user (evenly spaced), so no user dominates."""
 
 
