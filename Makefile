@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PIP := $(VENV)/bin/pip
 
-.PHONY: demo test install install-test lint bench clean
+.PHONY: demo test test-fast install install-test lint typecheck bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,13 +30,21 @@ demo: install
 test: install-test
 	bash scripts/test.sh
 
+## The same without the tests marked slow (training on the full data, the language model's runs, the web page).
+test-fast: install-test
+	bash scripts/test.sh -m "not slow"
+
 lint: install-test
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+
+## mypy over src/llmrec ([tool.mypy] in pyproject.toml).
+typecheck: install-test
+	$(VENV)/bin/mypy --config-file pyproject.toml
 
 ## The baselines benchmark: prints a table and writes JSON.
 bench: install
 	$(VENV)/bin/python benchmarks/baselines.py --out out/baselines.json
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache .mypy_cache

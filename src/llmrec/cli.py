@@ -329,6 +329,7 @@ def recommend(
     from pydantic import ValidationError
 
     from llmrec.data.registry import load_named
+    from llmrec.llm.rerank import RerankConfig
     from llmrec.models.base import TrainOptions
     from llmrec.pipeline import Pipeline, PipelineConfig, RetrieverSpec
 
@@ -336,7 +337,8 @@ def recommend(
         if config is not None:
             settings = PipelineConfig.model_validate_json(config.read_text(encoding="utf-8"))
         else:
-            settings = PipelineConfig(retriever=RetrieverSpec(name=retriever), rerank={"method": method})
+            rerank_config = RerankConfig.model_validate({"method": method})  # --method is checked here, not by typer
+            settings = PipelineConfig(retriever=RetrieverSpec(name=retriever), rerank=rerank_config)
     except OSError as exc:
         raise ConfigError(f"cannot read the pipeline config {config}: {exc.strerror}") from exc
     except ValidationError as exc:
@@ -375,10 +377,11 @@ def chat(
     """Talk to the conversational recommender in the terminal (feedback changes the next answer)."""
     from llmrec.chat import ChatConfig, ConversationalRecommender
     from llmrec.data.registry import load_named
+    from llmrec.llm.rerank import RerankConfig
     from llmrec.models.base import TrainOptions
     from llmrec.pipeline import Pipeline, PipelineConfig, RetrieverSpec
 
-    settings = PipelineConfig(retriever=RetrieverSpec(name=retriever), rerank={} if rerank else None)
+    settings = PipelineConfig(retriever=RetrieverSpec(name=retriever), rerank=RerankConfig() if rerank else None)
     settings = _with_adapter(settings, adapter)
     data = load_named(dataset, db)
     with console.status(f"fitting {retriever} on {data.name}"):
@@ -524,8 +527,9 @@ def _run_tune(config: Any, name: str, dataset: str, protocol: str, stage: str, t
     if stage not in ("valid", "test"):
         raise ConfigError(f"--stage must be valid or test, got {stage!r}")
     try:
-        instructions = InstructionConfig(
-            tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), examples=examples, history=history, seed=seed
+        names = tuple(t.strip() for t in tasks.split(",") if t.strip())  # validated against the task names here
+        instructions = InstructionConfig.model_validate(
+            {"tasks": names, "examples": examples, "history": history, "seed": seed}
         )
     except ValidationError as exc:
         raise ConfigError(f"invalid --tasks/--examples/--history: {exc}") from exc

@@ -81,6 +81,7 @@ class ImplicitMF(Scorer):
 
     """
 
+    config: ALSConfig | BPRConfig
     user_factors: np.ndarray
     item_factors: np.ndarray
 
