@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PIP := $(VENV)/bin/pip
 
-.PHONY: demo test install install-test lint bench figures clean
+.PHONY: demo test test-fast install install-test lint typecheck bench figures clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,9 +30,17 @@ demo: install
 test: install-test
 	bash scripts/test.sh
 
+## The same without the tests marked slow (training on the full data, the language model's runs, the web page).
+test-fast: install-test
+	bash scripts/test.sh -m "not slow"
+
 lint: install-test
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+
+## mypy over src/llmrec ([tool.mypy] in pyproject.toml).
+typecheck: install-test
+	$(VENV)/bin/mypy --config-file pyproject.toml
 
 ## The baselines benchmark: prints a table and writes JSON.
 bench: install
@@ -43,4 +51,4 @@ figures: install
 	$(VENV)/bin/python -m llmrec.eval.figures --write
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -15,4 +15,6 @@ LLMREC_TEST_CHROMIUM=$(bash scripts/chromium.sh)
 export LLMREC_TEST_CHROMIUM
 "$VENV/bin/ruff" check src tests benchmarks
 "$VENV/bin/ruff" format --check src tests benchmarks
+# Types of src/llmrec ([tool.mypy] in pyproject.toml); .mypy_cache makes a rerun take seconds.
+"$VENV/bin/mypy" --config-file pyproject.toml
 exec "$VENV/bin/pytest" "$@"

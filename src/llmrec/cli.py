@@ -585,7 +585,7 @@ def chat(
         if rerank and pipe.config.rerank is None:
             pipe = pipe.reconfigured(pipe.config.model_copy(update={"rerank": RerankConfig()}))
     else:
-        settings = PipelineConfig(retriever=RetrieverSpec(name=retriever), rerank={} if rerank else None)
+        settings = PipelineConfig(retriever=RetrieverSpec(name=retriever), rerank=RerankConfig() if rerank else None)
         settings = _with_adapter(settings, adapter)
         data = load_named(dataset or "movielens-small", db)
         with console.status(f"fitting {retriever} on {data.name}"):
@@ -760,8 +760,9 @@ def _run_tune(config: Any, name: str, dataset: str, protocol: str, stage: str, t
     if stage not in ("valid", "test"):
         raise ConfigError(f"--stage must be valid or test, got {stage!r}")
     try:
-        instructions = InstructionConfig(
-            tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), examples=examples, history=history, seed=seed
+        names = tuple(t.strip() for t in tasks.split(",") if t.strip())  # validated against the task names here
+        instructions = InstructionConfig.model_validate(
+            {"tasks": names, "examples": examples, "history": history, "seed": seed}
         )
     except ValidationError as exc:
         raise ConfigError(f"invalid --tasks/--examples/--history: {exc}") from exc

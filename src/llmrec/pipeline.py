@@ -145,7 +145,9 @@ class RerankedBatch:
                 scores[row, real] = blend(base.scores[row, real], self.lm_scores[row, real], weight)
         pos, vals = top_k(scores, k)
         idx = np.where(pos >= 0, np.take_along_axis(base.item_idx, np.maximum(pos, 0), axis=1), -1)
-        items = np.where(idx >= 0, np.take_along_axis(base.items, np.maximum(pos, 0), axis=1), None)
+        items = np.where(
+            idx >= 0, np.take_along_axis(base.items, np.maximum(pos, 0), axis=1), np.array(None, dtype=object)
+        )
         return Recommendations(base.users, items, vals, idx)
 
 

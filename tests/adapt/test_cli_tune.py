@@ -13,8 +13,9 @@ from llmrec.adapt.instructions import read_jsonl
 from llmrec.adapt.registry import read_metadata
 from llmrec.cli import app
 from llmrec.config import get_settings
+from required import require
 
-pytest.importorskip("peft")
+require("peft")
 runner = CliRunner()
 FAST = ["--tasks", "yesno", "--examples", "8", "--history", "2", "--batch-size", "2", "--threads", "1"]
 
@@ -41,6 +42,7 @@ def tuned(registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return registry / "cli-lora"
 
 
+@pytest.mark.slow  # trains an adapter, then recommends with it
 def test_tune_lora_writes_a_named_adapter_that_recommend_uses(tuned: Path) -> None:
     from llmrec.llm.local import _LOADED
 
@@ -91,6 +93,7 @@ def test_prompt_tuning_from_the_cli_and_the_leakage_guard(registry: Path) -> Non
     assert leak.exit_code == 2 and "LeakageError" in leak.output and "--stage test" in leak.output
 
 
+@pytest.mark.slow  # trains an adapter, then recommends with it
 def test_tune_collm_then_recommend_with_it(registry: Path) -> None:
     from llmrec.llm.local import _LOADED
 

@@ -24,8 +24,9 @@ from llmrec.llm.local import LocalLM, LocalLMConfig
 from llmrec.llm.rerank import RerankConfig
 from llmrec.models.registry import get_scorer
 from llmrec.pipeline import LMSpec, Pipeline, PipelineConfig, RetrieverSpec
+from required import require
 
-pytest.importorskip("peft")
+require("peft")
 
 ONE = LocalLMConfig(threads=1)
 SLOTTED = InstructionConfig(
@@ -143,6 +144,7 @@ def test_a_few_steps_reduce_the_training_loss(frozen: Any) -> None:
     assert meta["kind"] == "collm" and meta["scorer"]["name"] == "als" and meta["config"]["lora_r"] == 0
 
 
+@pytest.mark.slow  # trains CoLLM with LoRA
 def test_saved_with_lora_and_loaded_by_name_it_serves_its_validation_loss(
     examples: list[InstructionExample], table: ItemTable, registry: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -24,8 +24,9 @@ from llmrec.data.dataset import Dataset
 from llmrec.data.splits import leave_last_out
 from llmrec.errors import ConfigError
 from llmrec.llm.local import LocalLM, LocalLMConfig
+from required import require
 
-pytest.importorskip("peft")
+require("peft")
 
 LORA = LoraTuneConfig(max_steps=4, batch_size=2, lr=3e-3, r=4, eval_every=0, checkpoint_every=2, threads=1)
 
@@ -50,6 +51,7 @@ def _target_loglik(model: Any, examples: list[InstructionExample]) -> float:
     return float(np.mean([model.loglik(list(e.messages), [e.target]).total[0] for e in examples]))
 
 
+@pytest.mark.slow  # trains an adapter on the language model
 def test_lora_adapter_is_saved_peft_style_and_raises_the_trained_replies(lora_run: Any, lm: Any, examples: Any) -> None:
     path = lora_run.path
     assert {p.name for p in path.iterdir()} == {"adapter_model.safetensors", "adapter_config.json", METADATA_FILE}
@@ -63,6 +65,7 @@ def test_lora_adapter_is_saved_peft_style_and_raises_the_trained_replies(lora_ru
     assert after > before + 0.5  # the replies it was trained on became clearly more likely
 
 
+@pytest.mark.slow  # trains an adapter on the language model
 def test_an_interrupted_run_resumes_to_the_same_weights(lora_run: Any, examples: Any, tmp_path: Path) -> None:
     def stop_after_two(info: StepInfo) -> None:
         if info.step == 2:
@@ -92,6 +95,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights(lora_run: Any, examples:
         tune_lora(examples[:4], lm=LocalLMConfig(threads=1), **kwargs)
 
 
+@pytest.mark.slow  # trains an adapter on the language model
 def test_prompt_tuning_stops_early_and_keeps_the_best_soft_prompt(examples: Any, lm: Any, tmp_path: Path) -> None:
     # Train on "Yes" and validate on "No" for the same prompts at a high learning rate: validation soon gets worse.
     train = [replace(e, target="Yes") for e in examples[:4]]

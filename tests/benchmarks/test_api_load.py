@@ -111,6 +111,7 @@ def test_parse_sse() -> None:
     assert api_load.parse_sse(lines) == [("state", '{"a": 1}'), ("item", "x\ny"), ("message", "z")]
 
 
+@pytest.mark.slow  # a locust run against a served model
 def test_quick_run_against_llmrec_serve(tmp_path: Path, ml_sample: Dataset) -> None:
     # locust comes with the test extra; never import it here: its gevent monkey-patching deadlocks a process
     # that already runs torch threads (the whole suite hung here after tests/adapt).

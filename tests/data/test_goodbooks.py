@@ -13,6 +13,7 @@ import pytest
 from llmrec.config import get_settings
 from llmrec.data.goodbooks import load_goodbooks, load_goodbooks_items
 from llmrec.errors import DataValidationError
+from required import skip_or_fail
 
 
 def _shared_datasets() -> Path:
@@ -26,9 +27,7 @@ def goodbooks_dir() -> Path:
     folder = _shared_datasets() / "goodbooks-10k"
     if not (folder / "books.csv").is_file():
         message = f"goodbooks-10k not found at {folder}; set LLMREC_DATA_DIR to the shared datasets folder"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(message)
     return folder
 
 

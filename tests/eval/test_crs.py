@@ -13,6 +13,7 @@ from llmrec.data.redial import Dialogue, load_redial, load_redial_mapping
 from llmrec.eval.crs import CRSSample, build_samples, dialogue_states, evaluate_ranker, recall_at, render_message
 from llmrec.llm.explain import Catalogue
 from llmrec.pipeline import Pipeline, PipelineConfig, RetrieverSpec
+from required import skip_or_fail
 
 
 def _redial_dir() -> Path:
@@ -21,9 +22,7 @@ def _redial_dir() -> Path:
     folder = base / "redial"
     if not (folder / "test_data.jsonl").is_file():
         message = f"ReDial not found at {folder}; set LLMREC_DATA_DIR to the shared datasets folder"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(message)
     return folder
 
 

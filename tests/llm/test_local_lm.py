@@ -11,6 +11,7 @@ from llm_support import THREADS
 from llmrec.errors import ConfigError
 from llmrec.llm.base import LanguageModel
 from llmrec.llm.local import LocalLM, LocalLMConfig
+from required import require
 
 PROMPT = "I enjoyed Heat (1995) and Casino (1995). Name one more movie I would like."
 TITLES = ["Goodfellas (1990)", "Toy Story (1995)", "The Godfather (1972)", "Babe (1995)", "Alien (1979)", "Up"]
@@ -159,7 +160,7 @@ def _save_adapter(lm: LocalLM, tmp_path: Path, kind: str) -> Path:
 
 @pytest.mark.parametrize("kind", ["lora", "prompt"])
 def test_adapter_loads_on_top(lm: LocalLM, tmp_path: Path, kind: str) -> None:
-    pytest.importorskip("peft")
+    require("peft")
     path = _save_adapter(lm, tmp_path, kind)
     tuned = LocalLM(config(adapter=str(path)))
     assert tuned.model_id == f"SmolLM2-135M-Instruct.Q4_1+{kind}-adapter"

@@ -17,8 +17,9 @@ from llmrec.errors import LlmrecError
 from llmrec.llm.base import LanguageModel
 from llmrec.llm.errors import LMCapabilityError, LMHTTPError, LMUnavailableError
 from llmrec.llm.openai_http import OpenAIChatLM, OpenAIConfig
+from required import require
 
-pytest.importorskip("httpx")
+require("httpx")
 
 PROMPT = "I enjoyed Heat (1995) and Casino (1995). Name one more movie I would like."
 TITLES = ["Goodfellas (1990)", "Toy Story (1995)", "Babe (1995)", "Up"]

@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 from llm_support import API_KEY
 
-httpx = pytest.importorskip("httpx")
+from required import require
+
+httpx = require("httpx")
 
 
 @pytest.fixture(scope="module")

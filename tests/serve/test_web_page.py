@@ -139,6 +139,7 @@ def test_the_page_is_served_with_a_strict_content_security_policy(site: Site) ->
     assert client.get("/v1/me", headers=ADMIN).json()["role"] == "admin"
 
 
+@pytest.mark.slow  # a real Chromium session
 def test_a_person_gets_recommendations_gives_feedback_watches_the_list_change_and_chats(site: Site, page: Page) -> None:
     items = site.data.items.set_index("item_id")
     user = str(site.data.user_vocab.ids[2])
@@ -202,6 +203,7 @@ def test_a_person_gets_recommendations_gives_feedback_watches_the_list_change_an
     assert shot.stat().st_size > 10_000
 
 
+@pytest.mark.slow  # a real Chromium session
 def test_a_user_key_opens_only_its_own_page_and_the_admin_creates_a_user(site: Site, page: Page) -> None:
     client = TestClient(create_app(site.service))
     user = str(site.data.user_vocab.ids[5])

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from llmrec.data.dataset import Dataset
 from llmrec.text.pii import PiiKind, ScrubPolicy, detect_pii, iban_valid, luhn_valid, scrub
+from required import skip_or_fail
 
 POSITIVES: list[tuple[PiiKind, str, str]] = [
     # (kind, text, the secret that must be gone)
@@ -302,9 +303,7 @@ def _shared_datasets() -> Path:
 def _require(path: Path) -> Path:
     if not path.is_file():
         message = f"{path} not found; set LLMREC_DATA_DIR to the shared datasets folder"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(message)
     return path
 
 

@@ -120,7 +120,8 @@ class CollmTuneConfig(TuneConfig):
             raise ConfigError("lora_r is 0: this CoLLM adapter has no LoRA part (set lora_r > 0 to train one)")
         return LoraConfig(
             r=self.lora_r,
-            lora_alpha=self.lora_alpha,
+            # peft annotates lora_alpha as int but only ever divides it by r; a fractional alpha works as-is.
+            lora_alpha=self.lora_alpha,  # type: ignore[arg-type]
             lora_dropout=self.lora_dropout,
             target_modules="all-linear",
             task_type="CAUSAL_LM",
@@ -150,7 +151,7 @@ class CollmTrainable:
         self.config = config
         self.table = table
         self.tokenizer = tokenizer
-        self.fingerprint = table.fingerprint()
+        self.fingerprint: str | None = table.fingerprint()
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         from llmrec.llm.local import end_of_turn_id
 

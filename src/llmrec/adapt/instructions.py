@@ -34,7 +34,7 @@ catalogue has them now, like the explain stage at serving time.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -239,6 +239,12 @@ class _NoLM:
     model_id = "none"
 
     def loglik(self, prompt: Prompt, continuations: Sequence[str]) -> LogLik:
+        raise ConfigError("the instruction builder uses the reranker's prompts only; it has no language model")
+
+    def generate(self, prompt: Prompt, **kwargs: Any) -> str:
+        raise ConfigError("the instruction builder uses the reranker's prompts only; it has no language model")
+
+    def stream(self, prompt: Prompt, **kwargs: Any) -> Iterator[str]:
         raise ConfigError("the instruction builder uses the reranker's prompts only; it has no language model")
 
 

@@ -42,7 +42,12 @@ class LoraTuneConfig(TuneConfig):
 
         targets = self.target_modules if isinstance(self.target_modules, str) else list(self.target_modules)
         return LoraConfig(
-            r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets, task_type="CAUSAL_LM"
+            r=self.r,
+            # peft annotates lora_alpha as int but only ever divides it by r; a fractional alpha works as-is.
+            lora_alpha=self.alpha,  # type: ignore[arg-type]
+            lora_dropout=self.dropout,
+            target_modules=targets,
+            task_type="CAUSAL_LM",
         )
 
 

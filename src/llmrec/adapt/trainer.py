@@ -623,9 +623,14 @@ def _progress(show: bool, label: str, total: int, done: int) -> Iterator[Callabl
     if not show:
         yield lambda loss, valid: None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    columns: tuple[ProgressColumn, ...] = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
     columns += (TextColumn("loss {task.fields[loss]}  valid {task.fields[valid]}"),)
     with Progress(*columns) as bar:
         task = bar.add_task(label, total=total, completed=done, loss="-", valid="-")
@@ -633,7 +638,7 @@ def _progress(show: bool, label: str, total: int, done: int) -> Iterator[Callabl
 
         def advance(loss: float, valid: float | None) -> None:
             smoothed.append(loss)
-            fields: dict[str, str] = {"loss": f"{np.mean(smoothed[-20:]):.3f}"}
+            fields: dict[str, Any] = {"loss": f"{np.mean(smoothed[-20:]):.3f}"}
             if valid is not None:
                 fields["valid"] = f"{valid:.3f}"
             bar.update(task, advance=1, **fields)

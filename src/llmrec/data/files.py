@@ -106,7 +106,7 @@ def detect_format(path: str | Path, format: str | None = None) -> FileFormat:
         fmt = {"ndjson": "jsonl", "pq": "parquet", "tab": "tsv"}.get(fmt, fmt)
         if fmt not in _FORMATS:
             raise ConfigError(f"unknown file format {format!r}; use one of {', '.join(_FORMATS)}")
-        return fmt  # type: ignore[return-value]
+        return fmt
     suffixes = [s.lower() for s in Path(path).suffixes]
     if suffixes and suffixes[-1] == ".gz":
         suffixes = suffixes[:-1]
@@ -498,7 +498,15 @@ def _read(
 
 
 # Stand-in values used to tell which field of a row makes validation crash.
-_BENIGN = {"user_id": "u", "item_id": "i", "timestamp": 0, "value": 1.0, "event": "e", "title": "", "text": ""}
+_BENIGN: dict[str, str | int | float] = {
+    "user_id": "u",
+    "item_id": "i",
+    "timestamp": 0,
+    "value": 1.0,
+    "event": "e",
+    "title": "",
+    "text": "",
+}
 
 
 def validate_safely(

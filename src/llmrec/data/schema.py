@@ -96,7 +96,7 @@ def _timestamp_column(series: pd.Series, source: str, lines: np.ndarray, problem
             )
         return numeric.where(~bad, 0).fillna(0).astype("float64").apply(np.floor).astype("int64")
     parsed = pd.to_datetime(series.where(numeric.isna(), None), errors="coerce", utc=True, format="mixed")
-    seconds = pd.Series(np.full(len(series), -1, dtype=np.int64), index=series.index)
+    seconds: pd.Series = pd.Series(np.full(len(series), -1, dtype=np.int64), index=series.index)
     ok_num = numeric.notna()
     seconds[ok_num] = numeric[ok_num].astype("int64")
     ok_dt = parsed.notna()

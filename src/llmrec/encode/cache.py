@@ -194,11 +194,15 @@ class EmbeddingCache:
             for key, vector in vectors.items()
         ]
         engine = self._engine()
+        statement: sa.Insert
         if engine.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            statement = pg_insert(EMBEDDINGS).on_conflict_do_nothing()
         else:
             from sqlalchemy.dialects.sqlite import insert
-        statement = insert(EMBEDDINGS).on_conflict_do_nothing()
+
+            statement = insert(EMBEDDINGS).on_conflict_do_nothing()
         written = 0
         try:
             with engine.begin() as conn:

@@ -384,11 +384,12 @@ def finetune_encoder(
         model = SentenceTransformer(base_path, device="cpu")
         model.max_seq_length = base.max_seq_length
         trainable = _trainable_parameters(model, config.train_layers)
-        directions = {
+        variants: dict[str, tuple[Literal["query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc"], ...]] = {
             "one-way": ("query_to_doc",),
             "symmetric": ("query_to_doc", "doc_to_query"),
             "gte": ("query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc"),
-        }[config.directions]
+        }
+        directions = variants[config.directions]
         loss_fn = MultipleNegativesRankingLoss(
             model,
             scale=config.scale,

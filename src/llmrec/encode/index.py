@@ -427,7 +427,7 @@ class FaissIndex:
             return out_ids, out_scores
         pos_allowed = _allowed_by_position(mask, self.ids) if mask is not None else None
         excluded_pos = [
-            None if not exclude or not exclude[r] else self._excluded_positions(exclude[r]) for r in range(len(q))
+            self._excluded_positions(ex) if ex else None for ex in (exclude if exclude is not None else [None] * len(q))
         ]
         # Qualifying positions per query: how many exist bounds what a query can return.
         n_ok = np.full(len(q), n, dtype=np.int64)
@@ -446,13 +446,14 @@ class FaissIndex:
         got = np.zeros(len(q), dtype=np.int64)
         while len(pending):
             pos, vals = self._raw(q[pending], fetch)
-            for j, r in enumerate(pending):
+            for j, r in enumerate(pending.tolist()):
                 keep = pos[j] >= 0
                 if pos_allowed is not None:
                     row_ok = pos_allowed if pos_allowed.ndim == 1 else pos_allowed[r]
                     keep &= row_ok[np.maximum(pos[j], 0)]
-                if excluded_pos[r] is not None and len(excluded_pos[r]):
-                    keep &= ~np.isin(pos[j], excluded_pos[r])
+                ex = excluded_pos[r]
+                if ex is not None and len(ex):
+                    keep &= ~np.isin(pos[j], ex)
                 chosen = pos[j][keep][:k]
                 out_ids[r, : len(chosen)] = self.ids[chosen]
                 out_scores[r, : len(chosen)] = vals[j][keep][:k]

@@ -44,7 +44,16 @@ import scipy.sparse as sp
 from llmrec.errors import ConfigError
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    # The base of every SciPy sparse matrix and array: scipy-stubs types sp.spmatrix and sp.sparray as bare mixins
+    # that SciPy's own functions (sp.csr_matrix(...), .shape) do not accept.
+    from scipy.sparse._base import _spbase
+
     from llmrec.data.dataset import Dataset
+
+    # What the metrics take as a user x item matrix: any SciPy sparse matrix or array, or a dense array.
+    MatrixLike: TypeAlias = _spbase | np.ndarray
 
 __all__ = [
     "CLOSER_TO_ZERO_IS_BETTER",
@@ -162,7 +171,7 @@ def _prepare_ranked(ranked: np.ndarray, k: int, n_items: int) -> np.ndarray:
     return arr
 
 
-def _prepare_truth(truth: sp.spmatrix | sp.sparray | np.ndarray, n_rows: int) -> sp.csr_matrix:
+def _prepare_truth(truth: MatrixLike, n_rows: int) -> sp.csr_matrix:
     """``truth`` as a canonical CSR matrix (sorted indices, no duplicates, explicit zeros removed)."""
     mat = sp.csr_matrix(truth, copy=True)
     if mat.shape[0] != n_rows:
@@ -198,7 +207,7 @@ def _hits(ranked: np.ndarray, truth: sp.csr_matrix) -> np.ndarray:
 
 
 # -- accuracy ------------------------------------------------------------------------------------------
-def hit_matrix(ranked: np.ndarray, truth: sp.spmatrix | sp.sparray | np.ndarray, k: int) -> np.ndarray:
+def hit_matrix(ranked: np.ndarray, truth: MatrixLike, k: int) -> np.ndarray:
     """Boolean ``(n_users, k)`` matrix, true where the item at rank ``j`` is in the user's relevant set.
 
     Padding (``-1``) is never a hit. This is the one quantity every accuracy metric is built from.
@@ -232,9 +241,7 @@ def _accuracy_from_hits(hits: np.ndarray, n_rel: np.ndarray) -> dict[str, np.nda
     return {name: np.where(defined, val, np.nan) for name, val in out.items()}
 
 
-def accuracy_per_user(
-    ranked: np.ndarray, truth: sp.spmatrix | sp.sparray | np.ndarray, k: int
-) -> dict[str, np.ndarray]:
+def accuracy_per_user(ranked: np.ndarray, truth: MatrixLike, k: int) -> dict[str, np.ndarray]:
     """Precision, Recall, HR, NDCG, MRR and MAP at ``k`` for every user in one pass.
 
     Definitions are in the module docstring. Users without a relevant item get ``NaN`` (the metric is
@@ -249,32 +256,32 @@ def accuracy_per_user(
     return _accuracy_from_hits(_hits(r, t), np.diff(t.indptr))
 
 
-def precision_at_k(ranked: np.ndarray, truth: sp.spmatrix | sp.sparray | np.ndarray, k: int) -> np.ndarray:
+def precision_at_k(ranked: np.ndarray, truth: MatrixLike, k: int) -> np.ndarray:
     """Per-user Precision@K = hits in the top K / K (``NaN`` for users with no relevant item)."""
     return accuracy_per_user(ranked, truth, k)["precision"]
 
 
-def recall_at_k(ranked: np.ndarray, truth: sp.spmatrix | sp.sparray | np.ndarray, k: int) -> np.ndarray:
+def recall_at_k(ranked: np.ndarray, truth: MatrixLike, k: int) -> np.ndarray:
     """Per-user Recall@K = hits in the top K / number of relevant items (``NaN`` when there are none)."""
     return accuracy_per_user(ranked, truth, k)["recall"]
 
 
-def hit_rate_at_k(ranked: np.ndarray, truth: sp.spmatrix | sp.sparray | np.ndarray, k: int) -> np.ndarray:
+def hit_rate_at_k(ranked: np.ndarray, truth: MatrixLike, k: int) -> np.ndarray:
     """Per-user HR@K: 1 when any of the top K is relevant, else 0 (``NaN`` for users with no relevant item)."""
     return accuracy_per_user(ranked, truth, k)["hr"]
 
 
-def ndcg_at_k(ranked: np.ndarray, truth: sp.spmatrix | sp.sparray | np.ndarray, k: int) -> np.ndarray:
+def ndcg_at_k(ranked: np.ndarray, truth: MatrixLike, k: int) -> np.ndarray:
     """Per-user NDCG@K with binary gains, ``1/log2(rank+1)`` discount and ideal DCG over ``min(|R|, K)`` hits."""
     return accuracy_per_user(ranked, truth, k)["ndcg"]
 
 
-def mrr_at_k(ranked: np.ndarray, truth: sp.spmatrix | sp.sparray | np.ndarray, k: int) -> np.ndarray:
+def mrr_at_k(ranked: np.ndarray, truth: MatrixLike, k: int) -> np.ndarray:
     """Per-user reciprocal rank of the first relevant item within the top K (0 without a hit)."""
     return accuracy_per_user(ranked, truth, k)["mrr"]
 
 
-def map_at_k(ranked: np.ndarray, truth: sp.spmatrix | sp.sparray | np.ndarray, k: int) -> np.ndarray:
+def map_at_k(ranked: np.ndarray, truth: MatrixLike, k: int) -> np.ndarray:
     """Per-user AP@K = sum of Precision@j at each hit rank j <= K, divided by ``min(|R|, K)``."""
     return accuracy_per_user(ranked, truth, k)["map"]
 
@@ -348,7 +355,7 @@ def _slots(ranked: np.ndarray, n_items: int) -> sp.csr_matrix:
     return sp.csr_matrix((np.ones(len(rows)), (rows, ranked[valid])), shape=(ranked.shape[0], n_items))
 
 
-def intra_list_diversity(ranked: np.ndarray, features: sp.spmatrix | sp.sparray | np.ndarray, k: int) -> np.ndarray:
+def intra_list_diversity(ranked: np.ndarray, features: MatrixLike, k: int) -> np.ndarray:
     """Per-user intra-list diversity@K: mean over item pairs of the list of ``1 - cos(f_a, f_b)``.
 
     Items whose feature row is all zero carry no evidence about similarity and are left out of the list;
@@ -363,9 +370,10 @@ def intra_list_diversity(ranked: np.ndarray, features: sp.spmatrix | sp.sparray 
         k: List length.
 
     """
+    feats: sp.csr_matrix | np.ndarray
     if sp.issparse(features):
-        feats: sp.csr_matrix | np.ndarray = sp.csr_matrix(features, dtype=np.float64)
-        sq = np.asarray(feats.multiply(feats).sum(axis=1)).ravel()
+        feats = sparse = sp.csr_matrix(features, dtype=np.float64)
+        sq = np.asarray(sparse.multiply(sparse).sum(axis=1)).ravel()
     else:
         feats = np.asarray(features, dtype=np.float64)
         if feats.ndim != 2:
@@ -379,10 +387,10 @@ def intra_list_diversity(ranked: np.ndarray, features: sp.spmatrix | sp.sparray 
     unit = sp.diags(scale) @ feats if sp.issparse(feats) else feats * scale[:, None]
     marks = _slots(r, n_items)
     summed = marks @ unit
-    if sp.issparse(summed):
-        s2 = np.asarray(summed.multiply(summed).sum(axis=1)).ravel()
-    else:
+    if isinstance(summed, np.ndarray):  # dense features; sparse ones give a sparse product
         s2 = np.einsum("ij,ij->i", summed, summed)
+    else:
+        s2 = np.asarray(summed.multiply(summed).sum(axis=1)).ravel()
     m = np.where(r >= 0, has[np.maximum(r, 0)], False).sum(axis=1).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         mean_cos = (s2 - m) / (m * (m - 1.0))
@@ -478,9 +486,7 @@ def popularity_baseline(train: Dataset, k: int, users: np.ndarray | None = None)
     return out
 
 
-def serendipity(
-    ranked: np.ndarray, truth: sp.spmatrix | sp.sparray | np.ndarray, baseline_ranked: np.ndarray, k: int
-) -> np.ndarray:
+def serendipity(ranked: np.ndarray, truth: MatrixLike, baseline_ranked: np.ndarray, k: int) -> np.ndarray:
     """Per-user serendipity@K: share of the K slots holding an item that is relevant and unexpected.
 
     An item is unexpected for a user when it is not in the first ``k`` entries of that user's row of
@@ -601,11 +607,11 @@ def _nanmean(values: np.ndarray) -> float:
 
 def compute_metrics(
     ranked: np.ndarray,
-    truth: sp.spmatrix | sp.sparray | np.ndarray,
+    truth: MatrixLike,
     *,
     k: int,
     train: Dataset,
-    item_features: sp.spmatrix | sp.sparray | np.ndarray | None = None,
+    item_features: MatrixLike | None = None,
     baseline_ranked: np.ndarray | None = None,
     users: np.ndarray | None = None,
 ) -> dict[str, float]:

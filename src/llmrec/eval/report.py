@@ -79,7 +79,7 @@ def render_html(results: EvalResults) -> str:
     names = _metric_names(results)
     best: dict[str, str] = {}
     for name in names:
-        scored = [(r.metrics[name], r.model) for r in results.results if r.metrics.get(name) is not None]
+        scored = [(v, r.model) for r in results.results if (v := r.metrics.get(name)) is not None]
         direction = metric_direction(name)
         if not scored or direction == "none":
             continue

@@ -92,7 +92,11 @@ class ItemTable:
 
     @classmethod
     def from_raw(
-        cls, ids: Sequence[object], raw: np.ndarray, scorer: str, scorer_config: dict[str, Any] | None = None
+        cls,
+        ids: Sequence[object] | np.ndarray,
+        raw: np.ndarray,
+        scorer: str,
+        scorer_config: dict[str, Any] | None = None,
     ) -> ItemTable:
         """A table of ``raw`` vectors standardised per dimension (constant dimensions are only centred)."""
         raw = np.asarray(raw, dtype=np.float64)
@@ -176,14 +180,15 @@ def new_projector(spec: ProjectorSpec, embedding_rms: float | None = None) -> An
     import torch
     from torch import nn
 
-    projector = nn.Sequential(nn.Linear(spec.item_dim, spec.hidden), nn.GELU(), nn.Linear(spec.hidden, spec.out_dim))
+    last = nn.Linear(spec.hidden, spec.out_dim)
+    projector = nn.Sequential(nn.Linear(spec.item_dim, spec.hidden), nn.GELU(), last)
     if embedding_rms is not None:
         with torch.no_grad():
             probe = projector(torch.randn(256, spec.item_dim))
             rms = float(probe.pow(2).mean().sqrt())
             if rms > 0:
-                projector[2].weight.mul_(embedding_rms / rms)
-                projector[2].bias.mul_(embedding_rms / rms)
+                last.weight.mul_(embedding_rms / rms)
+                last.bias.mul_(embedding_rms / rms)
     return projector
 
 
@@ -308,6 +313,7 @@ class CollmRuntime:
         """
         import torch
         from transformers import DynamicCache
+        from transformers.cache_utils import CacheLayerMixin
 
         if not prompt_ids:
             raise ConfigError("empty prompt: CoLLM scoring needs a chat-templated prompt")
@@ -337,7 +343,13 @@ class CollmRuntime:
                     ids[r, : len(f)] = torch.tensor(f, dtype=torch.long)
                     real[r, : len(f)] = 1
                 fed_items.append(list(its))  # the last target is never a slot: every slot is fed
-            kv = [(layer.keys.expand(n, -1, -1, -1), layer.values.expand(n, -1, -1, -1)) for layer in cache.layers]
+            kv = []
+            for layer in cache.layers:  # linear-attention or cache-less layers have no key/value tensors to copy
+                if not isinstance(layer, CacheLayerMixin) or layer.keys is None or layer.values is None:
+                    raise ConfigError(
+                        f"CoLLM scoring needs a key/value cache in every layer; {type(layer).__name__} has none"
+                    )
+                kv.append((layer.keys.expand(n, -1, -1, -1), layer.values.expand(n, -1, -1, -1)))
             batch_cache = DynamicCache(ddp_cache_data=kv, config=model.config)
             mask = torch.cat([torch.ones(n, len(prompt_ids), dtype=torch.long), real], dim=1)
             embeds = inputs_embeds(model, self.projector, self.vectors, ids, fed_items)

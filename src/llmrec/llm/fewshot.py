@@ -86,7 +86,7 @@ class FewShotPool:
             return []
         query = np.zeros(self._matrix.shape[1])
         query[np.asarray(history, dtype=np.int64)] = 1.0
-        sims = self._matrix @ query
+        sims = np.asarray(self._matrix @ query)
         sims[~self._eligible] = -np.inf
         if exclude_user is not None and 0 <= exclude_user < len(sims):
             sims[exclude_user] = -np.inf

@@ -122,7 +122,7 @@ def _kmeans(x: np.ndarray, k: int, iterations: int, rng: np.random.Generator) ->
         np.add.at(sums, labels, x)
         filled = counts > 0
         centroids[filled] = sums[filled] / counts[filled, None]
-        for c in np.flatnonzero(~filled):
+        for c in np.flatnonzero(~filled).tolist():
             own = np.einsum("ij,ij->i", x - centroids[labels], x - centroids[labels])
             far = int(np.argmax(own))
             centroids[c], labels[far] = x[far], c
@@ -782,7 +782,9 @@ class GenerativeRetriever:
 
         with progress(show_progress, "generating recommendations", len(users_arr)) as advance:
             for row, u in enumerate(uidx.tolist()):
-                seen = self._seen.indices[self._seen.indptr[u] : self._seen.indptr[u + 1]] if u >= 0 else []
+                seen: np.ndarray | list[int] = (
+                    self._seen.indices[self._seen.indptr[u] : self._seen.indptr[u + 1]] if u >= 0 else []
+                )
                 if u < 0 or not self._history[u]:
                     fallback = self._fallback.copy()[None, :]
                     if exclude_seen and len(seen):

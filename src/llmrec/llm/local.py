@@ -224,7 +224,7 @@ class _Loaded:
     source: str  # "gguf" (converted now), "cache" (fp32 copy), "checkpoint"
 
 
-_LOADED: dict[tuple[str, str, str | None], _Loaded] = {}
+_LOADED: dict[tuple[str, str, str | None, str], _Loaded] = {}
 _LOAD_LOCK = threading.Lock()
 
 
@@ -259,7 +259,7 @@ def _convert_gguf(folder: Path, gguf: str, target: Path) -> tuple[Any, Any]:
 
     logger.info("converting %s to fp32 (first use, ~30 s); the copy goes to %s", folder / gguf, target)
     tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf)
-    model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf, dtype=torch.float32)
+    model: Any = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf, dtype=torch.float32)
     # The weights are plain fp32 tensors now; without this, save_pretrained refuses (or records a GGUF
     # quantization config that would make the next load try to dequantise again).
     model.hf_quantizer = None
@@ -598,6 +598,7 @@ class LocalLM:
         """Input embeddings of ``ids`` ``(batch, len)`` with the soft prompt in front."""
         import torch
 
+        assert state.soft_prompt is not None, "only prompt-tuned models embed through _embed"
         embeds = state.model.get_input_embeddings()(ids)
         soft = state.soft_prompt.to(embeds.dtype).expand(ids.shape[0], -1, -1)
         return torch.cat([soft, embeds], dim=1)
@@ -974,6 +975,7 @@ class LocalLM:
                     state, prefix_ids, targets, self.config.loglik_strategy, tops=True, prefix=prefix
                 )
                 assert prefix.token_logprobs is not None and prefix.top_ids is not None
+                assert prefix.top_logprobs is not None
                 for j, i in enumerate(members):
                     ids = ids_list[i]
                     logprobs = np.concatenate([[np.nan], prefix.token_logprobs.numpy(), lps[j].numpy()]).astype(

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -134,11 +134,12 @@ def search_items(
     """
     single = isinstance(queries, str)
     texts = [queries] if isinstance(queries, str) else list(queries)
-    if single and exclude is not None:
-        exclude = [exclude]  # type: ignore[list-item]
     excluded: list[set[int] | None] | None = None
     if exclude is not None:
-        per_query = list(exclude)  # type: ignore[arg-type]
+        # One collection for a single query, else one per query (a check on types cannot tell the two apart).
+        per_query: list[Iterable[object] | None] = (
+            [exclude] if single else list(cast("Sequence[Iterable[object] | None]", exclude))
+        )
         if len(per_query) != len(texts):
             raise ConfigError(f"exclude needs one collection per query: got {len(per_query)} for {len(texts)}")
         excluded = []
@@ -146,7 +147,7 @@ def search_items(
             if items is None:
                 excluded.append(None)
                 continue
-            idx = vocab.index(list(items), missing="negative")  # type: ignore[arg-type]
+            idx = vocab.index(list(items), missing="negative")
             excluded.append({int(i) for i in idx if i >= 0})
     allowed = None
     if candidates is not None:

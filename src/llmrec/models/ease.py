@@ -66,7 +66,9 @@ def _gram(x: sp.csr_matrix, dtype: np.dtype) -> np.ndarray:
 
 def _spd_inverse(gram: np.ndarray) -> np.ndarray:
     """Inverse of a symmetric positive definite matrix by Cholesky, overwriting ``gram``."""
-    potrf, potri = sla.lapack.get_lapack_funcs(("potrf", "potri"), (gram,))
+    funcs = sla.lapack.get_lapack_funcs(("potrf", "potri"), (gram,))
+    assert isinstance(funcs, list)  # a tuple of names gives a list of routines
+    potrf, potri = funcs
     # LAPACK works in place only on Fortran-ordered arrays; the transpose of a symmetric C-ordered matrix is
     # the same matrix in Fortran order, so this avoids an n² copy.
     factor, info = potrf(gram.T, lower=False, overwrite_a=True, clean=False)

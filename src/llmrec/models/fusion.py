@@ -10,7 +10,7 @@ without refitting.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -76,7 +76,7 @@ def _normalise(scores: np.ndarray, method: str, rrf_k: int) -> np.ndarray:
     return np.where(np.isnan(z), floor, z)
 
 
-def fuse_scores(parts: list[np.ndarray], weights: list[float] | np.ndarray) -> np.ndarray:
+def fuse_scores(parts: list[np.ndarray], weights: Sequence[float] | np.ndarray) -> np.ndarray:
     """Weighted sum of already-normalised component scores."""
     out = np.zeros_like(parts[0])
     for part, weight in zip(parts, weights, strict=True):

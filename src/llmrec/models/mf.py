@@ -83,6 +83,7 @@ class ImplicitMF(Scorer):
     """
 
     stochastic: ClassVar[bool] = True
+    config: ALSConfig | BPRConfig
 
     user_factors: np.ndarray
     item_factors: np.ndarray

@@ -94,7 +94,7 @@ def issue_user_key(service: RecommenderService, user_id: str) -> tuple[str, ApiK
 
 
 def _service(request: Request) -> RecommenderService:
-    return request.app.state.service  # type: ignore[no-any-return]
+    return request.app.state.service
 
 
 async def principal(

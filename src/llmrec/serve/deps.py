@@ -21,7 +21,7 @@ async def get_service(request: Request) -> RecommenderService:
 
     ``async`` so that FastAPI calls it on the event loop instead of a thread-pool hop (see :mod:`.auth`).
     """
-    return request.app.state.service  # type: ignore[no-any-return]
+    return request.app.state.service
 
 
 ServiceDep = Annotated[RecommenderService, Depends(get_service)]

@@ -332,7 +332,7 @@ class ChatSessionOut(BaseModel):
     @classmethod
     def of(cls, session: ChatSession) -> ChatSessionOut:
         """From a stored session."""
-        turns = [ChatTurnOut(role=t.role, text=t.text, items=t.items) for t in session.turns]  # type: ignore[arg-type]
+        turns = [ChatTurnOut(role=t.role, text=t.text, items=t.items) for t in session.turns]
         return cls(session_id=session.id, user_id=session.user_id, state=session.state, turns=turns)
 
 

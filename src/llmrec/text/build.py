@@ -19,7 +19,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -124,7 +124,7 @@ _DEFAULT_ITEM_CONFIG = ItemTextConfig()
 _DEFAULT_USER_CONFIG = UserTextConfig()
 
 
-def _missing(value: object) -> bool:
+def _missing(value: Any) -> bool:
     return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
 
 
@@ -169,7 +169,7 @@ def _join(parts: list[str], separator: str) -> str:
 
 
 def _year(row: Mapping[str, Any] | pd.Series, title: str) -> str:
-    value = row.get("year")
+    value: Any = row.get("year")
     if not _missing(value):
         try:
             return str(int(value))
@@ -239,7 +239,8 @@ def item_texts(data: Dataset, config: ItemTextConfig | None = None) -> list[str]
             f"item text field(s) {missing} are not columns of the items table of {data.name!r} "
             f"(columns: {list(data.items.columns)}); fix ItemTextConfig.fields"
         )
-    return [item_text(row, config) for row in data.items.to_dict("records")]
+    rows = cast("list[dict[str, Any]]", data.items.to_dict("records"))  # the column names are strings
+    return [item_text(row, config) for row in rows]
 
 
 # -- users -----------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import unicodedata
 from collections.abc import Iterable
 from functools import lru_cache
 from html.parser import HTMLParser
-from typing import Literal
+from typing import Any, Literal, cast
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -338,7 +338,7 @@ def clean_text(text: object, config: CleanConfig | None = None) -> str:
 
     """
     if not isinstance(text, str):
-        if text is None or (pd.api.types.is_scalar(text) and pd.isna(text)):
+        if text is None or (pd.api.types.is_scalar(text) and pd.isna(cast(Any, text))):  # a scalar: NaN, NA, NaT
             return ""
         text = str(text)
     config = config or _DEFAULT_CONFIG

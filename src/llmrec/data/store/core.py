@@ -335,9 +335,11 @@ class Store(RecordAccess):
     # -- writing --------------------------------------------------------------------------------------
     def _insert(self, table: sa.Table) -> Any:
         if self._engine.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return pg_insert(table).on_conflict_do_nothing()
+        from sqlalchemy.dialects.sqlite import insert
+
         return insert(table).on_conflict_do_nothing()
 
     def _write_rows(

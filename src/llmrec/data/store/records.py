@@ -192,13 +192,11 @@ class RecordAccess:
                     merged.pop(key, None)
                 else:
                     merged[key] = value
-            values = {
-                "title": current.title if title is None else title,
-                "text": current.text if text is None else text,
-                "attributes": merged,
-            }
+            new_title = current.title if title is None else title
+            new_text = current.text if text is None else text
+            values = {"title": new_title, "text": new_text, "attributes": merged}
             conn.execute(sa.update(ItemRow).where(*where).values(**values))
-        return ItemRecord(current.item_id, values["title"], values["text"], merged)
+        return ItemRecord(current.item_id, new_title, new_text, merged)
 
     def delete_item(self, dataset: str, item_id: str) -> bool:
         """Delete an item and its interactions (so a reload no longer knows it); returns whether it was stored."""

@@ -102,6 +102,7 @@ def repair(text: str, evidence: Evidence, catalogue: Catalogue, *, config: Expla
         if process.full:
             break
     process.finish()
+    assert process.result is not None  # finish() always settles one
     return process.result
 
 
