@@ -38,7 +38,7 @@ from llmrec.data.dataset import Dataset
 from llmrec.data.filters import ItemFilters
 from llmrec.data.store import IngestReport, ItemRecord, Page, Store, UserRecord
 from llmrec.errors import ConfigError, ConflictError, UnknownIdError
-from llmrec.feedback import FEEDBACK_VALUES, FeedbackKind, Taste, taste_of
+from llmrec.feedback import FeedbackKind, Taste, taste_of, validate_feedback
 from llmrec.models.base import TrainOptions
 from llmrec.pipeline import Pipeline, RetrieverSpec
 from llmrec.serve.config import ServeConfig
@@ -551,20 +551,11 @@ class RecommenderService:
 
         Raises:
             UnknownIdError: The item is not stored.
-            ConfigError: The value is missing, out of range, or given for a kind that takes none.
+            ConfigError: The value is missing, out of range, or given for a kind that takes none
+                (:func:`llmrec.feedback.validate_feedback`, as the chat's feedback).
 
         """
-        if kind == "rating":
-            low, high = self.config.rating_range
-            if value is None or not low <= value <= high:
-                raise ConfigError(f"value: a rating needs a value between {low} and {high}, got {value}")
-            stored_value = float(value)
-        elif kind in FEEDBACK_VALUES:
-            if value is not None:
-                raise ConfigError(f"value: only a rating takes a value, not {kind}")
-            stored_value = FEEDBACK_VALUES[kind]
-        else:
-            raise ConfigError(f"kind: {kind!r} is not one of rating, {', '.join(FEEDBACK_VALUES)}")
+        stored_value = validate_feedback(kind, value, self.config.rating_range)
         if self._store.get_item(self.dataset, str(item_id)) is None:
             raise UnknownIdError(f"item {item_id!r} is not in dataset {self.dataset!r}")
         stamp = int(time.time()) if timestamp is None else int(timestamp)
@@ -706,6 +697,7 @@ class RecommenderService:
             config=config,
             user_exists=self.user_exists,
             recent=self.recent_taste,
+            rating_range=self.config.rating_range,
         )
         with self._lock:
             self._chat = (snap, chat)
