@@ -199,7 +199,9 @@ class ConversationalRecommender:
             UnknownIdError: ``user_id`` is not a user of the data.
         """
         if user_id is not None and not self._user_exists(user_id):
-            raise UnknownIdError(f"unknown user '{user_id}'. Fix: use a user id of dataset '{self.dataset}'")
+            raise UnknownIdError(
+                f"unknown user '{user_id}'", field="user_id", fix=f"use a user id of dataset '{self.dataset}'"
+            )
         session = ChatSession(id=new_session_id(), dataset=self.dataset, user_id=user_id)
         self.sessions.save(session)
         return session
@@ -224,7 +226,9 @@ class ConversationalRecommender:
         idx = self.data.item_vocab.index(item_ids, missing="negative")
         if (idx < 0).any():
             bad = [i for i, x in zip(item_ids, idx, strict=True) if x < 0]
-            raise UnknownIdError(f"unknown item ids {bad[:5]}. Fix: use item ids of dataset '{self.dataset}'")
+            raise UnknownIdError(
+                f"unknown item ids {bad[:5]}", field="item_id", fix=f"use item ids of dataset '{self.dataset}'"
+            )
 
     # -- turns ----------------------------------------------------------------------------------------------
 
