@@ -39,8 +39,13 @@ class LlmrecError(Exception):
         self.field = field
         self.fix = fix
 
+    @property
+    def reason(self) -> str:
+        """The message without the fix."""
+        return super().__str__()
+
     def __str__(self) -> str:
-        text = super().__str__()
+        text = self.reason
         return f"{text}. Fix: {self.fix}" if self.fix and "Fix:" not in text else text
 
 
@@ -62,7 +67,9 @@ class NotFittedError(LlmrecError):
 class UnknownIdError(LlmrecError, KeyError):
     """An external user or item id is not in the vocabulary."""
 
-    def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable.
+    @property
+    def reason(self) -> str:
+        """The message without the fix (unquoted: KeyError would quote it)."""
         return str(self.args[0]) if self.args else ""
 
 

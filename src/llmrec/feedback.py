@@ -8,16 +8,23 @@ re-ranks at once), disliked and seen items are only left out.
 The values sit on the 0.5-5 star scale of the bundled MovieLens data: a thumbs-up counts like a 5-star rating, a
 thumbs-down like a 1-star one (the person knows the item and did not like it, which ``liked_min_value`` and
 value-aware models read as such), "seen" like a neutral 3.
+
+:func:`validate_feedback` is the one check of a piece of feedback: the chat, the HTTP API and the page all call it,
+so a value one of them accepts is accepted by all (a rating within the dataset's scale, 0.5-5 by default).
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from llmrec.errors import ConfigError
+
 __all__ = [
+    "DEFAULT_RATING_RANGE",
     "DISLIKED_AT_MOST",
     "FEEDBACK_KINDS",
     "FEEDBACK_VALUES",
@@ -27,6 +34,7 @@ __all__ = [
     "Taste",
     "polarity",
     "taste_of",
+    "validate_feedback",
 ]
 
 FeedbackKind = Literal["thumbs_up", "thumbs_down", "seen", "rating"]
@@ -40,7 +48,55 @@ LIKED_AT_LEAST = 4.0
 DISLIKED_AT_MOST = 2.0
 """A rating at most this high means disliked."""
 
+DEFAULT_RATING_RANGE: tuple[float, float] = (0.5, 5.0)
+"""Inclusive range of a ``rating`` when the dataset declares none (the MovieLens star scale)."""
+
 Polarity = Literal["liked", "disliked", "neutral"]
+
+
+def validate_feedback(
+    kind: object, value: object = None, rating_range: tuple[float, float] = DEFAULT_RATING_RANGE
+) -> float:
+    """The interaction value to store for a piece of feedback; raises when the feedback is invalid.
+
+    Args:
+        kind: One of :data:`FEEDBACK_KINDS`.
+        value: The rating, for ``kind="rating"`` (a finite number within ``rating_range``); ``None`` otherwise.
+        rating_range: Inclusive ``(low, high)`` of a rating: the dataset's scale.
+
+    Raises:
+        ConfigError: An unknown kind (``field="kind"``); a rating without a value, with one that is not a finite
+            number, or outside ``rating_range``; a value for a kind that takes none (``field="value"``).
+
+    """
+    if kind not in FEEDBACK_KINDS:
+        raise ConfigError(
+            f"{kind!r} is not a kind of feedback", field="kind", fix=f"use one of {', '.join(FEEDBACK_KINDS)}"
+        )
+    if kind != "rating":
+        if value is not None:
+            raise ConfigError(f"only a rating takes a value, not {kind}", field="value", fix="leave the value out")
+        return FEEDBACK_VALUES[str(kind)]
+    low, high = rating_range
+    example = f"{min(max(4.0, low), high):g}"
+    if value is None:
+        raise ConfigError("a rating needs a value", field="value", fix=f"send a value from {low:g} to {high:g}")
+    number = _number(value)
+    if number is None or not low <= number <= high:
+        raise ConfigError(
+            f"a rating must be a number from {low:g} to {high:g}, got {value!r}",
+            field="value",
+            fix=f"send a value from {low:g} to {high:g} (e.g. {example})",
+        )
+    return number
+
+
+def _number(value: object) -> float | None:
+    """``value`` as a finite float; ``None`` for anything else (text, booleans, NaN, infinities)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def polarity(event: str | None, value: float | None) -> Polarity:

@@ -24,13 +24,15 @@ def test_masks_combine_genres_exclusions_and_inclusive_years() -> None:
 
 def test_strict_masks_name_the_field_and_the_fix() -> None:
     filters = ItemFilters.build([("Comedy",), ()], [1994, None], "toy")
-    with pytest.raises(ConfigError, match="exclude_genres: unknown genre 'Western'; known .*comedy"):
+    with pytest.raises(ConfigError, match="unknown genre 'Western'. Fix: use known genres .*comedy") as err:
         filters.mask(exclude_genres=["Western"])
+    assert err.value.field == "exclude_genres"
     with pytest.raises(ConfigError, match="is after year_max"):
         filters.mask(year_min=2000, year_max=1990)
     no_facts = ItemFilters.build([(), ()], [None, None], "bare")
-    with pytest.raises(ConfigError, match="genres: the items of 'bare' have no genres"):
+    with pytest.raises(ConfigError, match="the items of 'bare' have no genres") as err:
         no_facts.mask(genres=["Comedy"])
+    assert err.value.field == "genres"
     with pytest.raises(ConfigError, match="no year to filter on"):
         no_facts.mask(year_min=1990)
     # A conversation asks loosely: an unknown genre matches nothing, excluding it removes nothing.

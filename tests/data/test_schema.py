@@ -42,7 +42,9 @@ def test_bad_rows_name_line_field_and_fix(frame: pd.DataFrame, line: int, field:
 def test_out_of_range_and_missing_columns() -> None:
     with pytest.raises(DataValidationError, match=r"line 3, field 'value': 7.0 is outside \[0.5, 5.0\]"):
         validate_interactions(_frame(value=[1.0, 7.0]), "r.csv", value_range=(0.5, 5.0))
-    with pytest.raises(DataValidationError, match="required column 'timestamp' is missing.*--map timestamp="):
+    with pytest.raises(
+        DataValidationError, match="required column .timestamp. is missing.*timestamp=YourColumn in the column"
+    ):
         validate_interactions(pd.DataFrame({"user_id": [1], "item_id": [2]}), "r.csv")
 
 

@@ -79,7 +79,8 @@ def test_server_down_is_a_typed_error_fast() -> None:
     port = _closed_port()
     down = OpenAIChatLM(OpenAIConfig(base_url=f"http://127.0.0.1:{port}/v1", max_retries=1, backoff_s=0.05))
     started = time.perf_counter()
-    with pytest.raises(LMUnavailableError, match=rf"could not reach http://127.0.0.1:{port}/v1 .*server running"):
+    expected = rf"could not reach http://127.0.0.1:{port}/v1 .*Fix: check that the server is running"
+    with pytest.raises(LMUnavailableError, match=expected):
         down.generate("hi")
     with pytest.raises(LMUnavailableError):
         list(down.stream("hi"))
@@ -102,6 +103,7 @@ def test_gives_up_after_max_retries_and_honours_retry_after(scripted: ScriptedSe
     with pytest.raises(LMHTTPError) as err:
         lm.generate("hi")
     assert err.value.status_code == 429 and "busy, try later" in str(err.value)
+    assert isinstance(err.value, LMUnavailableError) and err.value.retry_after == 0.0  # the API answers 503
     assert len(scripted.script.requests) == 3
     assert time.perf_counter() - started < 2.0  # Retry-After: 0 overrides the 5 s backoff
 

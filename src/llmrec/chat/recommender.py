@@ -31,7 +31,7 @@ from llmrec.chat.parse import Intent, parse_turn
 from llmrec.chat.sessions import ChatSession, MemorySessionStore, SessionStore, Turn, new_session_id
 from llmrec.chat.state import DialogueState, StateUpdate
 from llmrec.errors import ConfigError, UnknownIdError
-from llmrec.feedback import FEEDBACK_VALUES, FeedbackKind, Taste, polarity
+from llmrec.feedback import DEFAULT_RATING_RANGE, FeedbackKind, Taste, polarity, validate_feedback
 from llmrec.llm.explain import Catalogue, Explainer
 
 if TYPE_CHECKING:
@@ -169,6 +169,7 @@ class ConversationalRecommender:
         config: ChatConfig | None = None,
         user_exists: Callable[[str], bool] | None = None,
         recent: Callable[[str], Taste] | None = None,
+        rating_range: tuple[float, float] = DEFAULT_RATING_RANGE,
     ) -> None:
         self.pipeline = pipeline
         self.data = pipeline.data
@@ -179,6 +180,7 @@ class ConversationalRecommender:
         self.config = config or ChatConfig()
         self._user_exists = user_exists or (lambda u: u in self.data.user_vocab)
         self._recent = recent
+        self.rating_range = rating_range
         self.catalogue = Catalogue.of(self.data)
         n = len(self.catalogue)
         self._years = np.array([self.catalogue.year(i) or 0 for i in range(n)], dtype=np.int64)
@@ -197,7 +199,9 @@ class ConversationalRecommender:
             UnknownIdError: ``user_id`` is not a user of the data.
         """
         if user_id is not None and not self._user_exists(user_id):
-            raise UnknownIdError(f"unknown user '{user_id}'. Fix: use a user id of dataset '{self.dataset}'")
+            raise UnknownIdError(
+                f"unknown user '{user_id}'", field="user_id", fix=f"use a user id of dataset '{self.dataset}'"
+            )
         session = ChatSession(id=new_session_id(), dataset=self.dataset, user_id=user_id)
         self.sessions.save(session)
         return session
@@ -222,7 +226,9 @@ class ConversationalRecommender:
         idx = self.data.item_vocab.index(item_ids, missing="negative")
         if (idx < 0).any():
             bad = [i for i, x in zip(item_ids, idx, strict=True) if x < 0]
-            raise UnknownIdError(f"unknown item ids {bad[:5]}. Fix: use item ids of dataset '{self.dataset}'")
+            raise UnknownIdError(
+                f"unknown item ids {bad[:5]}", field="item_id", fix=f"use item ids of dataset '{self.dataset}'"
+            )
 
     # -- turns ----------------------------------------------------------------------------------------------
 
@@ -301,19 +307,12 @@ class ConversationalRecommender:
 
         Raises:
             UnknownIdError: The session or item is unknown.
-            ConfigError: A rating without a value, or with one outside 0..5; a value for another kind.
+            ConfigError: An unknown kind; a rating without a value, or with one outside ``rating_range``; a value
+                for another kind (:func:`llmrec.feedback.validate_feedback`, as the HTTP API's ``feedback``).
         """
         session = self.sessions.load(session_id)
         self._check_items([item_id])
-        if kind == "rating":
-            if value is None or not 0.0 <= value <= 5.0:
-                raise ConfigError("value: a rating needs a value between 0 and 5. Fix: send value=4 (for example)")
-        elif kind in FEEDBACK_VALUES:
-            if value is not None:
-                raise ConfigError(f"value: only a rating takes a value, not {kind}. Fix: leave value out")
-            value = FEEDBACK_VALUES[kind]
-        else:
-            raise ConfigError(f"kind: {kind!r} is not one of thumbs_up, thumbs_down, seen, rating")
+        value = validate_feedback(kind, value, self.rating_range)
         taste = polarity(kind, value)
         if taste == "liked":
             update = StateUpdate(liked=[item_id])

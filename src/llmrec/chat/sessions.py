@@ -96,7 +96,7 @@ class MemorySessionStore:
         with self._lock:
             raw = self._sessions.get(session_id)
         if raw is None:
-            raise UnknownIdError(f"no chat session '{session_id}'. Fix: start one first")
+            raise UnknownIdError(f"no chat session '{session_id}'", field="session_id", fix="start one first")
         return ChatSession.model_validate_json(raw)
 
     def delete(self, session_id: str) -> bool:
@@ -154,7 +154,7 @@ class SqlSessionStore:
             "load chat session", lambda conn: conn.execute(table.select().where(table.c.id == session_id)).first()
         )
         if found is None:
-            raise UnknownIdError(f"no chat session '{session_id}'. Fix: start one first")
+            raise UnknownIdError(f"no chat session '{session_id}'", field="session_id", fix="start one first")
         return ChatSession(
             id=found.id, dataset=found.dataset, user_id=found.user_id, state=found.state, turns=found.turns
         )

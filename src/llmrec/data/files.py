@@ -73,7 +73,7 @@ _TEXT_FIELDS = {
     "users": ("user_id", "profile"),
 }
 _REQUIRED = {"interactions": ("user_id", "item_id", "timestamp"), "items": ("item_id",), "users": ("user_id",)}
-_FIX_MAP = "add the column, or map an existing one to it (e.g. --map {field}=YourColumn)"
+_FIX_MAP = "add the column, or map an existing one to it ({field}=YourColumn in the column mapping)"
 
 Kind = Literal["interactions", "items", "users"]
 

@@ -86,9 +86,17 @@ class ItemFilters:
             low = -np.inf if year_min is None else year_min
             high = np.inf if year_max is None else year_max
             if low > high:
-                raise ConfigError(f"year_min ({year_min}) is after year_max ({year_max})")
+                raise ConfigError(
+                    f"year_min ({year_min}) is after year_max ({year_max})",
+                    field="year_min",
+                    fix="give a year_min no later than year_max",
+                )
             if self.years is None and strict:
-                raise ConfigError(f"year_min/year_max: the items of {self.dataset!r} have no year to filter on")
+                raise ConfigError(
+                    f"the items of {self.dataset!r} have no year to filter on",
+                    field="year_min/year_max",
+                    fix="leave the year bounds out",
+                )
             years = self.years if self.years is not None else np.full(self.n_items, np.nan)
             keep = _and(keep, (years >= low) & (years <= high))  # NaN (unknown) meets no bound
         return keep
@@ -100,8 +108,16 @@ class ItemFilters:
         if not strict:
             return np.zeros(self.n_items, dtype=bool)
         if not self.genres:
-            raise ConfigError(f"{field_name}: the items of {self.dataset!r} have no genres to filter on")
-        raise ConfigError(f"{field_name}: unknown genre {genre!r}; known (any case): {sorted(self.genres)}")
+            raise ConfigError(
+                f"the items of {self.dataset!r} have no genres to filter on",
+                field=field_name,
+                fix="leave the genre filter out",
+            )
+        raise ConfigError(
+            f"unknown genre {genre!r}",
+            field=field_name,
+            fix=f"use known genres (any case): {', '.join(sorted(self.genres))}",
+        )
 
 
 def _and(mask: np.ndarray | None, other: np.ndarray) -> np.ndarray:

@@ -33,7 +33,7 @@ INTERACTION_COLUMNS = ("user_id", "item_id", "timestamp", "value", "event")
 ITEM_COLUMNS = ("item_id", "title", "text")
 USER_COLUMNS = ("user_id", "profile")
 
-_MAP_HINT = "add the column, or map an existing one to it (e.g. --map {field}=YourColumn)"
+_MAP_HINT = "add the column, or map an existing one to it ({field}=YourColumn in the column mapping)"
 
 
 def _lines(df: pd.DataFrame, lines: Sequence[int] | np.ndarray | None) -> np.ndarray:

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from llmrec.errors import ConfigError
 from llmrec.llm.base import LogLik, Prompt, as_messages
-from llmrec.llm.errors import LMCapabilityError, LMError, LMHTTPError, LMUnavailableError
+from llmrec.llm.errors import LMCapabilityError, LMError, LMHTTPError, LMOverloadedError, LMUnavailableError
 
 __all__ = ["CHATML_TEMPLATE", "OpenAIChatLM", "OpenAIConfig"]
 
@@ -42,6 +42,7 @@ CHATML_TEMPLATE = (
 """ChatML (Qwen, SmolLM2, many others) with no default system prompt."""
 
 _RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+_OVERLOADED_STATUS = frozenset({429, 503})
 _START_HINT = (
     'start it with `python -c "from llmrec.llm.local import LocalLM; from llmrec.llm.server import serve_openai; '
     'serve_openai(LocalLM(), port=PORT)"`, `llama-server -m MODEL.gguf --port PORT` or `vllm serve MODEL --port PORT`'
@@ -158,14 +159,18 @@ class OpenAIChatLM:
         kind = "timed out" if "Timeout" in type(exc).__name__ else "could not connect"
         return LMUnavailableError(
             f"could not reach {root} ({kind} on /{path} after {self.config.max_retries + 1} attempt(s): "
-            f"{type(exc).__name__}): is the server running? {hint}"
+            f"{type(exc).__name__})",
+            fix=f"check that the server is running; {hint}",
         )
 
-    def _http_error(self, path: str, status: int, body: str) -> LMHTTPError:
+    def _http_error(self, path: str, status: int, body: str, retry_after: str | None = None) -> LMHTTPError:
         detail = _error_detail(body)
         root = self.config.base_url.rstrip("/")
         if status in (401, 403):
             msg = f"{root}/{path} refused the request ({status}: {detail}): check the API key ({API_KEY_ENV})"
+        elif status in _OVERLOADED_STATUS:
+            msg = f"{root}/{path} answered {status} (busy or down) on every attempt: {detail}"
+            return LMOverloadedError(msg, status, retry_after=_seconds(retry_after), fix="try again later")
         else:
             msg = f"{root}/{path} answered {status}: {detail}"
         return LMHTTPError(msg, status)
@@ -192,7 +197,9 @@ class OpenAIChatLM:
                     except ValueError as exc:
                         raise LMError(f"{self._url(path)} answered with invalid JSON: {response.text[:200]!r}") from exc
                 if response.status_code not in _RETRY_STATUS or attempt >= self.config.max_retries:
-                    raise self._http_error(path, response.status_code, response.text)
+                    raise self._http_error(
+                        path, response.status_code, response.text, response.headers.get("retry-after")
+                    )
                 delay = self._delay(attempt, response.headers.get("retry-after"))
                 status = response.status_code
                 logger.warning("POST %s answered %d; retry %d in %.2f s", self._url(path), status, attempt + 1, delay)
@@ -215,7 +222,9 @@ class OpenAIChatLM:
                     if response.status_code >= 400:
                         text = response.read().decode("utf-8", "replace")
                         if response.status_code not in _RETRY_STATUS or attempt >= self.config.max_retries:
-                            raise self._http_error(path, response.status_code, text)
+                            raise self._http_error(
+                                path, response.status_code, text, response.headers.get("retry-after")
+                            )
                         delay = self._delay(attempt, response.headers.get("retry-after"))
                     else:
                         for event in _sse_events(response.iter_lines(), self._url(path)):
@@ -401,6 +410,15 @@ def _error_detail(body: str) -> str:
         if "detail" in data:
             return str(data["detail"])[:300]
     return body[:300]
+
+
+def _seconds(retry_after: str | None) -> float | None:
+    """A ``Retry-After`` in seconds (an HTTP date, or anything unreadable: ``None``)."""
+    try:
+        value = float(retry_after) if retry_after else None
+    except ValueError:
+        return None
+    return max(value, 0.0) if value is not None and math.isfinite(value) else None
 
 
 def _port_of(url: str) -> str:

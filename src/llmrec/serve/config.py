@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from llmrec.chat.recommender import ChatConfig
 from llmrec.config import Settings, get_settings
 from llmrec.errors import ArtifactError
+from llmrec.feedback import DEFAULT_RATING_RANGE
 from llmrec.llm.rerank import RerankConfig
 from llmrec.pipeline import PipelineConfig, saved_pipeline_info
 
@@ -41,7 +42,8 @@ class ServeConfig(BaseModel):
         chat_text_search: Let chat descriptions ("a heist set in Europe") steer through the text encoder (the
             first chat turn embeds the catalogue; vectors are cached in the store).
         max_k: Longest list a request may ask for without rerank (with rerank: ``pipeline.candidates``).
-        rating_range: Inclusive range of a ``rating`` feedback value.
+        rating_range: Inclusive range of a ``rating`` feedback value (the dataset's scale), for the feedback
+            route and chat feedback alike.
         admin_key: The admin key; ``None`` disables admin access (only user keys work).
         max_request_bytes: Largest accepted request body.
         seed: Seed of every fit.
@@ -60,7 +62,7 @@ class ServeConfig(BaseModel):
     chat: ChatConfig = Field(default_factory=lambda: ChatConfig(rerank=False))
     chat_text_search: bool = True
     max_k: int = Field(default=100, ge=1, le=1000)
-    rating_range: tuple[float, float] = (0.5, 5.0)
+    rating_range: tuple[float, float] = DEFAULT_RATING_RANGE
     admin_key: SecretStr | None = None
     max_request_bytes: int = Field(default=1_048_576, ge=1)
     seed: int = 42

@@ -1,6 +1,9 @@
 """The API's one error model, and the handlers that turn every failure into it.
 
-Every error response is ``{"error": {"type": ..., "message": ..., "fields": [{"loc": [...], "msg": ...}]}}``:
+Every error response is ``{"error": {"type": ..., "message": ..., "field": ..., "fix": ...,
+"fields": [{"loc": [...], "msg": ...}]}}``. ``message`` is the whole text (the fix included, for clients that show
+only it); ``field`` names the setting or argument at fault and ``fix`` says what to do, when the error knows
+(``null`` otherwise); ``fields`` lists field-level problems (the one ``field`` too, as ``{"loc": [field]}``).
 
 =========================  ======  ==========================================================================
 cause                      status  type
@@ -13,7 +16,9 @@ unknown id / route         404     ``not_found``
 id already stored          409     ``conflict``
 body over the limit        413     ``payload_too_large``
 other llmrec errors        400     ``bad_request`` (a config choice, a model that cannot do what was asked)
+language model failed      502     ``lm_bad_gateway`` (its server answered an error, 5xx, or unreadable text)
 store unreachable          503     ``store_unavailable``
+language model unavailable 503     ``lm_unavailable`` (down, timed out, 429/503 upstream; ``Retry-After`` set)
 anything else              500     ``internal_error`` (logged with its traceback; the response never has one)
 =========================  ======  ==========================================================================
 """
@@ -21,6 +26,7 @@ anything else              500     ``internal_error`` (logged with its traceback
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +41,7 @@ from llmrec.errors import (
     StoreError,
     UnknownIdError,
 )
+from llmrec.llm.errors import LMError, LMUnavailableError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
@@ -52,6 +59,7 @@ __all__ = [
     "error_response",
     "error_responses",
     "install_error_handlers",
+    "retry_after_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -69,6 +77,8 @@ class ErrorDetail(BaseModel):
 
     type: str = Field(description="Machine-readable kind: validation_error, not_found, forbidden, ...")
     message: str = Field(description="What went wrong and how to fix it, in words.")
+    field: str | None = Field(default=None, description="The setting or argument at fault, when one is.")
+    fix: str | None = Field(default=None, description="What to do about it, when the server knows.")
     fields: list[FieldError] = Field(default_factory=list, description="Field-level problems, when any.")
 
 
@@ -121,12 +131,18 @@ class Forbidden(ApiError):
 
 
 def error_response(
-    status: int, type: str, message: str, fields: Sequence[FieldError] = (), headers: dict[str, str] | None = None
+    status: int,
+    type: str,
+    message: str,
+    fields: Sequence[FieldError] = (),
+    headers: dict[str, str] | None = None,
+    *,
+    detail: ErrorDetail | None = None,
 ) -> JSONResponse:
-    """A JSON response in the error model."""
+    """A JSON response in the error model (``detail``, when given, is the body as is)."""
     from fastapi.responses import JSONResponse
 
-    body = ErrorBody(error=ErrorDetail(type=type, message=message, fields=list(fields)))
+    body = ErrorBody(error=detail or ErrorDetail(type=type, message=message, fields=list(fields)))
     return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
 
 
@@ -152,6 +168,10 @@ def _status_of(exc: LlmrecError) -> tuple[int, str]:
         return 409, "not_ready"
     if isinstance(exc, StoreError):
         return 503, "store_unavailable"
+    if isinstance(exc, LMUnavailableError):
+        return 503, "lm_unavailable"
+    if isinstance(exc, LMError):
+        return 502, "lm_bad_gateway"
     if isinstance(exc, DataValidationError):
         return 422, "data_validation_error"
     if isinstance(exc, ConfigError):
@@ -159,15 +179,39 @@ def _status_of(exc: LlmrecError) -> tuple[int, str]:
     return 400, "bad_request"
 
 
+DEFAULT_RETRY_AFTER_S = 10
+"""``Retry-After`` of a 503 when the language model's server did not say how long to wait."""
+
+
 def error_of(exc: LlmrecError) -> tuple[int, ErrorDetail]:
     """The status and error-model body of a library error (also sent as a stream's ``error`` event)."""
     status, kind = _status_of(exc)
-    fields = data_problem_fields(exc) if isinstance(exc, DataValidationError) else _config_fields(exc)
-    return status, ErrorDetail(type=kind, message=str(exc), fields=fields)
+    text = str(exc)
+    field, fix = getattr(exc, "field", None), getattr(exc, "fix", None)
+    if fix is None:  # an error that says its fix only in words ("... Fix: do this")
+        _, sep, tail = text.partition(". Fix: ")
+        fix = (tail.strip() or None) if sep else None
+    if isinstance(exc, DataValidationError):
+        fields = data_problem_fields(exc)
+    elif field is not None:
+        fields = [FieldError(loc=[field], msg=exc.reason)]
+    else:
+        fields = _config_fields(exc)
+        field = str(fields[0].loc[0]) if fields else None
+    return status, ErrorDetail(type=kind, message=text, field=field, fix=fix, fields=fields)
+
+
+def retry_after_of(exc: LlmrecError) -> dict[str, str] | None:
+    """The ``Retry-After`` header of a 503 for an unavailable language model (``None`` for other errors)."""
+    if not isinstance(exc, LMUnavailableError):
+        return None
+    wait = exc.retry_after
+    seconds = DEFAULT_RETRY_AFTER_S if wait is None else max(0, math.ceil(wait))
+    return {"Retry-After": str(seconds)}
 
 
 def _config_fields(exc: LlmrecError) -> list[FieldError]:
-    """A ``ConfigError`` whose message starts with ``name:`` names that field."""
+    """Fallback for errors that set no ``field``: a ``ConfigError`` whose message starts with ``name:``."""
     head, sep, rest = str(exc).partition(":")
     if isinstance(exc, ConfigError) and sep and head.replace("_", "").replace("/", "").isalnum() and " " not in head:
         return [FieldError(loc=[head], msg=rest.strip())]
@@ -207,7 +251,7 @@ def install_error_handlers(app: FastAPI) -> None:
         status, body = error_of(exc)
         if status >= 500:
             log.warning("%s %s: %s", request.method, request.url.path, exc)
-        return error_response(status, body.type, body.message, body.fields)
+        return error_response(status, body.type, body.message, headers=retry_after_of(exc), detail=body)
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
@@ -239,7 +283,8 @@ def error_responses(*statuses: int, streamed: bool = False) -> dict[int | str, d
         409: "The id is already stored",
         413: "Request body over the size limit",
         422: "Invalid request (fields name each problem)",
-        503: "The store is unreachable",
+        502: "The language model's server answered with an error or unreadable text",
+        503: "The store or the language model's server is unreachable or overloaded (see Retry-After)",
     }
     if streamed:
         schema = {"$ref": "#/components/schemas/ErrorBody"}

@@ -38,7 +38,7 @@ from llmrec.data.dataset import Dataset
 from llmrec.data.filters import ItemFilters
 from llmrec.data.store import IngestReport, ItemRecord, Page, Store, UserRecord
 from llmrec.errors import ConfigError, ConflictError, UnknownIdError
-from llmrec.feedback import FEEDBACK_VALUES, FeedbackKind, Taste, taste_of
+from llmrec.feedback import FeedbackKind, Taste, taste_of, validate_feedback
 from llmrec.models.base import TrainOptions
 from llmrec.pipeline import Pipeline, RetrieverSpec
 from llmrec.serve.config import ServeConfig
@@ -331,7 +331,11 @@ class RecommenderService:
     def _retriever(self, name: str | None) -> str:
         name = name or self.config.pipeline.retriever.name
         if name not in self.config.retrievers:
-            raise ConfigError(f"retriever: {name!r} is not served here; choose one of {list(self.config.retrievers)}")
+            raise ConfigError(
+                f"retriever {name!r} is not served here",
+                field="retriever",
+                fix=f"choose one of {', '.join(self.config.retrievers)}",
+            )
         return name
 
     def _pipeline_config(self, retriever: str, rerank: bool) -> Any:
@@ -464,12 +468,18 @@ class RecommenderService:
         limit = self.config.pipeline.candidates if options.rerank else self.config.max_k
         if options.k > limit:
             why = "the candidates the language model reranks" if options.rerank else "max_k"
-            raise ConfigError(f"k: at most {limit} items per list here ({why}), got {options.k}")
+            raise ConfigError(
+                f"at most {limit} items per list here ({why}), got k={options.k}",
+                field="k",
+                fix=f"ask for k <= {limit}",
+            )
         snap = self.snapshot()
         known = user_id in snap.data.user_vocab
         if not known and not self.user_exists(user_id):
             raise UnknownIdError(
-                f"user {user_id!r} is not in dataset {self.dataset!r}. Fix: create it (POST /v1/users) or check the id"
+                f"user {user_id!r} is not in dataset {self.dataset!r}",
+                field="user_id",
+                fix="check the id, or create the user first",
             )
         taste = self._taste(snap, user_id)
         excluded = taste.touched if options.exclude_seen else []
@@ -551,22 +561,15 @@ class RecommenderService:
 
         Raises:
             UnknownIdError: The item is not stored.
-            ConfigError: The value is missing, out of range, or given for a kind that takes none.
+            ConfigError: The value is missing, out of range, or given for a kind that takes none
+                (:func:`llmrec.feedback.validate_feedback`, as the chat's feedback).
 
         """
-        if kind == "rating":
-            low, high = self.config.rating_range
-            if value is None or not low <= value <= high:
-                raise ConfigError(f"value: a rating needs a value between {low} and {high}, got {value}")
-            stored_value = float(value)
-        elif kind in FEEDBACK_VALUES:
-            if value is not None:
-                raise ConfigError(f"value: only a rating takes a value, not {kind}")
-            stored_value = FEEDBACK_VALUES[kind]
-        else:
-            raise ConfigError(f"kind: {kind!r} is not one of rating, {', '.join(FEEDBACK_VALUES)}")
+        stored_value = validate_feedback(kind, value, self.config.rating_range)
         if self._store.get_item(self.dataset, str(item_id)) is None:
-            raise UnknownIdError(f"item {item_id!r} is not in dataset {self.dataset!r}")
+            raise UnknownIdError(
+                f"item {item_id!r} is not in dataset {self.dataset!r}", field="item_id", fix="check the id"
+            )
         stamp = int(time.time()) if timestamp is None else int(timestamp)
         frame = pd.DataFrame(
             {"user_id": [str(user_id)], "item_id": [str(item_id)], "timestamp": [stamp], "value": [stored_value]}
@@ -615,7 +618,9 @@ class RecommenderService:
         """
         record = self._store.get_item(self.dataset, str(item_id))
         if record is None:
-            raise UnknownIdError(f"item {item_id!r} is not in dataset {self.dataset!r}")
+            raise UnknownIdError(
+                f"item {item_id!r} is not in dataset {self.dataset!r}", field="item_id", fix="check the id"
+            )
         return record
 
     def update_item(
@@ -629,7 +634,9 @@ class RecommenderService:
         """
         record = self._store.update_item(self.dataset, str(item_id), title=title, text=text, attributes=attributes)
         if record is None:
-            raise UnknownIdError(f"item {item_id!r} is not in dataset {self.dataset!r}")
+            raise UnknownIdError(
+                f"item {item_id!r} is not in dataset {self.dataset!r}", field="item_id", fix="check the id"
+            )
         return record
 
     def delete_item(self, item_id: str) -> None:
@@ -640,7 +647,9 @@ class RecommenderService:
 
         """
         if not self._store.delete_item(self.dataset, str(item_id)):
-            raise UnknownIdError(f"item {item_id!r} is not in dataset {self.dataset!r}")
+            raise UnknownIdError(
+                f"item {item_id!r} is not in dataset {self.dataset!r}", field="item_id", fix="check the id"
+            )
         with self._lock:
             if self._snapshot is not None:
                 self._snapshot.removed.add(str(item_id))
@@ -655,7 +664,7 @@ class RecommenderService:
         The first call embeds the catalogue (vectors are cached in the store, so only once per text).
         """
         if not query.strip():
-            raise ConfigError("q: give some words to search for")
+            raise ConfigError("the search text is empty", field="q", fix="give some words to search for")
         snap = self.snapshot()
         content = self._content_on(snap)
         candidates = None
@@ -706,6 +715,7 @@ class RecommenderService:
             config=config,
             user_exists=self.user_exists,
             recent=self.recent_taste,
+            rating_range=self.config.rating_range,
         )
         with self._lock:
             self._chat = (snap, chat)
@@ -736,7 +746,9 @@ class RecommenderService:
             return record
         if self.user_exists(str(user_id)):
             return UserRecord(str(user_id), "", {})
-        raise UnknownIdError(f"user {user_id!r} is not in dataset {self.dataset!r}")
+        raise UnknownIdError(
+            f"user {user_id!r} is not in dataset {self.dataset!r}", field="user_id", fix="check the id"
+        )
 
     def list_users(self, offset: int = 0, limit: int = 50) -> Page[UserRecord]:
         """Stored users in the order they were first stored."""

@@ -28,7 +28,9 @@ def owned_session(session_id: str, service: ServiceDep, caller: Caller) -> ChatS
     """The session of the path, if the caller may use it (the admin: any; a user key: its user's)."""
     session = service.chat().session(session_id)
     if not caller.is_admin and session.user_id != caller.user_id:
-        raise UnknownIdError(f"unknown chat session {session_id!r}. Fix: start one with POST /v1/chat/sessions")
+        raise UnknownIdError(
+            f"unknown chat session {session_id!r}", field="session_id", fix="start one with POST /v1/chat/sessions"
+        )
     return session
 
 

@@ -16,7 +16,7 @@ __all__ = ["router"]
 router = APIRouter(
     prefix="/users/{user_id}/recommendations",
     tags=["recommendations"],
-    responses=error_responses(400, 401, 403, 404, 422),
+    responses=error_responses(400, 401, 403, 404, 422, 502, 503),
 )
 
 
