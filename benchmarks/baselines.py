@@ -2,7 +2,8 @@
 
 Full ranking, hyperparameters tuned on validation (the sequential models keep their defaults unless
 ``--tune-sequential``: their grid costs four more transformer fits each), every stochastic model fitted with
-``--seeds`` seeds (3 by default; metrics are seed means with their sd), a 95% bootstrap interval over users for every metric and a
+``--seeds`` seeds (3 by default; metrics are seed means with their sd), a 95% bootstrap interval over users for
+every metric and a
 paired comparison of every model against the best classical baseline (or ``--compare-to``). Each model runs in
 a fresh process so its peak memory is its own; ``--models`` runs a subset, and the files of several runs merge
 with ``llmrec compare a.json b.json --out all.json`` (comparisons recomputed). Protocols: ``leave-last-out``

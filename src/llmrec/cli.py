@@ -678,7 +678,7 @@ def serve(
             else:
                 settings = ServeConfig.from_settings(**values)
         elif model is not None:
-            settings = ServeConfig.for_model(model, **({"dataset": dataset} if dataset else {}))
+            settings = ServeConfig.for_model(model, None, **({"dataset": dataset} if dataset else {}))
         else:
             pipeline = PipelineConfig(
                 retriever=RetrieverSpec(name=retriever or "ease"), rerank=None, explain_with_lm=False

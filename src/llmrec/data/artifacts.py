@@ -125,7 +125,7 @@ def save_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
             raise ConfigError(f"array {name!r} has dtype object, which cannot be saved without pickle")
         out[name] = array
     with path.open("wb") as handle:
-        np.savez(handle, **out)
+        np.savez(handle, allow_pickle=False, **out)
 
 
 def load_arrays(path: Path) -> dict[str, np.ndarray]:

@@ -734,11 +734,11 @@ class MetricParts:
 
 def metric_parts(
     ranked: np.ndarray,
-    truth: sp.spmatrix | sp.sparray | np.ndarray,
+    truth: MatrixLike,
     *,
     k: int,
     train: Dataset,
-    item_features: sp.spmatrix | sp.sparray | np.ndarray | None = None,
+    item_features: MatrixLike | None = None,
     baseline_ranked: np.ndarray | None = None,
     users: np.ndarray | None = None,
 ) -> MetricParts:

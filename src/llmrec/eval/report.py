@@ -28,6 +28,10 @@ def _metric_names(results: EvalResults) -> list[str]:
     return names
 
 
+def _value(value: float | None) -> float:
+    return float("nan") if value is None else value
+
+
 def _bars(results: EvalResults, names: list[str]) -> str:
     import matplotlib
 
@@ -39,7 +43,7 @@ def _bars(results: EvalResults, names: list[str]) -> str:
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.6 * rows), squeeze=False)
     models = [r.model for r in results.results]
     for ax, name in zip(axes.flat, names, strict=False):
-        values = [float("nan") if r.metrics.get(name) is None else r.metrics[name] for r in results.results]
+        values = [_value(r.metrics.get(name)) for r in results.results]
         # 95% bootstrap interval over users as error bars (none where a result has no interval).
         low = [v - r.ci95[name][0] if name in r.ci95 else 0.0 for v, r in zip(values, results.results, strict=True)]
         high = [r.ci95[name][1] - v if name in r.ci95 else 0.0 for v, r in zip(values, results.results, strict=True)]
