@@ -64,6 +64,38 @@ def test_history_is_liked_items_in_time_order(pipe: Pipeline, ml_sample: Dataset
     assert pipe.history(10_000).size == 0
 
 
+class _PromptRecorder:
+    """The real language model, with every prompt it is asked to score recorded."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.prompts: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def loglik(self, prompt: Any, continuations: Any) -> Any:
+        self.prompts.append(prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt))
+        return self.inner.loglik(prompt, continuations)
+
+
+def test_the_language_model_sees_the_users_recent_liked_history(ml_sample: Dataset, lm: Any) -> None:
+    from llmrec.pipeline import item_titles
+
+    recorder = _PromptRecorder(lm)
+    config = SMALL.model_copy(update={"rerank": RerankConfig(method="loglik", history=5, calibrate=False)})
+    pipe = Pipeline(config, lm=recorder).fit(ml_sample)
+    pipe.rerank_scores(["1"])
+    titles = item_titles(ml_sample)
+    history = pipe.history(int(ml_sample.user_vocab.index(np.array(["1"]))[0]))
+    assert len(history) > 10
+    recent = [titles[i] for i in history[-5:]]
+    asked = "\n".join(recorder.prompts)
+    assert all(title in asked for title in recent), (recent, asked[:500])
+    older = [titles[i] for i in history[:-5] if titles[i] not in recent]
+    assert older and not any(f"- {title}\n" in asked for title in older[:3])  # only the last five are shown
+
+
 def test_few_shot_pipeline_runs(ml_sample: Dataset, lm: Any) -> None:
     config = SMALL.model_copy(update={"fewshot": FewShotConfig(shots=1, history=3)})
     pipe = Pipeline(config, lm=lm).fit(ml_sample)
