@@ -80,8 +80,10 @@ def main(argv: list[str] | None = None) -> int:
             merged = part
         else:
             merged.results.append(ModelResult.model_validate(part.results[0].model_dump()))
+        merged.write_json(args.out)  # after every model: a later failure loses only that model
     assert merged is not None, "no models given"
     merged = compare_results(merged, args.compare_to)
+    merged.provenance = {}  # stamped afresh: the partial writes above carried the wall time so far
     merged.write_json(args.out)
     table = metrics_table(merged, [f"ndcg@{args.k}", f"recall@{args.k}", f"hr@{args.k}", f"coverage@{args.k}"])
     console.print(table)
