@@ -39,6 +39,14 @@ def test_semantic_search_finds_items_by_meaning(tmp_path: Path) -> None:
     client.delete("/v1/items/space", headers=ADMIN)
     after = client.get("/v1/items", params={"q": "outer space", "mode": "semantic", "limit": 5}, headers=ADMIN).json()
     assert "space" not in [h["item_id"] for h in after["items"]]
+    # A huge offset neither allocates offset + limit slots nor reaches the database: empty page or 422.
+    far = client.get("/v1/items", params={"q": "ocean", "mode": "semantic", "offset": 10**9}, headers=ADMIN)
+    assert far.status_code == 200 and far.json()["items"] == [], far.text
+    past = client.get("/v1/items", params={"q": "ocean", "mode": "semantic", "offset": 3, "limit": 1000}, headers=ADMIN)
+    assert past.status_code == 200 and len(past.json()["items"]) == 1  # four items left: one after the first three
+    for url, params in (("/v1/items", {"offset": 2**63}), ("/v1/users", {"offset": 10**30})):
+        assert client.get(url, params=params, headers=ADMIN).status_code == 422, (url, params)
+    assert client.get("/v1/users/u1/interactions", params={"since": 10**20}, headers=ADMIN).status_code == 422
 
 
 def test_lm_rerank_reorders_the_retrievers_candidates(tmp_path: Path, ml_sample: Dataset, lm: Any) -> None:

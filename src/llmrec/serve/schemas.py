@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from llmrec.serve.service import RecommendationResult
 
 __all__ = [
+    "MAX_OFFSET",
+    "MAX_TIMESTAMP",
     "ChatFeedbackIn",
     "ChatItemOut",
     "ChatMessageIn",
@@ -52,6 +54,13 @@ __all__ = [
     "UserPage",
     "WhoAmIOut",
 ]
+
+MAX_OFFSET = 2**31 - 1
+"""The largest list offset a request may ask for: bigger values are answered 422, never sent to the database
+(SQLite and PostgreSQL overflow on 64-bit and larger integers)."""
+
+MAX_TIMESTAMP = 253_402_300_799
+"""The largest ``since`` accepted: 9999-12-31T23:59:59Z in seconds since the epoch."""
 
 Id = Field(min_length=1, max_length=256, pattern=r"\S")
 Attributes = dict[str, Any]

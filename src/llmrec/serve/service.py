@@ -658,6 +658,10 @@ class RecommenderService:
         """Stored items in catalogue order; with ``query``, those whose title or text holds every word."""
         return self._store.list_items(self.dataset, offset=offset, limit=limit, query=query)
 
+    def catalogue_size(self) -> int:
+        """Items in the fitted catalogue (the most a semantic search can rank)."""
+        return self.snapshot().data.n_items
+
     def search_items(self, query: str, k: int = 10) -> list[tuple[ItemRecord, float]]:
         """Items whose text means what ``query`` says (the packaged text encoder over the fitted catalogue).
 
@@ -666,6 +670,7 @@ class RecommenderService:
         if not query.strip():
             raise ConfigError("the search text is empty", field="q", fix="give some words to search for")
         snap = self.snapshot()
+        k = max(1, min(k, snap.data.n_items))  # never more slots than items, whatever the caller asks
         content = self._content_on(snap)
         candidates = None
         if snap.removed:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from llmrec.serve.deps import Admin, Caller, ServiceDep
 from llmrec.serve.errors import error_responses
-from llmrec.serve.schemas import DeletedOut, ItemIn, ItemOut, ItemPage, ItemPatch
+from llmrec.serve.schemas import MAX_OFFSET, DeletedOut, ItemIn, ItemOut, ItemPage, ItemPatch
 
 __all__ = ["router"]
 
@@ -24,12 +24,13 @@ def list_items(
         Literal["text", "semantic"],
         Query(description="text: substring match per word (fast); semantic: by meaning, with the text encoder."),
     ] = "text",
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> ItemPage:
     """List items in catalogue order, or search them with ``q``."""
     if mode == "semantic" and q:
-        hits = service.search_items(q, k=offset + limit)[offset:]
+        # A search ranks at most the whole catalogue: an offset past it is an empty page, not a huge allocation.
+        hits = service.search_items(q, k=offset + limit)[offset:] if offset < service.catalogue_size() else []
         items = [ItemOut.of(record, score) for record, score in hits]
         return ItemPage(items=items, total=offset + len(items), offset=offset, limit=limit, next_offset=None)
     page = service.list_items(offset, limit, q)

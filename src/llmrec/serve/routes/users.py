@@ -8,7 +8,15 @@ from fastapi import APIRouter, Query
 
 from llmrec.serve.deps import Admin, ServiceDep, UserAccess
 from llmrec.serve.errors import error_responses
-from llmrec.serve.schemas import InteractionOut, InteractionsOut, UserIn, UserOut, UserPage
+from llmrec.serve.schemas import (
+    MAX_OFFSET,
+    MAX_TIMESTAMP,
+    InteractionOut,
+    InteractionsOut,
+    UserIn,
+    UserOut,
+    UserPage,
+)
 
 __all__ = ["router"]
 
@@ -19,7 +27,7 @@ router = APIRouter(prefix="/users", tags=["users"], responses=error_responses(40
 def list_users(
     service: ServiceDep,
     _admin: Admin,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> UserPage:
     """List users in the order they were stored."""
@@ -50,7 +58,9 @@ def user_interactions(
     user_id: str,
     service: ServiceDep,
     _caller: UserAccess,
-    since: Annotated[int | None, Query(ge=0, description="Only from this time on (seconds since the epoch).")] = None,
+    since: Annotated[
+        int | None, Query(ge=0, le=MAX_TIMESTAMP, description="Only from this time on (seconds since the epoch).")
+    ] = None,
 ) -> InteractionsOut:
     """A user's interactions (feedback included), oldest first."""
     service.get_user(user_id)  # 404 for an unknown user rather than an empty list
