@@ -21,6 +21,14 @@ def test_users_create_read_list(api: Api) -> None:
     bad = client.post("/v1/users", json={"user_id": "", "extra": 1}, headers=ADMIN)
     assert bad.status_code == 422
     assert {tuple(f["loc"]) for f in bad.json()["error"]["fields"]} == {("body", "user_id"), ("body", "extra")}
+    for odd in (" pad-1 ", "a\u0000b", "tab\tend\n"):  # stored-but-unreadable or not storable on PostgreSQL
+        answer = client.post("/v1/users", json={"user_id": odd}, headers=ADMIN)
+        assert answer.status_code == 422, (odd, answer.text)
+        assert (
+            client.get("/v1/users", params={"offset": api.data.n_users, "limit": 5}, headers=ADMIN).json()["total"]
+            == api.data.n_users + 1
+        )  # nothing stored
+    assert client.post("/v1/users", json={"user_id": "two words"}, headers=ADMIN).status_code == 201
 
 
 def test_batch_ingest_is_all_or_nothing_and_names_row_and_field(api: Api) -> None:

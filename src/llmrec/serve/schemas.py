@@ -62,7 +62,14 @@ MAX_OFFSET = 2**31 - 1
 MAX_TIMESTAMP = 253_402_300_799
 """The largest ``since`` accepted: 9999-12-31T23:59:59Z in seconds since the epoch."""
 
-Id = Field(min_length=1, max_length=256, pattern=r"\S")
+Id = Field(
+    min_length=1,
+    max_length=256,
+    # Printable, no surrounding spaces, no control characters: " pad-1 " was stored but every read of it failed,
+    # and a NUL character is storable on SQLite but not on PostgreSQL.
+    pattern=r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$",
+    description="1-256 printable characters, no leading or trailing spaces.",
+)
 Attributes = dict[str, Any]
 
 
