@@ -132,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     console.print(comparisons_table(warm))
     best_single = max(warm.result(m).metrics[key] for m in baselines)
     gain = warm.result("fusion").metrics[key] / best_single - 1
-    console.print(f"fusion vs best single baseline NDCG@{args.k}: {gain:+.1%} (target +10%)")
+    row = next((c for c in warm.comparisons if c.a == "fusion" and c.metric == key), None)
+    evidence = f", paired difference {row.diff:+.4f} {row.ci95}: {row.verdict}" if row else ""
+    console.print(f"fusion vs best single baseline NDCG@{args.k}: {gain:+.1%} (target +10%){evidence}")
 
     # 2. Item cold start.
     cold = evaluate_models(
@@ -146,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     console.print(metrics_table(cold, [key, f"hr@{args.k}", f"coverage@{args.k}"]))
     ratio = cold.result("content").metrics[key] / max(cold.result("popular").metrics[key], 1e-9)
-    console.print(f"cold items: content NDCG@{args.k} = {ratio:.1f}x popularity (target 5x)")
+    row = next((c for c in cold.comparisons if c.a == "content" and c.metric == key), None)
+    evidence = f", paired difference {row.diff:+.4f} {row.ci95}: {row.verdict}" if row else ""
+    console.print(f"cold items: content NDCG@{args.k} = {ratio:.1f}x popularity (target 5x){evidence}")
 
     # 3. Encoder throughput on short item texts, and 4. index latency.
     encoder: dict[str, Any] = {}
