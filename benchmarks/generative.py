@@ -41,10 +41,11 @@ import scipy.sparse as sp
 from rich.console import Console
 from rich.table import Table
 
-from llmrec.cli import metrics_table
+from llmrec.cli import comparisons_table, metrics_table
 from llmrec.data.dataset import Dataset
 from llmrec.data.registry import load_named
 from llmrec.data.splits import Split, make_split
+from llmrec.eval.compare import compare_results
 from llmrec.eval.latency import latency_metrics
 from llmrec.eval.metrics import compute_metrics, item_features
 from llmrec.eval.results import EvalResults
@@ -235,6 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the LM (2 = the target machine)")
     parser.add_argument("--quantize", choices=["none", "int8"], default="none", help="LocalLM weights (int8: faster)")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--rerank-only",
+        action="store_true",
+        help="stop after the rerank comparison (step 1) and write it, with paired intervals, as a results JSON",
+    )
     parser.add_argument("--quick", action="store_true", help=f"cap every user count at {QUICK_USERS} (smoke run)")
     args = parser.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -264,7 +270,15 @@ def main(argv: list[str] | None = None) -> int:
     # 1. Retriever vs retriever + LM rerank.
     results, chosen = _rerank_section(data, args, retriever, lm, console) if args.methods else (None, {})
     if results is not None:
+        results = compare_results(results, retriever.name)  # each rerank minus the retriever on the same users
         console.print(metrics_table(results, [key, f"hr@{args.k}", f"mrr@{args.k}", f"coverage@{args.k}"]))
+        console.print(comparisons_table(results))
+    if args.rerank_only:
+        if results is None:
+            parser.error("--rerank-only needs at least one --methods entry")
+        results.write_json(args.out)
+        console.print(f"wrote {args.out} in {time.perf_counter() - started_all:.0f} s")
+        return 0
 
     # The test-stage pipeline shared by steps 2-4: fitted on train + validation, zero-shot calibrated loglik.
     split = make_split(data, "leave-last-out")
