@@ -113,10 +113,20 @@ def test_errors(ml_sample: Dataset, lm: Any) -> None:
     with pytest.raises(ConfigError, match="rerank stage"):
         fitted.recommend(["1"], k=3, rerank=True)
     assert fitted.recommend(["1"], k=3).items.shape == (1, 3)
-    with pytest.raises(ConfigError, match="openai"):
-        LMSpec(backend="openai", openai={"no_such_field": 1}).build()
-    with pytest.raises(ConfigError, match="scorer"):
-        Pipeline(PipelineConfig(retriever=RetrieverSpec(name="nope"))).fit(ml_sample)
+
+
+def test_nested_configs_fail_at_validation_with_the_field_named() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="no_such_field"):
+        LMSpec(backend="openai", openai={"no_such_field": 1})
+    with pytest.raises(ValidationError, match="unknown scorer 'nope'"):
+        PipelineConfig(retriever={"name": "nope", "config": {"bogus": 1}})
+    with pytest.raises(ValidationError, match="bogus"):
+        PipelineConfig.model_validate({"retriever": {"name": "ease", "config": {"bogus": 1}}})
+    with pytest.raises(ValidationError, match="l2_reg"):
+        RetrieverSpec(name="ease", config={"l2_reg": -1})
+    assert RetrieverSpec(name="ease", config={"l2_reg": 10.0}).config == {"l2_reg": 10.0}
 
 
 def test_evaluate_pipeline_reports_retriever_and_rerank_on_the_same_users(ml_sample: Dataset, lm: Any) -> None:

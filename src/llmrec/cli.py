@@ -585,7 +585,11 @@ def chat(
         if rerank and pipe.config.rerank is None:
             pipe = pipe.reconfigured(pipe.config.model_copy(update={"rerank": RerankConfig()}))
     else:
-        settings = PipelineConfig(retriever=RetrieverSpec(name=retriever), rerank=RerankConfig() if rerank else None)
+        try:
+            spec = RetrieverSpec(name=retriever)
+        except ValueError as exc:  # pydantic's ValidationError: the scorer name is checked here
+            raise ConfigError(f"invalid --retriever {retriever!r}: {exc}") from exc
+        settings = PipelineConfig(retriever=spec, rerank=RerankConfig() if rerank else None)
         settings = _with_adapter(settings, adapter)
         data = load_named(dataset or "movielens-small", db)
         with console.status(f"fitting {retriever} on {data.name}"):

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from llmrec.data.artifacts import new_header, read_meta, write_meta, writing_folder
 from llmrec.data.dataset import Dataset
@@ -60,6 +60,19 @@ class RetrieverSpec(BaseModel):
     name: str = "ease"
     config: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _known_scorer_and_fields(self) -> Self:
+        """Check the name and the config against the scorer's own config class now, not at the first fit.
+
+        A typo (``{"name": "nope"}``, ``{"config": {"bogus": 1}}``) fails here with the field named.
+        """
+        from llmrec.models.registry import SCORERS, available_scorers
+
+        if self.name not in SCORERS:
+            raise ValueError(f"unknown scorer {self.name!r}; valid names: {', '.join(available_scorers())}")
+        SCORERS[self.name].config_class.model_validate(self.config)
+        return self
+
 
 class LMSpec(BaseModel):
     """Which language model the rerank and explain stages use.
@@ -77,6 +90,17 @@ class LMSpec(BaseModel):
     backend: Literal["local", "openai"] = "local"
     local: dict[str, Any] = Field(default_factory=dict)
     openai: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> Self:
+        """Check ``local`` and ``openai`` against the backends' config classes now (no weights are loaded)."""
+        from llmrec.llm.local import LocalLMConfig
+        from llmrec.llm.openai_http import OpenAIConfig
+
+        LocalLMConfig.model_validate(self.local)
+        if self.openai or self.backend == "openai":
+            OpenAIConfig.model_validate(self.openai)
+        return self
 
     def build(self) -> LanguageModel:
         """The configured language model (weights load lazily, on first use)."""
