@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -271,11 +272,13 @@ def _model_result(
     """One model's result from its runs (one per seed): means, spread, intervals and per-user values."""
     parts = [run[0] for run in runs]
     per_seed = [p.summary() for p in parts]
-    metrics = {key: float(np.nanmean([m[key] for m in per_seed])) for key in per_seed[0]}
+    with warnings.catch_warnings():  # a metric undefined under every seed (an empty group's gap) stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        metrics = {key: float(np.nanmean([m[key] for m in per_seed])) for key in per_seed[0]}
+        sd: dict[str, float] = {}
+        if len(runs) > 1:
+            sd = {key: float(np.nanstd([m[key] for m in per_seed], ddof=1)) for key in per_seed[0] if key != "n_users"}
     metrics["n_users"] = per_seed[0]["n_users"]
-    sd: dict[str, float] = {}
-    if len(runs) > 1:
-        sd = {key: float(np.nanstd([m[key] for m in per_seed], ddof=1)) for key in per_seed[0] if key != "n_users"}
     unique_users, _ = parts[0].user_index()
     per_user: dict[str, list[Any]] = {"users": [str(u) for u in targets.fit.user_vocab.ids[unique_users]]}
     for name in ACCURACY_METRICS:
