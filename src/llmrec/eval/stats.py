@@ -98,7 +98,8 @@ def metric_intervals(
         if len(draws):
             out[f"{name}@{k}"] = _percentiles(draws, level)
     # Pooled metrics: recompute on each draw's rows (all rows of every drawn user, as often as drawn).
-    rows_of = [np.flatnonzero(inverse == u) for u in range(len(users))]
+    by_user = np.argsort(inverse, kind="stable")
+    rows_of = np.split(by_user, np.cumsum(np.bincount(inverse, minlength=len(users)))[:-1])
     pooled: dict[str, list[float]] = {}
     for b in range(n_boot):
         drawn = np.repeat(np.arange(len(users)), counts[b])
@@ -106,7 +107,8 @@ def metric_intervals(
         per_seed = [p.pooled(rows) for p in parts]
         for key in per_seed[0]:
             pooled.setdefault(key, []).append(float(np.mean([s[key] for s in per_seed])))
-    estimate = {key: float(np.mean([p.pooled()[key] for p in parts])) for key in pooled}
+    whole = [p.pooled() for p in parts]
+    estimate = {key: float(np.mean([w[key] for w in whole])) for key in pooled}
     for key, values in pooled.items():
         arr = np.asarray(values)
         arr = arr[~np.isnan(arr)]

@@ -138,11 +138,7 @@ def top_k(scores: np.ndarray, k: int, tie_seed: int | None = None) -> tuple[np.n
         draw = np.random.default_rng(tie_seed).random((n, m))
         part = np.lexsort((draw, -clean), axis=1)[:, :k_eff]
         vals = np.take_along_axis(clean, part, axis=1)
-        idx = np.where(np.isfinite(vals), part, -1)
-        if k_eff < k:
-            idx = np.hstack([idx, np.full((n, k - k_eff), -1)])
-            vals = np.hstack([vals, np.full((n, k - k_eff), -np.inf)])
-        return idx.astype(np.int64), vals.astype(np.float64)
+        return _padded(np.where(np.isfinite(vals), part, -1), vals, k)
     if k_eff < m:
         part = np.argpartition(-clean, k_eff - 1, axis=1)[:, :k_eff]
         # argpartition picks arbitrarily among items tied at the cut: take the lowest indices there instead, so a
@@ -161,10 +157,15 @@ def top_k(scores: np.ndarray, k: int, tie_seed: int | None = None) -> tuple[np.n
     order = np.lexsort((part, -vals), axis=1)
     idx = np.take_along_axis(part, order, axis=1)
     vals = np.take_along_axis(vals, order, axis=1)
-    idx = np.where(np.isfinite(vals), idx, -1)
-    if k_eff < k:
-        idx = np.hstack([idx, np.full((n, k - k_eff), -1)])
-        vals = np.hstack([vals, np.full((n, k - k_eff), -np.inf)])
+    return _padded(np.where(np.isfinite(vals), idx, -1), vals, k)
+
+
+def _padded(idx: np.ndarray, vals: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(idx, vals)`` widened to ``k`` columns with -1 / -inf (a catalogue smaller than ``k``), as int64 / float64."""
+    short = k - idx.shape[1]
+    if short > 0:
+        idx = np.hstack([idx, np.full((idx.shape[0], short), -1)])
+        vals = np.hstack([vals, np.full((vals.shape[0], short), -np.inf)])
     return idx.astype(np.int64), vals.astype(np.float64)
 
 
