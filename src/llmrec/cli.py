@@ -195,7 +195,7 @@ def evaluate(
     """Evaluate scorers on a time-respecting split with full ranking; write JSON (and HTML)."""
     from llmrec.data.registry import load_named
 
-    data = load_named(dataset, db)
+    data = load_named(dataset, db, prefer_store=False)
     names = [m.strip() for m in models.split(",") if m.strip()]
     if compare_to is not None and compare_to not in names:
         raise ConfigError(f"--compare-to {compare_to!r} is not among --models ({', '.join(names)}); add it to --models")
@@ -770,7 +770,7 @@ def _run_tune(config: Any, name: str, dataset: str, protocol: str, stage: str, t
         )
     except ValidationError as exc:
         raise ConfigError(f"invalid --tasks/--examples/--history: {exc}") from exc
-    data = load_named(dataset, db)
+    data = load_named(dataset, db, prefer_store=False)
     split = make_split(data, protocol)
     if scorer is not None:
         from llmrec.adapt.collm import tune_collm_on_split

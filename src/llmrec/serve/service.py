@@ -41,13 +41,13 @@ from llmrec.errors import ConfigError, ConflictError, UnknownIdError
 from llmrec.feedback import FeedbackKind, Taste, taste_of, validate_feedback
 from llmrec.models.base import TrainOptions
 from llmrec.pipeline import Pipeline, RetrieverSpec
+from llmrec.query import Query, RecommendedItem
 from llmrec.serve.config import ServeConfig
 
 if TYPE_CHECKING:
     from llmrec.chat import ConversationalRecommender
     from llmrec.llm.base import LanguageModel
     from llmrec.llm.explain import Explanation
-    from llmrec.models.base import Recommendations
     from llmrec.models.content import Content
 
 __all__ = [
@@ -92,18 +92,6 @@ class RecommendationOptions(BaseModel):
     exclude_genres: list[str] = Field(default_factory=list, max_length=100)
     year_min: int | None = None
     year_max: int | None = None
-
-
-@dataclass(frozen=True)
-class RecommendedItem:
-    """One recommended item, with what a page needs to show it."""
-
-    item_id: str
-    rank: int
-    score: float | None
-    title: str
-    attributes: dict[str, Any]
-    explanation: Explanation | None = None
 
 
 @dataclass(frozen=True)
@@ -429,30 +417,36 @@ class RecommenderService:
             return True
         return not self._store.user_interactions(self.dataset, str(user_id)).empty
 
-    def _allowed(self, snap: _Snapshot, options: RecommendationOptions, excluded: set[str]) -> np.ndarray | None:
-        """Boolean mask of items the list may hold, or ``None`` when every item may."""
-        data = snap.data
-        mask: np.ndarray | None = None
-
-        def narrow(keep: np.ndarray) -> None:
-            nonlocal mask
-            mask = keep if mask is None else mask & keep
-
-        drop = excluded | snap.removed | set(map(str, options.exclude_items))
-        if drop:
-            idx = data.item_vocab.index(sorted(drop), missing="negative")
-            keep = np.ones(data.n_items, dtype=bool)
-            keep[idx[idx >= 0]] = False
-            narrow(keep)
-        attributes = snap.filters().mask(
+    def _allowed(self, snap: _Snapshot, options: RecommendationOptions) -> tuple[str, ...] | None:
+        """The item ids meeting the request's attribute filters, or ``None`` when every item does."""
+        keep = snap.filters().mask(
             genres=options.genres,
             exclude_genres=options.exclude_genres,
             year_min=options.year_min,
             year_max=options.year_max,
         )
-        if attributes is not None:
-            narrow(attributes)
-        return mask
+        return None if keep is None else tuple(str(i) for i in snap.data.item_vocab.ids[keep])
+
+    def query(self, user_id: str, options: RecommendationOptions | None = None) -> Query:
+        """The pipeline query of a user's request: their news since the fit, the filters and the exclusions.
+
+        What they liked or disliked since the last fit is folded into their fitted history; everything they touched
+        since (and, with ``exclude_seen``, before) is left out, as are removed items and ``exclude_items``.
+        """
+        options = options or RecommendationOptions()
+        snap = self.snapshot()
+        return self._query(snap, str(user_id), self._taste(snap, str(user_id)), options)
+
+    def _query(self, snap: _Snapshot, user_id: str, taste: Taste, options: RecommendationOptions) -> Query:
+        excluded = taste.touched if options.exclude_seen else []
+        return Query(
+            user=user_id,
+            liked=tuple(taste.liked),
+            disliked=tuple(taste.disliked),
+            exclude=(*excluded, *sorted(snap.removed), *options.exclude_items),
+            candidates=self._allowed(snap, options),
+            exclude_seen=options.exclude_seen,
+        )
 
     def recommend(self, user_id: str, options: RecommendationOptions | None = None) -> RecommendationResult:
         """A user's top-k through the pipeline, with filters, recent interactions left out, and explanations.
@@ -482,18 +476,11 @@ class RecommenderService:
                 fix="check the id, or create the user first",
             )
         taste = self._taste(snap, user_id)
-        excluded = taste.touched if options.exclude_seen else []
-        mask = self._allowed(snap, options, set(excluded))
+        query = self._query(snap, user_id, taste, options)
         pipe = self._pipeline_on(snap, retriever, options.rerank)
         items: list[RecommendedItem] = []
-        if mask is None or mask.any():
-            candidates = None if mask is None else snap.data.item_vocab.ids[mask]
-            if not taste:
-                recs = pipe.recommend(
-                    [user_id], options.k, options.exclude_seen, candidates=candidates, rerank=options.rerank
-                )
-            else:
-                recs = self._recommend_after_feedback(pipe, user_id, taste, options, candidates)
+        if query.candidates is None or query.candidates:
+            recs = pipe.recommend([query], options.k, rerank=options.rerank)
             for rank, (item, idx, score) in enumerate(
                 zip(recs.items[0], recs.item_idx[0], recs.scores[0], strict=True), 1
             ):
@@ -501,34 +488,12 @@ class RecommenderService:
                     continue
                 record = snap.record(int(idx))
                 value = float(score) if np.isfinite(score) else None
-                items.append(RecommendedItem(str(item), rank, value, record["title"], record["attributes"]))
+                items.append(RecommendedItem(str(item), rank, value, record["title"], attributes=record["attributes"]))
         if options.explain and items and known:
             explanations = pipe.explain(user_id, [it.item_id for it in items])
-            items = [
-                RecommendedItem(it.item_id, it.rank, it.score, it.title, it.attributes, ex)
-                for it, ex in zip(items, explanations, strict=True)
-            ]
+            items = [it.with_explanation(ex) for it, ex in zip(items, explanations, strict=True)]
+        excluded = taste.touched if options.exclude_seen else []
         return RecommendationResult(user_id, items, retriever, options.rerank, known, excluded, snap.loaded_at)
-
-    @staticmethod
-    def _recommend_after_feedback(
-        pipe: Pipeline, user_id: str, taste: Taste, options: RecommendationOptions, candidates: Any
-    ) -> Recommendations:
-        """The list of a user with interactions after the last fit.
-
-        Their fitted history plus what they liked since is folded into the retriever (the language model sees
-        their liked items); everything they touched since (and, with ``exclude_seen``, before) is left out.
-        """
-        exclude = taste.touched + (pipe.seen(user_id) if options.exclude_seen else [])
-        return pipe.recommend_history(
-            pipe.fitted_history(user_id, taste.liked, taste.disliked),
-            options.k,
-            exclude=exclude,
-            candidates=candidates,
-            rerank=options.rerank,
-            label=user_id,
-            lm_history=pipe.liked_history(user_id, taste.liked, taste.disliked),
-        )
 
     def recent_taste(self, user_id: str) -> Taste:
         """What a user did since the last fit (feedback, new interactions), read from the store now."""
