@@ -130,6 +130,32 @@ def test_nested_configs_fail_at_validation_with_the_field_named() -> None:
     assert RetrieverSpec(name="ease", config={"l2_reg": 10.0}).config == {"l2_reg": 10.0}
 
 
+def test_the_json_schema_shows_each_retriever_and_backend_with_its_real_config() -> None:
+    import jsonschema
+
+    from llmrec.models.registry import SCORERS
+
+    schema = PipelineConfig.model_json_schema()
+    defs = schema["$defs"]
+    variants = {v["properties"]["name"]["const"]: v for v in defs["RetrieverSpec"]["oneOf"]}
+    assert set(variants) == set(SCORERS)
+
+    def config_of(variant: dict[str, Any], field: str) -> dict[str, Any]:
+        ref = variant["properties"][field]
+        return defs[ref["$ref"].split("/")[-1]] if "$ref" in ref else ref
+
+    assert "l2_reg" in config_of(variants["ease"], "config")["properties"]
+    assert "components" in config_of(variants["fusion"], "config")["properties"]
+    backends = {v["properties"]["backend"]["const"]: v for v in defs["LMSpec"]["oneOf"]}
+    assert "base_url" in config_of(backends["openai"], "openai")["properties"]
+    # What validates in Python validates against the schema, and a typo fails both.
+    good = PipelineConfig(retriever=RetrieverSpec(name="ease", config={"l2_reg": 10.0})).model_dump(mode="json")
+    jsonschema.validate(good, schema)
+    bad = {**good, "retriever": {"name": "ease", "config": {"bogus": 1}}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+
+
 def test_evaluate_pipeline_reports_retriever_and_rerank_on_the_same_users(ml_sample: Dataset, lm: Any) -> None:
     config = SMALL.model_copy(update={"rerank": RerankConfig(method="yesno")})
     results = evaluate_pipeline(ml_sample, config, k=5, weights=(0.0, 1.0), max_users=6, lm=lm)

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 
 import numpy as np
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, ValidationError, model_validator
+from pydantic.json_schema import JsonSchemaValue
 
 from llmrec.data.artifacts import new_header, read_meta, write_meta, writing_folder
 from llmrec.data.dataset import Dataset
@@ -77,6 +78,21 @@ class RetrieverSpec(BaseModel):
         SCORERS[self.name].config_class.model_validate(self.config)
         return self
 
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        """One variant per registered scorer, its ``config`` the scorer's own config class (the real shapes)."""
+        from llmrec.models.registry import SCORERS
+
+        default = cls.model_fields["name"].default
+        return _tagged_union(
+            "RetrieverSpec",
+            cls.__doc__ or "",
+            "name",
+            {name: {"config": klass.config_class} for name, klass in sorted(SCORERS.items())},
+            default,
+            handler,
+        )
+
 
 class LMSpec(BaseModel):
     """Which language model the rerank and explain stages use.
@@ -105,6 +121,20 @@ class LMSpec(BaseModel):
         if self.openai or self.backend == "openai":
             OpenAIConfig.model_validate(self.openai)
         return self
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        """One variant per backend, with that backend's own config class (the real shapes)."""
+        from llmrec.llm.local import LocalLMConfig
+        from llmrec.llm.openai_http import OpenAIConfig
+
+        # The field of the other backend may be present (a dump holds both); it is checked only when not empty.
+        variants: dict[str, dict[str, type[BaseModel] | JsonSchemaValue]] = {
+            "local": {"local": LocalLMConfig, "openai": {"type": "object"}},
+            "openai": {"local": LocalLMConfig, "openai": OpenAIConfig},
+        }
+        return _tagged_union("LMSpec", "Which language model the rerank and explain stages use.", "backend", variants,
+                             "local", handler)  # fmt: skip
 
     def build(self) -> LanguageModel:
         """The configured language model (weights load lazily, on first use)."""
@@ -588,6 +618,39 @@ class Pipeline:
     def stream_explanation(self, user: object, item_id: object) -> ExplanationStream:
         """One explanation as text pieces, released sentence by sentence once each passed the check."""
         return self.explainer.stream(user, item_id)
+
+
+def _tagged_union(
+    title: str,
+    description: str,
+    tag: str,
+    variants: Mapping[str, Mapping[str, type[BaseModel] | JsonSchemaValue]],
+    default: str,
+    handler: GetJsonSchemaHandler,
+) -> JsonSchemaValue:
+    """A JSON schema ``oneOf`` with one object per ``tag`` value, each field typed by its real config class.
+
+    ``variants`` maps each tag value to its fields, each a config class or a ready JSON schema.
+
+    The specs keep plain dicts as fields (so ``RetrieverSpec(name="ease", config={...})`` stays easy to write) and
+    check them against the config classes at validation; this makes the schema say the same, for editors,
+    generated clients and the documentation.
+    """
+    one_of = []
+    for value, fields in variants.items():
+        properties: dict[str, Any] = {tag: {"const": value}}
+        for field, model in fields.items():
+            properties[field] = model if isinstance(model, dict) else handler(model.__pydantic_core_schema__)
+        one_of.append(
+            {
+                "type": "object",
+                "title": f"{title} ({value})",
+                "properties": properties,
+                "required": [] if value == default else [tag],
+                "additionalProperties": False,
+            }
+        )
+    return {"title": title, "description": description.strip().splitlines()[0], "oneOf": one_of}
 
 
 def saved_pipeline_info(path: str | os.PathLike[str]) -> dict[str, Any]:
