@@ -1,6 +1,8 @@
-"""Data subject rights over a store: forget a user (every row, and the cache rows derived from their text) or
-export what is stored about them. The HTTP API (``DELETE /v1/users/{id}``, ``GET /v1/users/{id}/export``) and the
-CLI (``llmrec forget``, ``llmrec export``) both call these, so they delete and export the same things.
+"""Data subject rights over a store: forget a user, or export what is stored about them.
+
+Forgetting deletes every row of the user and the cache rows derived from their text. The HTTP API
+(``DELETE /v1/users/{id}``, ``GET /v1/users/{id}/export``) and the CLI (``llmrec forget``, ``llmrec export``)
+both call these, so they delete and export the same things.
 """
 
 from __future__ import annotations

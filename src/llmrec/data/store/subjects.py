@@ -99,7 +99,9 @@ class SubjectAccess:
         @property
         def protection(self) -> TextProtection: ...  # noqa: D102 - Store's own
 
-    def _log(self, conn: sa.Connection, dataset: str, action: AuditAction, actor: str, user_id: str, detail: Any) -> int:
+    def _log(
+        self, conn: sa.Connection, dataset: str, action: AuditAction, actor: str, user_id: str, detail: Any
+    ) -> int:
         from llmrec.privacy.at_rest import new_salt, subject_digest
 
         salt = new_salt()
@@ -113,9 +115,7 @@ class SubjectAccess:
         }
         return int(conn.execute(sa.insert(AuditRow).values(**values).returning(AuditRow.id)).scalar_one())
 
-    def forget_user(
-        self, dataset: str, user_id: str, *, actor: str, text_hashes: Iterable[str] = ()
-    ) -> ForgetReport:
+    def forget_user(self, dataset: str, user_id: str, *, actor: str, text_hashes: Iterable[str] = ()) -> ForgetReport:
         """Delete every row of ``user_id`` in ``dataset`` and record who did it, in one transaction.
 
         Args:
@@ -152,8 +152,9 @@ class SubjectAccess:
         return ForgetReport(dataset, user_id, deleted, audit_id)
 
     def user_texts(self, dataset: str, user_id: str) -> list[str]:
-        """Every text the store holds from or about a user: the profile (scrubbed, and raw when kept and the key is
-        configured) and each chat message and query. What :meth:`forget_user` needs to find derived cache rows.
+        """Every text the store holds from or about a user, to find the cache rows derived from them.
+
+        The profile (scrubbed, and raw when kept and the key is configured) and each chat message and query.
         """
         texts: list[str] = []
         protection = self.protection
@@ -202,9 +203,7 @@ class SubjectAccess:
                 sa.select(UserRow).where(UserRow.dataset == dataset, UserRow.user_id == user_id)
             ).first()
             interactions = conn.execute(
-                sa.select(
-                    InteractionRow.item_id, InteractionRow.timestamp, InteractionRow.value, InteractionRow.event
-                )
+                sa.select(InteractionRow.item_id, InteractionRow.timestamp, InteractionRow.value, InteractionRow.event)
                 .where(InteractionRow.dataset == dataset, InteractionRow.user_id == user_id)
                 .order_by(InteractionRow.timestamp, InteractionRow.id)
             ).all()
@@ -222,9 +221,7 @@ class SubjectAccess:
                 sa.select(AuditRow).where(AuditRow.dataset == dataset).order_by(AuditRow.id)
             ).all()
             audit = [
-                _audit(r)
-                for r in audit_rows
-                if subject_digest(dataset, user_id, r.subject_salt) == r.subject_digest
+                _audit(r) for r in audit_rows if subject_digest(dataset, user_id, r.subject_salt) == r.subject_digest
             ]
             detail = {"interactions": len(interactions), "chat_sessions": len(sessions), "api_keys": len(keys)}
             self._log(conn, dataset, "export_user", actor, user_id, {"exported": detail})
