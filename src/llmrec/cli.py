@@ -770,11 +770,11 @@ def serve(
                 soft_wrap=True,
             )
     console.print(f"serving {settings.dataset} at http://{host}:{port}/v1 (docs: http://{host}:{port}/docs)")
-    from llmrec.privacy.logs import install_log_scrubbing
+    from llmrec.privacy.logs import uvicorn_log_config
 
-    server_config = uvicorn.Config(create_app(service, warm=warm), host=host, port=port, log_level=log_level)
-    install_log_scrubbing()  # again: uvicorn has just set up its own log handlers (access log URLs too)
-    uvicorn.Server(server_config).run()
+    # uvicorn sets up its own log handlers (the access log quotes URLs): they get the scrubbing filter too.
+    app_ = create_app(service, warm=warm)
+    uvicorn.run(app_, host=host, port=port, log_level=log_level, log_config=uvicorn_log_config())
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -152,3 +152,26 @@ def test_log_filter_scrubs_messages_arguments_and_tracebacks() -> None:
         assert fragment not in out
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "mail %s", ("a@b.io",), None)
     assert PiiLogFilter().filter(record) and record.getMessage() == "mail [EMAIL]"
+
+
+def test_server_log_config_scrubs_access_lines_and_keeps_their_arguments() -> None:
+    import logging.config
+
+    from llmrec.privacy.logs import uvicorn_log_config
+
+    config = uvicorn_log_config()
+    assert all("pii" in h["filters"] for h in config["handlers"].values())
+    stream = io.StringIO()
+    config["handlers"]["access"]["stream"] = stream
+    saved = {name: logging.getLogger(name).handlers[:] for name in ("uvicorn", "uvicorn.error", "uvicorn.access")}
+    try:
+        logging.config.dictConfig(config)
+        access = logging.getLogger("uvicorn.access")
+        path = "/v1/users/jane.doe@example.com/export"
+        access.info('%s - "%s %s HTTP/%s" %d', "198.51.100.7:5123", "GET", path, "1.1", 200)
+    finally:
+        for name, handlers in saved.items():
+            logging.getLogger(name).handlers[:] = handlers
+    line = stream.getvalue()
+    assert '"GET [EMAIL]' in line and " 200" in line and "[IP]:5123" in line  # uvicorn's formatter still ran
+    assert "jane" not in line and "198.51.100.7" not in line
