@@ -28,7 +28,7 @@ def test_committed_recall_matches_a_fresh_run(tmp_path: Path) -> None:
     }
     assert committed["provenance"]["command"].endswith("--out results/pii-scrubber.json")
     metrics = fresh["results"][0]["metrics"]
-    assert 0 < metrics["recall_untargeted"] < metrics["recall_targeted"] <= 1 or metrics["recall_untargeted"] == 0
+    assert metrics["recall_untargeted"] < metrics["recall_targeted"] <= 1  # names etc. are the scrubber's gap
     assert fresh["results"][0]["per_kind"]["person_name"]["n"] >= 10  # the known gap is measured, not assumed
 
 
