@@ -54,7 +54,8 @@ def test_bodies_over_the_limit_get_413(api: Api) -> None:
     )
     _assert_error_model(streamed, 413, "payload_too_large")
     assert api.service.store.counts(api.service.dataset)["interactions"] == len(api.data)
-    small = json.dumps({"interactions": rows[:10]}).encode()
+    catalogue = [str(i) for i in api.data.item_vocab.ids[:10]]  # only catalogue items may be sent
+    small = json.dumps({"interactions": [{**r, "item_id": i} for r, i in zip(rows, catalogue, strict=False)]}).encode()
     json_headers = ADMIN | {"Content-Type": "application/json"}
     assert api.client.post("/v1/interactions", content=small, headers=json_headers).status_code == 200
 

@@ -589,12 +589,18 @@ class RecommenderService:
             timestamp: Seconds since the epoch (now when ``None``).
 
         Raises:
-            UnknownIdError: The item is not stored.
+            UnknownIdError: The user or the item is not known (feedback never creates either).
             ConfigError: The value is missing, out of range, or given for a kind that takes none
                 (:func:`llmrec.feedback.validate_feedback`, as the chat's feedback).
 
         """
         stored_value = validate_feedback(kind, value, self.config.rating_range)
+        if not self.user_exists(str(user_id)):
+            raise UnknownIdError(
+                f"user {user_id!r} is not in dataset {self.dataset!r}",
+                field="user_id",
+                fix="create the user first (POST /v1/users), or check the id",
+            )
         if self._store.get_item(self.dataset, str(item_id)) is None:
             raise UnknownIdError(
                 f"item {item_id!r} is not in dataset {self.dataset!r}", field="item_id", fix="check the id"
@@ -610,11 +616,53 @@ class RecommenderService:
     def ingest_interactions(self, rows: pd.DataFrame) -> IngestReport:
         """Validate and store a batch of interactions in one transaction (a bad batch stores nothing).
 
+        The rules of feedback apply to every row: the item must be in the catalogue (an unknown id would otherwise
+        become an item at the next refit, around the admin-only item routes); a row whose ``event`` is a feedback
+        kind gets the value :func:`llmrec.feedback.validate_feedback` gives it (a rating within
+        ``config.rating_range``, no value for the others); any other value must lie within ``rating_range``.
+        A missing value (NaN) is 1 for events that are not feedback.
+
         Raises:
             DataValidationError: Rows have problems (row and field named); nothing was stored.
 
         """
-        return self._store.ingest_interactions(self.dataset, rows)
+        return self._store.ingest_interactions(self.dataset, self._checked_interactions(rows))
+
+    def _checked_interactions(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """``rows`` with their values settled by the feedback rules; a :class:`DataValidationError` otherwise."""
+        from llmrec.errors import DataProblem, DataValidationError
+        from llmrec.feedback import FEEDBACK_KINDS
+
+        if not isinstance(rows, pd.DataFrame) or "item_id" not in rows:
+            return rows  # the store's own validation names what is missing
+        rows = rows.copy()
+        low, high = self.config.rating_range
+        items = rows["item_id"].astype(str).tolist()
+        stored = self._store.stored_item_ids(self.dataset, items)
+        events = rows["event"].tolist() if "event" in rows else ["interaction"] * len(rows)
+        given = rows["value"].tolist() if "value" in rows else [None] * len(rows)
+        values: list[float] = []
+        problems: list[DataProblem] = []
+        for line, (item, event, value) in enumerate(zip(items, events, given, strict=True), 1):
+            missing = value is None or (isinstance(value, float) and np.isnan(value))
+            if item not in stored:
+                problems.append(
+                    DataProblem("<request>", line, "item_id", f"item {item!r} is not in the catalogue", "check the id")
+                )
+            try:
+                if event in FEEDBACK_KINDS:
+                    values.append(validate_feedback(event, None if missing else value, (low, high)))
+                elif missing:
+                    values.append(1.0)
+                else:
+                    values.append(validate_feedback("rating", value, (low, high)))
+            except ConfigError as exc:
+                problems.append(DataProblem("<request>", line, "value", exc.reason, exc.fix or "check the value"))
+                values.append(1.0)
+        if problems:
+            raise DataValidationError(problems)
+        rows["value"] = values
+        return rows
 
     def user_interactions(self, user_id: str, since: int | None = None) -> pd.DataFrame:
         """A user's stored interactions, oldest first (from ``since`` on, seconds since the epoch)."""
