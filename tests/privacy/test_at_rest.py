@@ -175,3 +175,16 @@ def test_server_log_config_scrubs_access_lines_and_keeps_their_arguments() -> No
     line = stream.getvalue()
     assert '"GET [EMAIL]' in line and " 200" in line and "[IP]:5123" in line  # uvicorn's formatter still ran
     assert "jane" not in line and "198.51.100.7" not in line
+
+
+def test_a_deletion_can_drop_every_kept_prompt(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    from collections import OrderedDict
+    from types import SimpleNamespace
+
+    from llmrec.llm import local
+
+    kept = OrderedDict({(1, 2, 3): "prompt of a user", (4, 5): "another"})
+    fake = SimpleNamespace(lock=threading.RLock(), prompt_cache=kept)
+    monkeypatch.setattr(local, "_LOADED", {("m", "cpu", None, "fp32"): fake})
+    assert local.clear_prompt_caches() == 2 and not kept
