@@ -57,6 +57,9 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log prog
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    from llmrec.privacy.logs import install_log_scrubbing
+
+    install_log_scrubbing()  # no log line carries an e-mail address, a phone or card number, an address...
 
 
 def _parse_map(pairs: list[str] | None) -> dict[str, str] | None:
@@ -282,6 +285,65 @@ def ingest(
     store = Store(db)
     reports = store.ingest_files(name, interactions, items_path=items, users_path=users, mapping=_parse_map(map_))
     console.print(f"ingested into {store.display_url} as {name!r}: {reports}")
+
+
+@app.command()
+@_friendly_errors
+def forget(
+    user: Annotated[str, typer.Argument(help="The user id whose data is deleted.")],
+    dataset: Annotated[str, typer.Option(help="Dataset name in the store.")] = "movielens-small",
+    db: Annotated[
+        str | None, typer.Option(help="Store URL (default: LLMREC_DB_URL, else ~/.llmrec/llmrec.db).")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete everything stored about a user (profile, interactions, feedback, chats, keys, cached embeddings).
+
+    The deletion is written to the audit log (actor `cli`), which names the user only by a salted digest. A running
+    server keeps the user's fitted history until it refits: delete through its API (DELETE /v1/users/ID) instead,
+    so its lists stop using it at once.
+    """
+    from llmrec.data.store import Store
+    from llmrec.privacy import forget_user
+
+    store = Store(db)
+    if not yes and not typer.confirm(f"delete every row of user {user!r} of {dataset!r} in {store.display_url}?"):
+        raise typer.Exit(1)
+    report = forget_user(store, dataset, user, actor="cli")
+    if not report.found:
+        raise ConfigError(
+            f"nothing stored about user {user!r} in dataset {dataset!r} (the attempt is in the audit log)",
+            field="user",
+            fix="check the id and --dataset",
+        )
+    rows = ", ".join(f"{table}: {n}" for table, n in report.deleted.items())
+    console.print(escape(f"deleted user {user!r} of {dataset!r} ({rows}); audit entry {report.audit_id}"))
+
+
+@app.command("export")
+@_friendly_errors
+def export_command(
+    user: Annotated[str, typer.Argument(help="The user id whose data is exported.")],
+    dataset: Annotated[str, typer.Option(help="Dataset name in the store.")] = "movielens-small",
+    db: Annotated[
+        str | None, typer.Option(help="Store URL (default: LLMREC_DB_URL, else ~/.llmrec/llmrec.db).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the JSON here instead of printing it.")] = None,
+) -> None:
+    """Everything stored about a user, as JSON (recorded in the audit log, actor `cli`)."""
+    from llmrec.data.store import Store
+    from llmrec.privacy import export_user
+
+    data = export_user(Store(db), dataset, user, actor="cli")
+    text = json.dumps(data, indent=2, default=str, ensure_ascii=False)
+    if out is None:
+        typer.echo(text)
+        return
+    try:
+        out.write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {out}: {exc.strerror}", field="out") from exc
+    console.print(escape(f"wrote {out}"))
 
 
 @app.command()
@@ -708,7 +770,11 @@ def serve(
                 soft_wrap=True,
             )
     console.print(f"serving {settings.dataset} at http://{host}:{port}/v1 (docs: http://{host}:{port}/docs)")
-    uvicorn.run(create_app(service, warm=warm), host=host, port=port, log_level=log_level)
+    from llmrec.privacy.logs import uvicorn_log_config
+
+    # uvicorn sets up its own log handlers (the access log quotes URLs): they get the scrubbing filter too.
+    app_ = create_app(service, warm=warm)
+    uvicorn.run(app_, host=host, port=port, log_level=log_level, log_config=uvicorn_log_config())
 
 
 # --------------------------------------------------------------------------------------------------------------

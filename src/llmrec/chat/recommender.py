@@ -18,6 +18,7 @@ reflects it; for a session that belongs to a user it is also stored as an intera
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,7 +34,9 @@ from llmrec.chat.state import DialogueState, StateUpdate
 from llmrec.errors import ConfigError, UnknownIdError
 from llmrec.feedback import DEFAULT_RATING_RANGE, FeedbackKind, Taste, polarity, validate_feedback
 from llmrec.llm.explain import Catalogue, Explainer
+from llmrec.privacy.at_rest import TextProtection
 from llmrec.query import Query, RecommendedItem
+from llmrec.text.pii import PiiKind
 
 if TYPE_CHECKING:
     from llmrec.data.store import Store
@@ -60,6 +63,10 @@ FIXED_ANSWERS: dict[str, str] = {
     "reset": RESET,
 }
 """Intents answered without recommending (a reset also clears the state)."""
+
+# The scrubber's placeholders ([EMAIL], [NATIONAL_ID]...): left out of what the parser reads, so they never become
+# search words or titles.
+_PLACEHOLDER = re.compile(r"\[(?:" + "|".join(k.value.upper() for k in PiiKind) + r")\]")
 
 
 class ChatConfig(BaseModel):
@@ -132,6 +139,8 @@ class ConversationalRecommender:
             server passes its own check, so users created after the fit can chat too (cold, from their session).
         recent: A user's interactions since the fit (a server reads them from its store): liked ones join the
             history, disliked ones leave it, and none of them is recommended again.
+        protection: How messages are stored (scrubbed; raw text encrypted when kept); ``store.protection`` when a
+            store is given, else scrub only.
     """
 
     def __init__(
@@ -146,8 +155,12 @@ class ConversationalRecommender:
         user_exists: Callable[[str], bool] | None = None,
         recent: Callable[[str], Taste] | None = None,
         rating_range: tuple[float, float] = DEFAULT_RATING_RANGE,
+        protection: TextProtection | None = None,
     ) -> None:
         self.pipeline = pipeline
+        if protection is None:
+            protection = store.protection if store is not None else TextProtection()
+        self.protection = protection
         self.data = pipeline.data
         self.sessions: SessionStore = sessions or MemorySessionStore()
         self.store = store
@@ -241,16 +254,20 @@ class ConversationalRecommender:
         if not text or not text.strip():
             raise ConfigError("the message is empty. Fix: say what you'd like, e.g. 'something funny from the 90s'")
         session = self.sessions.load(session_id)
-        text = text[:2000]
+        # PII is scrubbed from the message as typed, before parsing splits it into words, so no part of an e-mail
+        # address or a street address can become a title, a genre or a search query; only the scrubbed text is
+        # stored (the raw one only encrypted, when the deployment keeps it).
+        stored = self.protection.protect(text)
+        text = stored.text[:2000]
         state = session.state
         parsed = parse_turn(
-            text,
+            _PLACEHOLDER.sub(" ", text),
             self.catalogue,
             recommended=frozenset(state.recommended),
             popularity=self._popularity,
             newest_year=self._newest,
         )
-        session.turns.append(Turn(role="user", text=text))
+        session.turns.append(Turn(role="user", text=text, raw=stored.raw))
         fixed = FIXED_ANSWERS.get(parsed.intent)
         answer = fixed.format(noun=self.config.item_noun) if fixed else None
         if parsed.intent != "reset" and answer is not None:  # declined or greeted: the state stays as it was

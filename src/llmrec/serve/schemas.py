@@ -167,7 +167,12 @@ class InteractionIn(_In):
     user_id: str = Id
     item_id: str = Id
     timestamp: int | str = Field(description="Seconds since 1970-01-01, or an ISO-8601 date/time.")
-    value: float | None = Field(default=None, description="A rating or weight; 1 when left out.")
+    value: float | None = Field(
+        default=None,
+        allow_inf_nan=False,
+        description="A rating within the served rating range; 1 when left out. Feedback events (`thumbs_up`, "
+        "`rating`...) follow the feedback route's rules.",
+    )
     event: str = Field(default="interaction", min_length=1, max_length=64)
 
 

@@ -29,11 +29,7 @@ def ingest_interactions(body: InteractionsIn, service: ServiceDep, caller: Calle
                 ],
             )
     rows = [row.model_dump() for row in body.interactions]
-    frame = pd.DataFrame(rows, dtype=object)
-    if frame["value"].isna().all():
-        frame = frame.drop(columns="value")
-    else:
-        frame["value"] = frame["value"].where(frame["value"].notna(), 1.0)
+    frame = pd.DataFrame(rows, dtype=object)  # a missing value stays None: the service applies the feedback rules
     try:
         report = service.ingest_interactions(frame)
     except DataValidationError as exc:
