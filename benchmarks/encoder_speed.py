@@ -245,9 +245,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synthetic", type=int, default=100_000, help="items in the synthetic index catalogue")
     parser.add_argument("--skip-index", action="store_true", help="measure the encoders only")
     parser.add_argument("--ranking", action="store_true", help="also the content scorer's NDCG with each variant")
+    parser.add_argument(
+        "--batch-sizes", default=",".join(map(str, BATCH_SIZES)), help="comma-separated; 64 must be one of them"
+    )
     parser.add_argument("--quick", action="store_true", help="512 texts, batch 64, 1 repeat, 10k synthetic items")
     args = parser.parse_args(argv)
-    batch_sizes = BATCH_SIZES
+    batch_sizes = tuple(int(b) for b in args.batch_sizes.split(",") if b.strip())
+    if 64 not in batch_sizes:
+        parser.error("--batch-sizes must include 64 (the agreement and the summary use batch 64)")
     if args.quick:
         args.n, args.repeats, args.synthetic = min(args.n, 512), 1, min(args.synthetic, 10_000)
         batch_sizes = QUICK_BATCH_SIZES
