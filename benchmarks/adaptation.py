@@ -51,6 +51,8 @@ from rich.console import Console
 from rich.table import Table
 from scipy.stats import rankdata
 
+from llmrec.eval.provenance import provenance
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -338,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
             "elapsed_s": round(elapsed, 1),
             "peak_rss_note": "ru_maxrss of the process that ran each (method, N): data, LM, training and scoring",
         },
+        "provenance": provenance(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(_clean(out), indent=2) + "\n", encoding="utf-8")

@@ -57,6 +57,7 @@ from rich.console import Console
 from rich.table import Table
 
 from llmrec.eval.latency import latency_metrics
+from llmrec.eval.provenance import provenance
 from llmrec.eval.results import EvalResults, ModelResult
 
 SCENARIOS = ("recs", "capacity", "rerank", "chat")
@@ -693,7 +694,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         met, line = target_verdict(recs[0].metrics, recs[0].config["users"])
         verdict = {"target": f"p95 <= {TARGET_P95_MS:g} ms at {TARGET_USERS} users, 0 errors", "met": met}
         console.print(line)
-    out = EvalResults(dataset=health["dataset"], protocol="http load (locust, loopback)", k=args.k, results=results)
+    out = EvalResults(
+        dataset=health["dataset"],
+        protocol="http load (locust, loopback)",
+        k=args.k,
+        results=results,
+        provenance=provenance(None if argv is None else ["api_load.py", *argv]),
+    )
     payload = out.model_dump(mode="json") | {
         "target": verdict,
         "settings": {

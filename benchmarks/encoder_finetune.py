@@ -5,11 +5,14 @@ mined from ``split.fit_data("test")`` only (train + validation events; the test 
 Both encoders feed the same tiny content recommender: a user's vector is the mean embedding of their last
 20 fit-data items, an item's score its dot product with that vector, seen items excluded; NDCG@10 and HR@10
 on the test targets (plus HR@100, MRR and the median target rank, which are less noisy on 610 users, and a
-paired standard error of the NDCG change). Two more rows score with catalogue-centred vectors (the mean
+95% bootstrap interval over users for each figure, and the NDCG change paired over users with its interval and
+p-value). Two more rows score with catalogue-centred vectors (the mean
 embedding subtracted), because raw MiniLM vectors share one strong direction that the plain dot product
-rewards and fine-tuning changes. Prints a table and writes the results JSON (DESIGN.md shape).
+rewards and fine-tuning changes. Prints progress and a table and writes the results JSON (DESIGN.md shape,
+with ``comparisons`` and ``provenance``). ``--quick`` (a smoke run, a few minutes): 480 pairs, one epoch.
 
     python benchmarks/encoder_finetune.py --out out/encoder_finetune.json [--source sequential] [--max-pairs 4000]
+        [--quick]
 """
 
 from __future__ import annotations
@@ -34,8 +37,12 @@ from llmrec.data.splits import leave_last_out
 from llmrec.encode.encoder import TextEncoder, TextEncoderConfig
 from llmrec.encode.finetune import METADATA_FILE, FinetuneConfig, build_pairs, finetune_encoder
 from llmrec.eval.metrics import hit_rate_at_k, ndcg_at_k
+from llmrec.eval.provenance import provenance
+from llmrec.eval.stats import clustered_interval, paired_comparison
 from llmrec.models.base import TrainOptions
 from llmrec.text.build import item_texts
+
+QUICK_PAIRS = 480
 
 
 def centered(vectors: np.ndarray) -> np.ndarray:
@@ -103,7 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, default=None, help="keep the fine-tuned model here")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--quick", action="store_true", help="480 pairs, one epoch (a smoke run)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.max_pairs = min(args.max_pairs or QUICK_PAIRS, QUICK_PAIRS)
+        args.epochs = 1
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     console = Console()
@@ -126,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     texts = item_texts(data)
     base = TextEncoderConfig(threads=args.threads)
 
+    console.print(f"[dim]encoding {len(texts)} item texts with the base encoder...[/]")
     started = time.perf_counter()
     base_vectors = TextEncoder(base).encode(texts)
     encode_s = time.perf_counter() - started
@@ -139,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         tuned = finetune_encoder(fit, base, config, model_dir, options)
         finetune_s, finetune_cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
         meta = json.loads((model_dir / METADATA_FILE).read_text())
+        console.print(f"[dim]fine-tuned in {finetune_s:.0f} s; encoding with the fine-tuned encoder...[/]")
         tuned_vectors = TextEncoder(tuned).encode(texts)
 
     def pair_cosine(vectors: np.ndarray) -> float:
@@ -158,16 +171,33 @@ def main(argv: list[str] | None = None) -> int:
         ("content:minilm+finetune+centered", centered(tuned_vectors)),
     ):
         metrics, per_user[name] = evaluate(fit, split.test, vectors, args.k)
-        rows.append({"model": name, "metrics": metrics, "fit_s": 0.0})
+        users = np.arange(len(per_user[name]))  # one target per user: a plain bootstrap over users
+        ci95 = {f"ndcg@{args.k}": clustered_interval(np.nan_to_num(per_user[name]), users)}
+        rows.append({"model": name, "metrics": metrics, "ci95": ci95, "fit_s": 0.0})
     for row in rows[1::2]:
         row["fit_s"] = round(finetune_s, 1)
     gains = {}
+    comparisons = []
     for base_name, tuned_name in (rows[0]["model"], rows[1]["model"]), (rows[2]["model"], rows[3]["model"]):
         diff = per_user[tuned_name] - per_user[base_name]
+        paired = paired_comparison(per_user[tuned_name], per_user[base_name])
         gains[tuned_name] = {
             "ndcg_diff": float(np.mean(diff)),
             "ndcg_diff_se": float(np.std(diff) / np.sqrt(len(diff))),
         }
+        verdict = "better" if paired.ci95[0] > 0 else "worse" if paired.ci95[1] < 0 else "within noise"
+        comparisons.append(
+            {
+                "a": tuned_name,
+                "b": base_name,
+                "metric": f"ndcg@{args.k}",
+                "diff": paired.diff,
+                "ci95": paired.ci95,
+                "p_value": paired.p_value,
+                "n_users": paired.n_users,
+                "verdict": verdict,
+            }
+        )
 
     results = {
         "dataset": args.dataset,
@@ -190,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
             "paired_ndcg_gain": gains,
         },
         "encode_texts_per_s": round(len(texts) / encode_s, 1),
+        "comparisons": comparisons,
+        "quick": args.quick,
+        "provenance": provenance(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2), encoding="utf-8")
@@ -201,9 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         table.add_row(row["model"], *(f"{row['metrics'][key]:.4g}" for key in keys))
     console.print(table)
-    for name, gain in gains.items():
+    for c in comparisons:
         console.print(
-            f"{name}: NDCG@{args.k} change {gain['ndcg_diff']:+.4f} +- {gain['ndcg_diff_se']:.4f} (paired SE)"
+            f"{c['a']}: NDCG@{args.k} change {c['diff']:+.4f} [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] "
+            f"p={c['p_value']:.3f} ({c['verdict']})"
         )
     console.print(
         f"{len(pairs)} {config.source} pairs, {meta['steps']} steps, fine-tune {finetune_s:.0f} s wall / "

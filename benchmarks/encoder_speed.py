@@ -10,15 +10,21 @@ Questions answered:
 2. Does each ONNX variant agree with torch? Cosine between the two vectors of every text (mean, min), and the overlap of
    each item's 10 nearest neighbours in the sample (what a recommender actually uses).
 3. With ``--ranking``: does the difference reach recommendations? The content scorer's NDCG@10 with each
-   variant, untuned, on the leave-last-out and the cold-items protocols (a few minutes more).
+   variant, untuned, on the leave-last-out and the cold-items protocols (a few minutes more), with 95%
+   bootstrap intervals over users and each ONNX variant minus torch paired over the same users.
 4. How long does a query take on each vector index (exact numpy, faiss flat, faiss HNSW), on the embedded
    sample and on a synthetic 100k-item catalogue: single-query p50/p95 and batched throughput, with 50 seen
    items excluded per query.
 
-Prints tables and writes the results JSON (DESIGN.md shape: ``dataset``, ``protocol``, ``k``, ``results``).
+Prints progress and tables and writes the results JSON (DESIGN.md shape: ``dataset``, ``protocol``, ``k``,
+``results``, ``comparisons``, ``provenance``), plus ``summary``: one object per encoder variant (texts/s at
+batch 64, agreement with torch, the content scorer's NDCG@10 per protocol with its interval) that the README
+table is generated from. Timings on a shared machine are noisy: the load average is recorded beside them.
+``--quick`` (a smoke run, about a minute): 512 texts, batch 64 only, one repeat, a 10k-item synthetic index, no
+ranking unless ``--ranking`` is given.
 
     python benchmarks/encoder_speed.py --out out/encoder_speed.json [--n 2048] [--threads 2] [--repeats 3] \
-        [--ranking]
+        [--ranking] [--quick]
 """
 
 from __future__ import annotations
@@ -39,10 +45,12 @@ from llmrec.data.movielens import load_movielens
 from llmrec.encode.encoder import TextEncoder
 from llmrec.encode.index import ExactIndex, FaissIndex, VectorIndex
 from llmrec.eval.latency import latency_metrics
+from llmrec.eval.provenance import provenance
 from llmrec.eval.runner import evaluate_models
 from llmrec.text.build import item_texts
 
 BATCH_SIZES = (32, 64, 128)
+QUICK_BATCH_SIZES = (64,)
 # Label -> encoder settings, in table order.
 VARIANTS: dict[str, dict[str, str]] = {
     "torch": {"backend": "torch"},
@@ -62,12 +70,14 @@ def _timed(encoder: TextEncoder, texts: list[str]) -> tuple[float, np.ndarray]:
     return time.perf_counter() - start, vectors
 
 
-def throughput(texts: list[str], threads: int, repeats: int, console: Console) -> tuple[list[dict], dict]:
+def throughput(
+    texts: list[str], threads: int, repeats: int, console: Console, batch_sizes: tuple[int, ...] = BATCH_SIZES
+) -> tuple[list[dict], dict]:
     """Texts/s per variant and batch size; returns result rows and the vectors per variant (batch 64)."""
     encoders = {
         (label, bs): TextEncoder(batch_size=bs, threads=threads, **settings)  # type: ignore[arg-type]
         for label, settings in VARIANTS.items()
-        for bs in BATCH_SIZES
+        for bs in batch_sizes
     }
     vectors: dict[str, np.ndarray] = {}
     for (_backend, bs), enc in encoders.items():  # warm-up: load the model, first batches
@@ -162,17 +172,67 @@ def indexes(vectors: np.ndarray, k: int, label: str) -> list[dict]:
     return rows
 
 
-def ranking(data: Dataset, k: int, console: Console) -> list[dict]:
-    """NDCG@k and HR@k of the content scorer (defaults, no tuning) with each encoder variant, per protocol."""
-    rows = []
+def ranking(data: Dataset, k: int, console: Console) -> tuple[list[dict], list[dict]]:
+    """The content scorer (defaults, no tuning) with each encoder variant, per protocol, with intervals.
+
+    Returns:
+        One row per (protocol, variant) with test metrics and their 95% intervals over users, and the paired
+        comparisons of each ONNX variant minus torch on the same users (``protocol`` added to each).
+
+    """
+    rows: list[dict] = []
+    comparisons: list[dict] = []
+    reference = f"content:{_slug('torch')}"
     for protocol in ("leave-last-out", "cold-items"):
-        for label, settings in VARIANTS.items():
-            name = f"content:{_slug(label)}"
-            spec = ("content", {"encoder": settings, "cache": "none"}, name)
-            result = evaluate_models(data, [spec], k=k, protocol=protocol, tune=False).result(name)
-            rows.append({"model": name, "encoder": label, "protocol": protocol, "metrics": result.metrics})
-            console.print(f"[dim]{protocol} {name}: NDCG@{k} {result.metrics[f'ndcg@{k}']:.4f}[/]")
-    return rows
+        # The in-memory embedding cache is keyed by each encoder's settings: every variant embeds the catalogue
+        # once, and the second protocol reuses it (accuracy only is measured here, not time).
+        specs = [
+            ("content", {"encoder": settings, "cache": "memory"}, f"content:{_slug(label)}")
+            for label, settings in VARIANTS.items()
+        ]
+        console.print(f"[dim]ranking: {protocol}, {len(specs)} encoder variants...[/]")
+        results = evaluate_models(data, specs, k=k, protocol=protocol, tune=False, compare_to=reference)
+        for label in VARIANTS:
+            result = results.result(f"content:{_slug(label)}")
+            rows.append(
+                {
+                    "model": result.model,
+                    "encoder": label,
+                    "protocol": protocol,
+                    "metrics": result.metrics,
+                    "ci95": result.ci95,
+                }
+            )
+            console.print(f"[dim]{protocol} {result.model}: NDCG@{k} {result.metrics[f'ndcg@{k}']:.4f}[/]")
+        comparisons += [
+            c.model_dump() | {"protocol": protocol, "a": f"{c.a} ({protocol})", "b": f"{c.b} ({protocol})"}
+            for c in results.comparisons
+            if c.metric == f"ndcg@{k}"
+        ]
+    return rows, comparisons
+
+
+def summary(
+    speed_rows: list[dict], agree: dict[str, dict[str, float]], ranking_rows: list[dict], k: int
+) -> dict[str, dict]:
+    """Per encoder variant: texts/s at batch 64, agreement with torch and NDCG@k per protocol (the README row)."""
+    out: dict[str, dict] = {}
+    for label in VARIANTS:
+        speed = next(r for r in speed_rows if r["backend"] == label and r["batch_size"] == 64)["metrics"]
+        entry: dict = {
+            "texts_per_s": speed["throughput_per_s"],
+            "texts_per_s_median": speed["throughput_median_per_s"],
+            "agreement": agree.get(label, {"cosine_mean": 1.0, "cosine_min": 1.0, f"neighbour_overlap@{k}": 1.0}),
+            "metrics": {},
+            "ci95": {},
+        }
+        for row in ranking_rows:
+            if row["encoder"] == label:
+                tag = "warm" if row["protocol"] == "leave-last-out" else "cold"
+                entry["metrics"][f"ndcg@{k}:{tag}"] = row["metrics"][f"ndcg@{k}"]
+                entry["ci95"][f"ndcg@{k}:{tag}"] = row["ci95"].get(f"ndcg@{k}")
+        out[label] = entry
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,7 +245,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synthetic", type=int, default=100_000, help="items in the synthetic index catalogue")
     parser.add_argument("--skip-index", action="store_true", help="measure the encoders only")
     parser.add_argument("--ranking", action="store_true", help="also the content scorer's NDCG with each variant")
+    parser.add_argument(
+        "--batch-sizes", default=",".join(map(str, BATCH_SIZES)), help="comma-separated; 64 must be one of them"
+    )
+    parser.add_argument("--quick", action="store_true", help="512 texts, batch 64, 1 repeat, 10k synthetic items")
     args = parser.parse_args(argv)
+    batch_sizes = tuple(int(b) for b in args.batch_sizes.split(",") if b.strip())
+    if 64 not in batch_sizes:
+        parser.error("--batch-sizes must include 64 (the agreement and the summary use batch 64)")
+    if args.quick:
+        args.n, args.repeats, args.synthetic = min(args.n, 512), 1, min(args.synthetic, 10_000)
+        batch_sizes = QUICK_BATCH_SIZES
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     console = Console()
     data = load_movielens()
@@ -196,11 +266,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(sample)} MovieLens item texts, mean {np.mean([len(t) for t in sample]):.0f} characters; "
         f"{args.threads} threads; os.cpu_count()={os.cpu_count()}, load average {os.getloadavg()[0]:.1f}"
     )
-    speed_rows, vectors = throughput(sample, args.threads, args.repeats, console)
+    load_before = list(os.getloadavg())
+    speed_rows, vectors = throughput(sample, args.threads, args.repeats, console, batch_sizes)
     agree = {label: agreement(vectors["torch"], vectors[label]) for label in VARIANTS if label != "torch"}
     index_rows: list[dict] = []
-    ranking_rows = ranking(data, args.k, console) if args.ranking else []
+    ranking_rows, comparisons = ranking(data, args.k, console) if args.ranking else ([], [])
     if not args.skip_index:
+        console.print("[dim]index latency...[/]")
         index_rows = indexes(vectors["torch"], args.k, f"{len(sample)}")
         dim = vectors["torch"].shape[1]
         synthetic = np.random.default_rng(1).normal(size=(args.synthetic, dim)).astype(np.float32)
@@ -209,11 +281,11 @@ def main(argv: list[str] | None = None) -> int:
 
     table = Table(title=f"encoder throughput, texts/s ({args.threads} threads; best / median of {args.repeats})")
     table.add_column("backend")
-    for bs in BATCH_SIZES:
+    for bs in batch_sizes:
         table.add_column(f"batch {bs}", justify="right")
     for label in VARIANTS:
         cells = []
-        for bs in BATCH_SIZES:
+        for bs in batch_sizes:
             m = next(r for r in speed_rows if r["backend"] == label and r["batch_size"] == bs)["metrics"]
             cells.append(f"{m['throughput_per_s']:.0f} / {m['throughput_median_per_s']:.0f}")
         table.add_row(label, *cells)
@@ -254,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
         "k": args.k,
         "threads": args.threads,
         "n_texts": len(sample),
+        "repeats": args.repeats,
+        "quick": args.quick,
+        "load_average_before": [round(x, 2) for x in load_before],
         "load_average_1m": round(os.getloadavg()[0], 2),
         "results": [
             *speed_rows,
@@ -261,6 +336,10 @@ def main(argv: list[str] | None = None) -> int:
             *index_rows,
             *ranking_rows,
         ],
+        "summary": summary(speed_rows, agree, ranking_rows, args.k),
+        "reference": "content:torch" if comparisons else None,
+        "comparisons": comparisons,
+        "provenance": provenance(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))

@@ -48,6 +48,7 @@ from llmrec.data.splits import Split, make_split
 from llmrec.eval.compare import compare_results
 from llmrec.eval.latency import latency_metrics
 from llmrec.eval.metrics import compute_metrics, item_features
+from llmrec.eval.provenance import provenance
 from llmrec.eval.results import EvalResults
 from llmrec.eval.runner import evaluate_pipeline
 from llmrec.llm.explain import Explainer, grounding_rate, raw_grounding_rate
@@ -486,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
                 "elapsed_s": round(elapsed, 1),
                 "peak_rss_note": "ru_maxrss of this one process: LM, dataset, retriever and explainer together",
             },
+            "provenance": provenance(),
         }
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)

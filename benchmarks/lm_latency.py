@@ -11,9 +11,11 @@ strategies compared (same numbers, different cost):
 
 Also: generation tokens/s (greedy), load time cold (GGUF conversion, in a fresh process with an empty cache) vs
 cached (fp32 safetensors copy), and peak RSS. Wall times on a shared machine are noisy, so CPU time is reported
-beside them, and the load average is recorded. Prints a table and writes the results JSON (DESIGN.md shape).
+beside them, and the load average is recorded. Prints progress and a table and writes the results JSON
+(DESIGN.md shape, with provenance). ``--quick`` (a smoke run, about a minute): 3 users, 1 naive user, 16
+generated tokens, no cold load.
 
-    python benchmarks/lm_latency.py --out out/lm_latency.json [--users 10] [--naive-users 3] [--threads 2]
+    python benchmarks/lm_latency.py --out out/lm_latency.json [--users 10] [--naive-users 3] [--threads 2] [--quick]
 """
 
 from __future__ import annotations
@@ -102,7 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gen-tokens", type=int, default=32)
     parser.add_argument("--no-cold", action="store_true", help="skip the GGUF conversion timing (~30-60 s)")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--quick", action="store_true", help="3 users, 1 naive, 16 tokens, no cold load")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.users, args.naive_users = min(args.users, 3), min(args.naive_users, 1)
+        args.gen_tokens, args.no_cold = min(args.gen_tokens, 16), True
     console = Console()
     load_before = os.getloadavg()
 

@@ -21,6 +21,10 @@ Models:
 * ``ease+rerank:loglik`` (``--rerank-samples N``): the language-model rerank of EASE's top 50 on a seeded
   subset of the ``excluded`` samples, with EASE on the same subset for comparison (about 1-4 s per sample).
 
+Every Recall@k has a 95% interval from a bootstrap over dialogues (a dialogue's samples are drawn together:
+they share a context), and ``comparisons`` hold each model minus EASE's fold-in on Recall@10 over the same
+``excluded`` samples (the LM rerank: minus EASE on its subset), with a dialogue-level sign-flip p-value.
+
 No ReDial data trains anything: every retriever is fitted on MovieLens latest-small (ReDial has no training
 split here). ReDial's movie popularity (recent films) differs a lot from MovieLens', which caps what a
 MovieLens-trained model can reach.
@@ -41,6 +45,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 from threadpoolctl import threadpool_limits
@@ -59,7 +64,9 @@ from llmrec.eval.crs import (
     dialogue_states,
     evaluate_ranker,
 )
-from llmrec.eval.results import EvalResults, ModelResult
+from llmrec.eval.provenance import provenance
+from llmrec.eval.results import Comparison, EvalResults, ModelResult
+from llmrec.eval.stats import clustered_interval, paired_clustered_comparison
 from llmrec.llm.rerank import RerankConfig
 from llmrec.models.base import TrainOptions
 from llmrec.pipeline import LMSpec, Pipeline, PipelineConfig, RetrieverSpec
@@ -73,6 +80,7 @@ WIDTH = max(KS)
 TARGET = 0.18  # UniCRS, standardized protocol, Recall@10 with mentioned items excluded
 QUICK_DIALOGUES = 40
 MODELS = ("popular", "ease", "itemknn", "chat", "chat+content")
+QUICK_MODELS = ("popular", "ease", "chat")  # chat+content embeds the whole catalogue first (minutes)
 RETRIEVERS: dict[str, RetrieverSpec] = {
     "popular": RetrieverSpec(name="popular"),
     "ease": RetrieverSpec(name="ease", config={"l2_reg": 500.0}),  # as tuned on MovieLens by the baselines
@@ -123,11 +131,30 @@ def rerank_ranker(pipe: Pipeline) -> Ranker:
     return rank
 
 
-def _entries(name: str, result: RankerResult, fit_s: float, config: dict[str, Any]) -> list[ModelResult]:
+def _chosen(samples: Sequence[CRSSample], variant: str) -> list[CRSSample]:
+    """The samples ``evaluate_ranker`` scores in ``variant`` (``excluded`` skips repeated targets), in order."""
+    return [s for s in samples if not (variant == "excluded" and s.repeated)]
+
+
+def _hits(ranks: np.ndarray, k: int) -> np.ndarray:
+    """1.0 where the target is in the top ``k`` (0-based rank below ``k``), else 0.0."""
+    return ((ranks >= 0) & (ranks < k)).astype(np.float64)
+
+
+def _dialogue_ids(samples: Sequence[CRSSample]) -> np.ndarray:
+    return np.array([s.dialogue.conversation_id for s in samples], dtype=object).astype(str)
+
+
+def _entries(
+    name: str, result: RankerResult, fit_s: float, config: dict[str, Any], samples: Sequence[CRSSample]
+) -> list[ModelResult]:
     out = []
     for variant in VARIANTS:
         if variant not in result.metrics:
             continue
+        clusters = _dialogue_ids(_chosen(samples, variant))
+        ranks = result.hits[variant]
+        ci95 = {f"recall@{k}": clustered_interval(_hits(ranks, k), clusters) for k in KS} if len(ranks) else {}
         metrics: dict[str, float | None] = dict(result.metrics[variant])
         metrics["n_samples"] = float(result.n_samples[variant])
         metrics["ms_per_sample"] = round(result.ms_per_sample[variant], 2)
@@ -139,9 +166,45 @@ def _entries(name: str, result: RankerResult, fit_s: float, config: dict[str, An
                 fit_s=round(fit_s, 2),
                 config=config | {"variant": variant},
                 recommend_ms_per_user=round(result.ms_per_sample[variant], 2),
+                ci95=ci95,
             )
         )
     return out
+
+
+def _compare(
+    a: str, b: str, ranks_a: np.ndarray, ranks_b: np.ndarray, samples: Sequence[CRSSample], k: int = 10
+) -> Comparison:
+    """``a - b`` on Recall@k over the same samples, bootstrapped and sign-flipped by dialogue."""
+    diff = paired_clustered_comparison(_hits(ranks_a, k), _hits(ranks_b, k), _dialogue_ids(samples))
+    verdict = "within noise"
+    if diff.ci95[0] > 0:
+        verdict = "better"
+    elif diff.ci95[1] < 0:
+        verdict = "worse"
+    return Comparison(
+        a=a,
+        b=b,
+        metric=f"recall@{k}",
+        diff=diff.diff,
+        ci95=diff.ci95,
+        p_value=diff.p_value,
+        n_users=diff.n_users,
+        verdict=verdict,
+    )
+
+
+def _progress(name: str, total: int, console: Console) -> Any:
+    """An ``on_progress`` callback that prints every 500 samples scored (and the last), over every variant."""
+    done = 0
+
+    def report(_: int) -> None:
+        nonlocal done
+        done += 1
+        if done % 500 == 0 or done == total:
+            console.print(f"[dim]{name}: {done}/{total} samples[/]")
+
+    return report
 
 
 def _table(results: list[ModelResult], title: str) -> Table:
@@ -164,15 +227,22 @@ def _table(results: list[ModelResult], title: str) -> Table:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="results JSON to write")
-    parser.add_argument("--models", default=",".join(MODELS), help=f"from {','.join(MODELS)}")
+    parser.add_argument(
+        "--models", default=None, help=f"from {','.join(MODELS)} (default all; quick: {','.join(QUICK_MODELS)})"
+    )
     parser.add_argument("--max-dialogues", type=int, default=None, help="first N test dialogues (default: all)")
     parser.add_argument("--rerank-samples", type=int, default=5, help="excluded samples reranked by the LM (0: off)")
     parser.add_argument("--query-weight", type=float, default=0.5, help="text-search share of chat+content")
     parser.add_argument("--threads", type=int, default=2, help="BLAS and LM threads (2 = the target machine)")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--quick", action="store_true", help=f"first {QUICK_DIALOGUES} dialogues, 2 reranked samples")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"first {QUICK_DIALOGUES} dialogues, models {','.join(QUICK_MODELS)}, 2 reranked samples (< 5 min)",
+    )
     args = parser.parse_args(argv)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    default_models = QUICK_MODELS if args.quick else MODELS
+    models = [m.strip() for m in (args.models or ",".join(default_models)).split(",") if m.strip()]
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
         parser.error(f"unknown models {unknown}; choose from {MODELS}")
@@ -199,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     results: list[ModelResult] = []
+    ranks: dict[str, np.ndarray] = {}  # excluded-variant ranks per model, for the comparisons
     pipes: dict[str, tuple[Pipeline, float]] = {}
 
     def pipeline(name: str) -> tuple[Pipeline, float]:
@@ -211,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             if name in RETRIEVERS:
                 pipe, fit_s = pipeline(name)
-                result = evaluate_ranker(samples, fold_in_ranker(pipe), KS)
+                n_all = len(_chosen(samples, "excluded")) + len(samples)
+                result = evaluate_ranker(samples, fold_in_ranker(pipe), KS, on_progress=_progress(name, n_all, console))
                 config: dict[str, Any] = {"retriever": RETRIEVERS[name].model_dump(), "history": "context mentions"}
             else:
                 pipe, fit_s = pipeline("ease")
@@ -224,11 +296,25 @@ def main(argv: list[str] | None = None) -> int:
                     fit_s += time.perf_counter() - t1
                 chat_config = ChatConfig(k=WIDTH, rerank=False, query_weight=args.query_weight)
                 chat = ConversationalRecommender(pipe, searcher=searcher, config=chat_config)
-                result = evaluate_ranker(samples, chat_ranker(chat, mapping), KS, variants=("excluded",))
+                n_excluded = len(_chosen(samples, "excluded"))
+                result = evaluate_ranker(
+                    samples,
+                    chat_ranker(chat, mapping),
+                    KS,
+                    variants=("excluded",),
+                    on_progress=_progress(name, n_excluded, console),
+                )
                 config = {"retriever": RETRIEVERS["ease"].model_dump(), "chat": chat_config.model_dump()}
-            results += _entries(name, result, fit_s, config)
+            results += _entries(name, result, fit_s, config, samples)
+            ranks[name] = result.hits["excluded"]
             console.print(f"[dim]{name}: {time.perf_counter() - t0:.1f} s[/]")
 
+        excluded_samples = _chosen(samples, "excluded")
+        comparisons = [
+            _compare(name, "ease", ranks[name], ranks["ease"], excluded_samples)
+            for name in models
+            if name != "ease" and "ease" in ranks
+        ]
         rerank_results: list[ModelResult] = []
         if args.rerank_samples > 0:
             pool = [s for s in samples if not s.repeated]
@@ -245,10 +331,29 @@ def main(argv: list[str] | None = None) -> int:
             ).fit(data, options)  # the same EASE, fitted again beside the LM stage
             console.print(f"[bold]LM rerank[/] of EASE's top {WIDTH} on {len(subset)} excluded samples")
             same = evaluate_ranker(subset, fold_in_ranker(base), KS, variants=("excluded",))
-            rerank_results += _entries("ease@rerank_subset", same, fit_s, {"subset": len(subset)})
-            reranked = evaluate_ranker(subset, rerank_ranker(lm_pipe), KS, variants=("excluded",))
+            rerank_results += _entries("ease@rerank_subset", same, fit_s, {"subset": len(subset)}, subset)
+            reranked = evaluate_ranker(
+                subset,
+                rerank_ranker(lm_pipe),
+                KS,
+                variants=("excluded",),
+                on_progress=_progress("ease+rerank:loglik", len(subset), console),
+            )
             rerank_results += _entries(
-                "ease+rerank:loglik", reranked, fit_s, {"subset": len(subset), "rerank": "loglik, calibrated"}
+                "ease+rerank:loglik",
+                reranked,
+                fit_s,
+                {"subset": len(subset), "rerank": "loglik, calibrated"},
+                subset,
+            )
+            comparisons.append(
+                _compare(
+                    "ease+rerank:loglik",
+                    "ease@rerank_subset",
+                    reranked.hits["excluded"],
+                    same.hits["excluded"],
+                    subset,
+                )
             )
 
     console.print(_table(results, "ReDial test, MovieLens catalogue, full ranking"))
@@ -272,8 +377,11 @@ def main(argv: list[str] | None = None) -> int:
         ),
         k=10,
         results=results + rerank_results,
+        reference="ease" if "ease" in ranks else None,
+        comparisons=comparisons,
         split=summary | {"max_dialogues": args.max_dialogues, "rerank_samples": args.rerank_samples},
     )
+    out.provenance = provenance()
     payload: dict[str, Any] = json.loads(out.model_dump_json())
     payload["target"] = {
         "metric": "recall@10 (excluded)",
@@ -288,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
         "here), so nothing of the test targets leaks.",
         "Context mentions are known at the turn; the post-chat questionnaire (seen/liked) is never used.",
         "The chat path never re-recommends mentioned movies, so it is reported for the excluded variant only.",
+        "Intervals: 95% bootstrap over dialogues (1,000 draws); comparisons: paired over the same samples, "
+        "bootstrapped and sign-flipped by dialogue (n_users counts samples).",
     ]
     payload["total_s"] = round(time.perf_counter() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)

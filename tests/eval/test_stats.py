@@ -14,7 +14,12 @@ from llmrec.eval.compare import compare_results, default_reference, merge_result
 from llmrec.eval.metrics import metric_parts
 from llmrec.eval.results import EvalResults
 from llmrec.eval.runner import evaluate_models, timeline_queries
-from llmrec.eval.stats import metric_intervals, paired_comparison
+from llmrec.eval.stats import (
+    clustered_interval,
+    metric_intervals,
+    paired_clustered_comparison,
+    paired_comparison,
+)
 
 
 def test_paired_comparison_sees_a_small_shift_that_unpaired_noise_would_hide() -> None:
@@ -169,3 +174,31 @@ def test_html_report_shows_intervals_and_the_comparison_table(seeded: EvalResult
     low, high = seeded.result("popular").ci95["ndcg@10"]
     assert f"[{low:.4f}, {high:.4f}]" in html
     assert "Error bars: 95% bootstrap interval" in html
+
+
+def test_clustered_interval_resamples_whole_clusters() -> None:
+    # 40 clusters of 5 identical samples: the cluster bootstrap sees 40 units, not 200, so its interval is
+    # wider than an interval that (wrongly) treats the 200 samples as independent.
+    rng = np.random.default_rng(0)
+    per_cluster = rng.integers(0, 2, size=40).astype(float)
+    values = np.repeat(per_cluster, 5)
+    clusters = np.repeat(np.arange(40), 5)
+    low, high = clustered_interval(values, clusters, seed=1)
+    assert low <= values.mean() <= high
+    naive_low, naive_high = clustered_interval(values, np.arange(200), seed=1)
+    assert (high - low) > 1.5 * (naive_high - naive_low)
+    assert clustered_interval(values, clusters, seed=1) == [low, high]  # seeded
+
+
+def test_paired_clustered_comparison_sign_and_noise() -> None:
+    clusters = np.repeat(np.arange(100), 3)
+    b = np.zeros(300)
+    a = np.ones(300)
+    better = paired_clustered_comparison(a, b, clusters)
+    assert better.diff == 1.0 and better.ci95 == [1.0, 1.0] and better.p_value < 0.001 and better.n_users == 300
+    rng = np.random.default_rng(3)
+    noise = rng.normal(size=300)
+    same = paired_clustered_comparison(noise, noise[::-1].copy(), clusters)
+    assert same.ci95[0] < 0 < same.ci95[1] and same.p_value > 0.05
+    with pytest.raises(ConfigError):
+        paired_clustered_comparison(a, b[:10], clusters)

@@ -10,6 +10,9 @@ sample of users, not of events. Every function is seeded; the same inputs give t
   same users under every seed and averages, so the interval is that of the seed mean.
 * :func:`paired_comparison`: the difference of two models' per-user values on the users both evaluated, with a
   paired bootstrap interval and a two-sided sign-flip randomisation p-value.
+* :func:`clustered_interval` and :func:`paired_clustered_comparison`: the same for a mean over samples that come
+  in clusters (several ReDial samples from one dialogue): whole clusters are resampled and sign-flipped, and the
+  statistic stays the mean over samples (a ratio of sums), so correlated samples do not narrow the interval.
 """
 
 from __future__ import annotations
@@ -22,7 +25,15 @@ import numpy as np
 from llmrec.errors import ConfigError
 from llmrec.eval.metrics import PER_USER_METRICS, MetricParts
 
-__all__ = ["N_BOOT", "PairedDifference", "metric_intervals", "paired_comparison", "seed_mean"]
+__all__ = [
+    "N_BOOT",
+    "PairedDifference",
+    "clustered_interval",
+    "metric_intervals",
+    "paired_clustered_comparison",
+    "paired_comparison",
+    "seed_mean",
+]
 
 N_BOOT = 1000
 """Bootstrap draws per interval: the Monte-Carlo error of a 95% percentile bound is then well below its width."""
@@ -177,3 +188,89 @@ def paired_comparison(
     return PairedDifference(
         diff=round(observed, 6), ci95=_percentiles(means, level), p_value=round(p_value, 6), n_users=n
     )
+
+
+def _cluster_sums(values: np.ndarray, clusters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per cluster, the sum of ``values`` and the number of samples (clusters in order of first appearance)."""
+    if values.shape != clusters.shape or values.ndim != 1:
+        raise ConfigError(
+            f"values and clusters must be two 1-d arrays of one length, got {values.shape}, {clusters.shape}"
+        )
+    if not len(values):
+        raise ConfigError("no samples: nothing to resample")
+    _, inverse = np.unique(clusters, return_inverse=True)
+    n_clusters = int(inverse.max()) + 1
+    sums = np.bincount(inverse, weights=values, minlength=n_clusters)
+    counts = np.bincount(inverse, minlength=n_clusters).astype(np.float64)
+    return sums, counts
+
+
+def clustered_interval(
+    values: np.ndarray,
+    clusters: np.ndarray | Sequence[object],
+    *,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    level: float = 0.95,
+) -> list[float]:
+    """95% bootstrap interval of the mean of ``values`` over samples, resampling whole clusters.
+
+    Args:
+        values: One value per sample (e.g. 1.0 when the target is in the top 10, else 0.0); no NaN.
+        clusters: The cluster of each sample (e.g. its dialogue id), any hashable labels.
+        n_boot: Bootstrap draws.
+        seed: Seed of the draws.
+        level: Coverage of the interval.
+
+    Returns:
+        ``[low, high]``: each draw takes as many clusters as there are, with replacement, and computes the
+        sum of their values over the sum of their sample counts.
+
+    Raises:
+        ConfigError: The arrays differ in length or are empty.
+
+    """
+    sums, counts = _cluster_sums(np.asarray(values, dtype=np.float64), np.asarray(clusters))
+    draws = _user_draws(len(sums), n_boot, seed).astype(np.float64)
+    return _percentiles((draws @ sums) / (draws @ counts), level)
+
+
+def paired_clustered_comparison(
+    a: np.ndarray,
+    b: np.ndarray,
+    clusters: np.ndarray | Sequence[object],
+    *,
+    n_boot: int = N_BOOT,
+    n_permutations: int = N_PERMUTATIONS,
+    seed: int = 0,
+    level: float = 0.95,
+) -> PairedDifference:
+    """Mean over samples of ``a - b`` (aligned per sample) with a cluster bootstrap interval and p-value.
+
+    Whole clusters are resampled for the interval; under the null each cluster's summed difference flips sign
+    at random (a sign-flip randomisation test over clusters). ``n_users`` of the result is the number of
+    samples.
+
+    Raises:
+        ConfigError: The arrays differ in length, are empty or hold NaN.
+
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ConfigError(f"paired values must have one length, got {a.shape} and {b.shape}")
+    d = a - b
+    if np.isnan(d).any():
+        raise ConfigError("paired clustered values must not hold NaN")
+    sums, counts = _cluster_sums(d, np.asarray(clusters))
+    observed = float(sums.sum() / counts.sum())
+    draws = _user_draws(len(sums), n_boot, seed).astype(np.float64)
+    ci = _percentiles((draws @ sums) / (draws @ counts), level)
+    rng = np.random.default_rng(seed + 1)
+    extreme = 0
+    for start in range(0, n_permutations, 256):
+        size = min(256, n_permutations - start)
+        signs = rng.choice(np.array([-1.0, 1.0]), size=(size, len(sums)))
+        extreme += int((np.abs(signs @ sums / counts.sum()) >= abs(observed) - 1e-15).sum())
+    p_value = (extreme + 1) / (n_permutations + 1)
+    return PairedDifference(diff=round(observed, 6), ci95=ci, p_value=round(p_value, 6), n_users=len(d))
