@@ -11,8 +11,9 @@ finds none of those, so the chat also looks titles up here:
    two or more words that ends on a content word ("Eternal Sunshine"), and all of it without spaces
    ("spiderman" is "Spider-Man").
 2. A span of the message is looked up exactly among those keys, else compared with the full titles and their
-   parts by :func:`rapidfuzz.fuzz.ratio` (a kept, C-implemented string-similarity library) above a cut-off that
-   rises for short strings, so one or two typos are forgiven but "time travel" does not become a film.
+   parts by :func:`rapidfuzz.fuzz.ratio` (a kept, C-implemented string-similarity library; the ``chat`` extra)
+   above a cut-off that rises for short strings, so one or two typos are forgiven but "time travel" does not
+   become a film. Without rapidfuzz installed only that fuzzy step is skipped (with a warning at import).
 3. Only plausible spans are tried: a span never starts or ends on a stopword, a request word ("movie",
    "please"), a sentiment word ("loved", "thumbs") or a genre word. Spans written in lower case, and any span
    at the start of a sentence, must also stand where a title is expected: after "loved", "seen", "fan of",
@@ -27,6 +28,8 @@ the same words; otherwise the span covering more of the message wins.
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import re
 import threading
 import unicodedata
@@ -34,14 +37,17 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from rapidfuzz import fuzz, process
-
 from llmrec.text.extract import GENRE_VOCABULARY, STOPWORDS
 
 if TYPE_CHECKING:
     from llmrec.llm.explain import Catalogue
 
 __all__ = ["LinkKind", "TitleIndex", "TitleLink", "normalize_title"]
+
+log = logging.getLogger(__name__)
+_FUZZY = importlib.util.find_spec("rapidfuzz") is not None
+if not _FUZZY:
+    log.warning("rapidfuzz is not installed: chat title linking forgives no typos (pip install 'llmrec[chat]')")
 
 LinkKind = Literal["exact", "variant", "part", "compact", "prefix", "fuzzy"]
 _QUALITY: dict[str, float] = {"exact": 100.0, "variant": 99.0, "compact": 98.5, "part": 98.0, "prefix": 96.0}
@@ -214,8 +220,10 @@ class TitleIndex:
         compact = key.replace(" ", "")
         if compact in self._compact:
             return "compact", _QUALITY["compact"], compact, self._compact[compact]
-        if len(key) < 6:
+        if len(key) < 6 or not _FUZZY:
             return None
+        from rapidfuzz import fuzz, process
+
         cutoff = self.fuzzy_cutoff if len(key) >= 10 else self.fuzzy_cutoff + 3
         best = process.extractOne(key, self._fuzzy_choices, scorer=fuzz.ratio, score_cutoff=cutoff)
         if best is None or str(best[0])[:1] != key[:1]:  # typos rarely hit the first letter; other words do
