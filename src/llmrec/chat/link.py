@@ -7,9 +7,10 @@ finds none of those, so the chat also looks titles up here:
 
 1. Every short title is normalised (accents and apostrophes dropped, ``&`` read as "and", punctuation as space,
    number words and roman numerals after "part"/"episode" as digits) and indexed with its variants: without a
-   leading article, each part around a ``:`` or `` - `` ("Kill Bill", "The Two Towers"), every leading run of
-   two or more words that ends on a content word ("Eternal Sunshine"), and all of it without spaces
-   ("spiderman" is "Spider-Man").
+   leading article, without its leading stopwords ("Spinal Tap"), each part around a ``:`` or `` - `` ("Kill
+   Bill", "The Two Towers"), every leading run of words that ends on a content word ("Eternal Sunshine"; one
+   word only when it is long and unusual, "Shawshank"), and all of it without spaces ("spiderman" is
+   "Spider-Man").
 2. A span of the message is looked up exactly among those keys, else compared with the full titles and their
    parts by :func:`rapidfuzz.fuzz.ratio` (a kept, C-implemented string-similarity library; the ``chat`` extra)
    above a cut-off that rises for short strings, so one or two typos are forgiven but "time travel" does not
@@ -54,7 +55,9 @@ _QUALITY: dict[str, float] = {"exact": 100.0, "variant": 99.0, "compact": 98.5, 
 
 _NUMBER_WORDS = {
     "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7",
-    "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "thirteen": "13",
+    "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "thirteen": "13", "twenty": "20",
+    "thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "seventy": "70", "eighty": "80", "ninety": "90",
+    "hundred": "100",
 }  # fmt: skip
 _ROMAN = {"i": "1", "ii": "2", "iii": "3", "iv": "4", "v": "5", "vi": "6", "vii": "7", "viii": "8", "ix": "9"}
 _SEQUEL_WORDS = frozenset({"part", "episode", "chapter", "vol", "volume"})
@@ -81,7 +84,7 @@ _BREAKERS = STOPWORDS | REQUEST_WORDS | (_GENRE_WORDS - {""})
 #: A title is expected right after these (an optional article between): "loved X", "fan of X", "than X".
 _TITLE_BEFORE_TEXT = """loved love liked like likes enjoyed enjoy adored adore hated hate disliked dislike
     seen saw watched
-    rewatched of on for than not stand first second last original"""
+    rewatched of on for than not stand first original thought think found"""
 _TITLE_BEFORE = frozenset(_TITLE_BEFORE_TEXT.split())
 #: ... or at the start of a clause, right before these: "X was great", "X made me cry".
 _TITLE_AFTER_TEXT = """is was are were made makes scared blew moved bored had has gets got did seen"""
@@ -176,8 +179,14 @@ class TitleIndex:
                 part_words = key.split()
                 if part_words and part_words[0] in _ARTICLES:
                     part_words = part_words[1:]
-                if len(part_words) >= 2 and part_words[0] not in _SEQUEL_WORDS and key != full:
-                    add(" ".join(part_words), 2, idx)
+                long_word = len(part_words) == 1 and len(part_words[0]) >= 5 and part_words[0] not in _BREAKERS
+                if (len(part_words) >= 2 or long_word) and part_words[0] not in _SEQUEL_WORDS and key != full:
+                    add(" ".join(part_words), 2, idx)  # "Kill Bill", "The Two Towers", "Borat"
+            lead = 0
+            while lead < len(words) - 2 and words[lead] in STOPWORDS:
+                lead += 1
+            if lead > 0 and not any(w in STOPWORDS for w in words[lead : lead + 1]):
+                add(" ".join(words[lead:]), 2, idx)  # "This Is Spinal Tap" is also "Spinal Tap"
             for form in forms:
                 compact.setdefault(form.replace(" ", ""), set()).add(idx)
                 form_words = form.split()

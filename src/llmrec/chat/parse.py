@@ -60,6 +60,7 @@ MOOD_GENRES: dict[str, str] = {
     "spooky": "Horror",
     "frightening": "Horror",
     "gory": "Horror",
+    "gore": "Horror",
     "tearjerker": "Drama",
     "suspenseful": "Thriller",
     "thrilling": "Thriller",
@@ -82,8 +83,9 @@ _CLAUSE = re.compile(
 _NEGATIVE = re.compile(
     r"\b(?:hate[ds]?|hating|dislike[ds]?|didn'?t (?:like|enjoy|love)|did not (?:like|enjoy|love)|"
     r"don'?t (?:like|enjoy|love|care for)|do not (?:like|enjoy|love)|not (?:\w+ )?(?:a )?fan(?: of)?|"
-    r"not (?:into|for me|my thing)|can'?t stand|cannot stand|boring|bored|awful|terrible|worst|overrated|dumb|"
-    r"weird|slow|not that one|thumbs down(?: on| for)?|no thanks|too \w+|disappointing|meh)\b",
+    r"not (?:into|for me|my thing)|(?:can|couldn)'?t stand|cannot stand|could not stand|boring|bored|awful|"
+    r"terrible|worst|worse|overrated|dumb|stupid|gross|childish|confusing|annoying|silly|lame|bad|cheesy|"
+    r"weird|slow|not that one|thumbs down(?: on| for)?|no thanks|too \w+|disappointing|disappointed|meh)\b",
     re.IGNORECASE,
 )
 _POSITIVE = re.compile(
@@ -108,12 +110,20 @@ _SCOPE_BREAK = re.compile(
     r"[,;:]|\b(?:but|and|instead|rather|more|something|maybe|just|prefer|preferably|ideally|want a|give me)\b",
     re.IGNORECASE,
 )
-_COPULA = re.compile(r"^\s*(?:is|was|are|were|'s|seems|looked|felt)\b", re.IGNORECASE)
+_COPULA = re.compile(
+    r"^\s*(?:is|was|are|were|'s|seems|looked|felt|made|makes|scared|moved|blew|bored|had|has|got|gets)\b", re.I
+)
 _WISH = re.compile(
     r"\b(?:another|more|something|anything|similar|please|want|recommend|suggest|give me|show me)\b", re.I
 )
 _TOPIC_MARKER = re.compile(r"\b(?:with|about|featuring|involving|set in|where)\b", re.IGNORECASE)
-_DECADE = re.compile(r"\b(?:(early|mid|late)[\s-]+)?(?:(19|20)(\d)0'?s|'?(\d)0'?s)\b", re.IGNORECASE)
+_DECADE = re.compile(
+    r"\b(?:(early|mid|late)[\s-]+)?(?:(19|20)(\d)0'?s|'?(\d)0'?s|(twenties|thirties|forties|fifties|sixties|"
+    r"seventies|eighties|nineties))\b",
+    re.IGNORECASE,
+)
+_DECADE_WORDS = {"twenties": 2, "thirties": 3, "forties": 4, "fifties": 5, "sixties": 6, "seventies": 7,
+                 "eighties": 8, "nineties": 9}  # fmt: skip
 _AFTER = re.compile(
     r"\b(after|since|newer than|from|post|in)\s+((?:19|20)\d\d)\b(\s+(?:on|onwards?|forward|to))?", re.I
 )
@@ -145,7 +155,8 @@ _FILLER_TEXT = """movie movies film films flick flicks something anything recomm
     fun fan recent newer latest classic classics old older oldies releases stuff need needs thing things any
     favourite favorite favourites favorites best amazing awesome brilliant fantastic thumbs up down hate hated
     dislike disliked adore adored boring overrated terrible awful dumb already first second last tired sick
-    except skip avoid without"""
+    except skip avoid without twice original fine whatever either bit lot ever yesterday today night week
+    weekend evening"""
 _FILLER = frozenset(_FILLER_TEXT.split())
 _WORD = re.compile(r"[^\W_]+(?:['’\-][^\W_]+)*")
 _GENRE_PHRASES: dict[str, tuple[str, ...]] = {}
@@ -153,7 +164,8 @@ for _canonical, _phrases in GENRE_VOCABULARY.items():
     for _phrase in (_canonical.lower(), *_phrases):
         _GENRE_PHRASES[_phrase] = (*_GENRE_PHRASES.get(_phrase, ()), _canonical)  # "war drama": Drama and War
 _GENRE = re.compile(
-    r"(?<![\w-])(?:" + "|".join(re.escape(p) for p in sorted(_GENRE_PHRASES, key=len, reverse=True)) + r")(?![\w-])",
+    r"(?<![\w-])(?:" + "|".join(re.escape(p) for p in sorted(_GENRE_PHRASES, key=len, reverse=True)) + r")(?:e?s)?"
+    r"(?![\w-])",
     re.IGNORECASE,
 )
 
@@ -179,6 +191,15 @@ class _Genre:
     end: int
     genre: str
     plural: bool
+
+
+def _genres_of(phrase: str) -> tuple[str, ...]:
+    """Canonical genres a matched phrase names, plurals included ("romcoms": Comedy and Romance)."""
+    low = phrase.lower()
+    for form in (low, low[:-2] if low.endswith("es") else low, low[:-1] if low.endswith("s") else low):
+        if form in _GENRE_PHRASES:
+            return _GENRE_PHRASES[form]
+    return ()
 
 
 def _pick(items: frozenset[int], popularity: np.ndarray | None, looser: frozenset[int] = frozenset()) -> int:
@@ -259,6 +280,8 @@ def _years(text: str, newest: int | None, ignore: list[tuple[int, int]]) -> tupl
             continue
         if m.group(2):
             start = int(m.group(2) + m.group(3) + "0")
+        elif m.group(5):
+            start = 1900 + 10 * _DECADE_WORDS[m.group(5).lower()]
         else:
             digit = int(m.group(4))
             start = (1900 if digit >= 3 else 2000) + digit * 10
@@ -385,7 +408,7 @@ def parse_turn(
             (m.span(), genre, m.group())
             for m in _GENRE.finditer(clause)
             if not _inside(m.start(), item_spans)
-            for genre in _GENRE_PHRASES[m.group().lower()]
+            for genre in _genres_of(m.group())
         ]
         for word in _WORD.finditer(clause):
             low = word.group().lower().replace("’", "'")
@@ -407,10 +430,10 @@ def parse_turn(
                 continue
             if len(low) < 3 or low.isdigit():
                 continue
-            if _NEGATIVE.fullmatch(low) or _POSITIVE.fullmatch(low) or _SEEN.fullmatch(low):
-                continue
-            if _negated(clause, pos):
+            if _negated(clause, pos):  # "too weird", "nothing too slow": avoided, even as a sentiment word
                 avoid.append(word.group())
+                continue
+            if _NEGATIVE.fullmatch(low) or _POSITIVE.fullmatch(low) or _SEEN.fullmatch(low):
                 continue
             in_title_segment = next(((a, b) for a, b in title_segments if a <= pos < b), None)
             if in_title_segment is not None:
