@@ -45,6 +45,7 @@ from llmrec.serve.config import ServeConfig
 
 if TYPE_CHECKING:
     from llmrec.chat import ConversationalRecommender
+    from llmrec.chat.state import StateUpdate
     from llmrec.llm.base import LanguageModel
     from llmrec.llm.explain import Explanation
     from llmrec.models.base import Recommendations
@@ -115,7 +116,8 @@ class RecommendationResult:
         items: Best first.
         retriever: The retriever used.
         reranked: Whether the language model reranked the candidates.
-        known_user: Whether the user was in the fitted data (unknown users get the retriever's cold-start list).
+        known_user: Whether the user was in the fitted data (unknown users get the retriever's cold-start list,
+            steered by their stored profile when it names titles, genres or years).
         excluded_recent: Items left out because the user interacted with them after the last fit.
         fitted_at: When the data behind the list was loaded.
 
@@ -485,10 +487,25 @@ class RecommenderService:
         excluded = taste.touched if options.exclude_seen else []
         mask = self._allowed(snap, options, set(excluded))
         pipe = self._pipeline_on(snap, retriever, options.rerank)
+        # A user with no interactions at all (stored with a profile, none fitted, none since) is read from the profile.
+        history = bool(taste) or (known and bool(pipe.seen(user_id)))
+        profile = None if history else self._profile_taste(snap, user_id)
+        if profile is not None:
+            mask = self._profile_mask(snap, profile, options, mask)
         items: list[RecommendedItem] = []
         if mask is None or mask.any():
             candidates = None if mask is None else snap.data.item_vocab.ids[mask]
-            if not taste:
+            if profile is not None and profile.liked:
+                recs = pipe.recommend_history(
+                    pipe.fitted_history(None, profile.liked, profile.disliked),
+                    options.k,
+                    exclude=profile.liked + profile.disliked + profile.seen,
+                    candidates=candidates,
+                    rerank=options.rerank,
+                    label=user_id,
+                    lm_history=pipe.liked_history(None, profile.liked, profile.disliked),
+                )
+            elif not taste:
                 recs = pipe.recommend(
                     [user_id], options.k, options.exclude_seen, candidates=candidates, rerank=options.rerank
                 )
@@ -502,13 +519,57 @@ class RecommenderService:
                 record = snap.record(int(idx))
                 value = float(score) if np.isfinite(score) else None
                 items.append(RecommendedItem(str(item), rank, value, record["title"], record["attributes"]))
-        if options.explain and items and known:
-            explanations = pipe.explain(user_id, [it.item_id for it in items])
+        if options.explain and items:
+            # A user outside the fitted data is explained from what their profile likes (maybe nothing: then
+            # from the item's own facts), never left without an explanation.
+            who: object = profile.liked if profile is not None else (user_id if known else [])
+            explanations = pipe.explain(who, [it.item_id for it in items])
             items = [
                 RecommendedItem(it.item_id, it.rank, it.score, it.title, it.attributes, ex)
                 for it, ex in zip(items, explanations, strict=True)
             ]
         return RecommendationResult(user_id, items, retriever, options.rerank, known, excluded, snap.loaded_at)
+
+    def _profile_taste(self, snap: _Snapshot, user_id: str) -> StateUpdate | None:
+        """What a stored profile says ("I love sci-fi", "heist films and 90s comedies"), read like a chat message.
+
+        For a user with no interactions at all; ``None`` without a profile, or when it states nothing usable.
+        """
+        record = self._store.get_user(self.dataset, user_id)
+        if record is None or not record.profile.strip():
+            return None
+        from llmrec.chat.parse import parse_turn
+        from llmrec.llm.explain import Catalogue
+
+        parsed = parse_turn(record.profile[:2000], Catalogue.of(snap.data), popularity=snap.data.item_popularity)
+        return None if parsed.intent != "recommend" or parsed.update.empty else parsed.update
+
+    @staticmethod
+    def _profile_mask(
+        snap: _Snapshot, profile: StateUpdate, options: RecommendationOptions, mask: np.ndarray | None
+    ) -> np.ndarray | None:
+        """``mask`` narrowed to the profile's genres and years, unless the request sets its own or too few remain.
+
+        The profile is a preference, not a filter the person asked for in this request: it narrows the list
+        only while at least ``k`` items still qualify.
+        """
+        if options.genres or options.exclude_genres or options.year_min is not None or options.year_max is not None:
+            return mask
+        filters = snap.filters()
+        wanted = filters.mask(
+            genres=profile.genres_include,
+            exclude_genres=profile.genres_exclude,
+            year_min=profile.year_min,
+            year_max=profile.year_max,
+            strict=False,
+        )
+        for genre in profile.genres_all:
+            both = filters.mask(genres=[genre], strict=False)
+            wanted = both if wanted is None else wanted & both
+        if wanted is None:
+            return mask
+        narrowed = wanted if mask is None else mask & wanted
+        return narrowed if int(narrowed.sum()) >= options.k else mask
 
     @staticmethod
     def _recommend_after_feedback(
@@ -727,7 +788,7 @@ class RecommenderService:
         return chat
 
     def create_user(self, user_id: str, profile: str, attributes: Mapping[str, Any]) -> UserRecord:
-        """Store a new user (recommendations start from the cold-start list until their first interactions).
+        """Store a new user (until their first interactions, recommendations follow what their profile says).
 
         Raises:
             ConflictError: A user with that id is stored.
