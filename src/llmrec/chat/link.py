@@ -338,16 +338,25 @@ class TitleIndex:
         k = i - 1
         if k >= 0 and lowered[k] in _ARTICLES:
             k -= 1
-        if k >= 0 and lowered[k] in _TITLE_BEFORE:
+        thumbs = k > 0 and lowered[k - 1] in ("up", "down")  # "thumbs down on X"; not "something for a date night"
+        if k >= 0 and lowered[k] in _TITLE_BEFORE and (lowered[k] not in ("on", "for") or thumbs):
             return "position"
         at_clause_start = sentence_start or (i > 0 and lowered[i - 1] in _ARTICLES and i - 1 == 0)
         after = lowered[j + 1] if j + 1 < len(words) else ""
         gap = text[words[j][1] : words[j + 1][0]] if j + 1 < len(words) else ""
-        if at_clause_start and (after in _TITLE_AFTER or after in ("and", "or") or "," in gap or not after):
+        if at_clause_start and (after in _TITLE_AFTER or after in ("and", "or")):
             return "position"
+        if at_clause_start and ("," in gap or not after) and (_CUE_AFTER.search(text, words[j][1]) or capitalised):
+            return "position"  # "the princess bride, loved it", "Spaceballs!"; but "a scary movie" alone is no film
         if capitalised and (not sentence_start or j > i):
             return "named"  # a name mid-sentence, or a capitalised run of two or more words
         return None
+
+
+_CUE_AFTER = re.compile(
+    r"\b(?:lo+ved?|liked?|hated?|seen|saw|watched|enjoyed|favou?rites?|great|boring|overrated|amazing|awful)\b",
+    re.IGNORECASE,
+)
 
 
 def _named(word: str) -> bool:

@@ -130,7 +130,8 @@ _AFTER = re.compile(
 _BEFORE = re.compile(r"\b(before|older than|until|pre|up to)\s+((?:19|20)\d\d)\b", re.IGNORECASE)
 _BETWEEN = re.compile(r"\bbetween\s+((?:19|20)\d\d)\s+and\s+((?:19|20)\d\d)\b", re.IGNORECASE)
 _NEGATED_BOUND = re.compile(r"\b(?:nothing|no|not|none)\s+(?:\w+\s+)?$", re.IGNORECASE)
-_RECENT = re.compile(r"\b(?:recent|newer|latest|new (?:movies|films|ones|releases|stuff))\b", re.IGNORECASE)
+_RECENT = re.compile(r"\b(?:recent|newer(?! than)|latest|new (?:movies|films|ones|releases|stuff))\b", re.IGNORECASE)
+_PRONOUN = re.compile(r"\b(?:it|that|this|them|those|both|that one)\b", re.IGNORECASE)
 _CLASSIC = re.compile(r"\b(?:classic|classics|old movies|old films|older (?:movies|films|ones)|oldies|old)\b", re.I)
 _RESET = re.compile(r"\b(?:start over|start again|reset|forget (?:everything|all that|it all)|new search)\b", re.I)
 _GREETING = re.compile(r"^\s*(?:hi|hello|hey|good (?:morning|evening|afternoon)|howdy)\b[\s!.,]*$", re.IGNORECASE)
@@ -161,7 +162,7 @@ _FILLER = frozenset(_FILLER_TEXT.split())
 _WORD = re.compile(r"[^\W_]+(?:['’\-][^\W_]+)*")
 _GENRE_PHRASES: dict[str, tuple[str, ...]] = {}
 for _canonical, _phrases in GENRE_VOCABULARY.items():
-    for _phrase in (_canonical.lower(), *_phrases):
+    for _phrase in (_canonical.lower(), *_phrases) if _canonical != "War" else _phrases:  # bare "war": no
         _GENRE_PHRASES[_phrase] = (*_GENRE_PHRASES.get(_phrase, ()), _canonical)  # "war drama": Drama and War
 _GENRE = re.compile(
     r"(?<![\w-])(?:" + "|".join(re.escape(p) for p in sorted(_GENRE_PHRASES, key=len, reverse=True)) + r")(?:e?s)?"
@@ -248,6 +249,8 @@ def _sentiment(before: str, after: str) -> str | None:
             later = _sentiment("", after) if after else None
             return later if later in ("liked", "disliked") else "seen"
         return best[2]
+    wish = _WISH.search(after)  # ", more comedies like those" asks for more; it says nothing about the title
+    after = after[: wish.start()] if wish else after
     first: tuple[int, int, str] | None = None
     for kind, rank, pattern in (("disliked", 0, _NEGATIVE), ("seen", 1, _SEEN), ("liked", 2, _POSITIVE)):
         hit = pattern.search(after)
@@ -378,16 +381,27 @@ def parse_turn(
     avoid: list[str] = []
     ignored: list[tuple[int, int]] = []  # title words and descriptions of a title (absolute offsets)
     cuts = [0, *(x for m in _CLAUSE.finditer(text) for x in m.span()), len(text)]
+    previous_items: list[str] = []
     for offset, stop in zip(cuts[::2], cuts[1::2], strict=False):
         clause = text[offset:stop]
         if not clause.strip():
             continue
+        if previous_items and _PRONOUN.search(clause) and not titles.find(clause):
+            # "Coneheads? hated it": the sentiment of a clause about "it" goes to the previous clause's titles.
+            feeling = _sentiment(clause, "")
+            if feeling in ("liked", "disliked"):
+                for item in previous_items:
+                    for kind in ("liked", "seen", "disliked"):
+                        if item in found[kind]:
+                            found[kind].remove(item)
+                    found["rejected" if feeling == "disliked" and item in recommended else feeling].append(item)
         links = titles.find(clause)
         items = [(link.span, link.items, link.looser) for link in links]
         item_spans = [span for span, _, _ in items]
         segments = [0, *(m.end() for m in re.finditer(r"[,;:]", clause)), len(clause) + 1]
         zones: list[tuple[int, int]] = []  # "X was great, ..." describes X
         previous: str | None = None
+        previous_items = []
         for n, (span, matched, looser) in enumerate(items):
             start_prev = items[n - 1][0][1] if n else 0
             end_next = items[n + 1][0][0] if n + 1 < len(items) else len(clause)
@@ -396,6 +410,7 @@ def parse_turn(
             idx = _pick(matched, popularity, looser)
             mentioned.append(idx)
             item = str(ids[idx])
+            previous_items.append(item)
             if feeling == "disliked" and item in recommended:
                 feeling = "rejected"
             found[feeling].append(item)
