@@ -417,7 +417,7 @@ class ConversationalRecommender:
         noun = self.config.item_noun
         wanted = state.describe()
         if not items:
-            return (
+            return self._words_note(state) + (
                 f"I found no {noun}s that fit ({wanted or 'everything is excluded'}). "
                 "Try loosening a constraint, or say 'start over'."
             )

@@ -76,6 +76,7 @@ class DialogueState(_Preferences):
         genres_include, genres_all, genres_exclude: Genre constraints (canonical names, e.g. ``"Comedy"``).
         year_min, year_max: Release-year constraints.
         query: The latest descriptive request, used for text search.
+        avoid: Every word describing what is not wanted so far ("violent"), steering text search away.
         recommended: Item ids already shown in this session (not shown again).
         turns: Number of user turns so far.
 
