@@ -202,7 +202,12 @@ class TitleIndex:
         }
         self._compact: dict[str, frozenset[int]] = {k: frozenset(v) for k, v in compact.items()}
         self._looser: dict[str, frozenset[int]] = {k: frozenset(v - tiers[k][1]) for k, v in looser.items()}
-        self._fuzzy_choices: list[str] = sorted(k for k, (t, _) in tiers.items() if t <= 2 and len(k) >= 6)
+        # Fuzzy candidates by first letter: a typo rarely hits the first letter, and one letter's titles are a
+        # twentieth of the catalogue, so a long message costs milliseconds, not a scan of every title per span.
+        self._fuzzy_choices: dict[str, list[str]] = {}
+        for k in sorted(k for k, (t, _) in tiers.items() if t <= 2 and len(k) >= 6):
+            self._fuzzy_choices.setdefault(k[0], []).append(k)
+        self._memo: dict[str, tuple[LinkKind, float, str, frozenset[int]] | None] = {}
 
     @classmethod
     def of(cls, catalogue: Catalogue) -> TitleIndex:
@@ -219,6 +224,15 @@ class TitleIndex:
         key = normalize_title(phrase)
         if not key:
             return None
+        if key in self._memo:
+            return self._memo[key]
+        if len(self._memo) > 100_000:  # a bounded memo: long conversations repeat their phrases
+            self._memo.clear()
+        found = self._lookup(key)
+        self._memo[key] = found
+        return found
+
+    def _lookup(self, key: str) -> tuple[LinkKind, float, str, frozenset[int]] | None:
         hit = self._keys.get(key)
         words = key.split()
         if hit is None and len(words) >= 2 and words[0] in _ARTICLES:  # "The Phantom Menace": a part's article
@@ -234,8 +248,9 @@ class TitleIndex:
         from rapidfuzz import fuzz, process
 
         cutoff = self.fuzzy_cutoff if len(key) >= 10 else self.fuzzy_cutoff + 3
-        best = process.extractOne(key, self._fuzzy_choices, scorer=fuzz.ratio, score_cutoff=cutoff)
-        if best is None or str(best[0])[:1] != key[:1]:  # typos rarely hit the first letter; other words do
+        choices = self._fuzzy_choices.get(key[0], [])
+        best = process.extractOne(key, choices, scorer=fuzz.ratio, score_cutoff=cutoff)
+        if best is None:
             return None
         choice, score = str(best[0]), float(best[1])
         return "fuzzy", score * 0.95, choice, self._keys[choice][1]
