@@ -119,6 +119,11 @@ def test_text_queries_steer_through_the_content_scorer(pipe: Pipeline, ml_sample
     assert reply.items
     best = {str(ml_sample.item_vocab.ids[i]) for i in np.argsort(-scores)[:50]}
     assert sum(i.item_id in best for i in reply.items) >= 3
+    # The described wish is honoured, and the answer says so: every item is among its best text matches.
+    assert reply.state.query and f"matching \u201c{reply.state.query}\u201d" in reply.text
+    wished = searcher.text_scores(reply.state.query)
+    top = {str(ml_sample.item_vocab.ids[i]) for i in np.argsort(-wished)[: chat.config.query_candidates]}
+    assert {i.item_id for i in reply.items} <= top
 
 
 @pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)

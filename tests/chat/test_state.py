@@ -27,3 +27,11 @@ def test_excluded_and_reset_and_describe() -> None:
     fresh = state.apply(StateUpdate(reset=True, liked=["7"]))
     assert fresh.liked == ["7"] and fresh.disliked == [] and fresh.genres_exclude == []
     assert StateUpdate().empty and not StateUpdate(liked=["1"]).empty
+
+
+def test_genres_together_and_avoided_words_accumulate_and_describe() -> None:
+    state = DialogueState().apply(StateUpdate(genres_all=["Sci-Fi", "Thriller"], avoid=["violent"]))
+    state = state.apply(StateUpdate(genres_exclude=["Thriller"], avoid=["long"]))
+    assert state.genres_all == ["Sci-Fi"] and state.genres_exclude == ["Thriller"]
+    assert state.avoid == ["violent", "long"]
+    assert DialogueState(genres_all=["Sci-Fi", "Thriller"]).describe() == "sci-fi and thriller"

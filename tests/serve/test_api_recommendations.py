@@ -152,6 +152,22 @@ def test_new_users_get_the_cold_start_list_and_deleted_items_vanish(api: Api) ->
     popularity = api.data.item_popularity
     top = [str(i) for i in api.data.item_vocab.ids[np.argsort(-popularity, kind="stable")[:5]]]
     assert not first["known_user"] and _ids_of(first) == top
-    assert all(item["explanation"] is None for item in first["items"])
+    # explain=true always explains: with no history, from each item's own facts.
+    assert all(item["explanation"] and item["explanation"]["text"] for item in first["items"])
     client.delete(f"/v1/items/{top[0]}", headers=ADMIN)
     assert top[0] not in _ids_of(client.get("/v1/users/fresh/recommendations", params={"k": 5}, headers=ADMIN).json())
+
+
+def test_a_user_known_only_by_a_profile_gets_recommendations_from_it(api: Api) -> None:
+    client = api.client
+    client.post("/v1/users", json={"user_id": "scifi-fan", "profile": "I love sci-fi"}, headers=ADMIN)
+    body = client.get("/v1/users/scifi-fan/recommendations", params={"k": 5, "explain": True}, headers=ADMIN).json()
+    assert len(body["items"]) == 5
+    assert all("Sci-Fi" in item["attributes"]["genres"] for item in body["items"]), body["items"]
+    assert all(item["explanation"]["text"] for item in body["items"])
+    # Titles in a profile are a history: the list follows them and never repeats them.
+    client.post("/v1/users", json={"user_id": "toy-fan", "profile": "I loved Toy Story"}, headers=ADMIN)
+    toy = client.get("/v1/users/toy-fan/recommendations", params={"k": 5, "explain": True}, headers=ADMIN).json()
+    popular = client.get("/v1/users/scifi-fan/recommendations", params={"k": 5, "genres": "Comedy"}, headers=ADMIN)
+    assert "1" not in _ids_of(toy) and _ids_of(toy) != _ids_of(popular.json())
+    assert any("Toy Story" in item["explanation"]["text"] for item in toy["items"]), toy["items"]

@@ -79,6 +79,8 @@ class ChatConfig(BaseModel):
         explain_with_lm: Let the language model phrase each reason (checked against the evidence, slow on a CPU);
             ``False`` writes reasons from the evidence alone (instant, grounded by construction).
         item_noun: What the items are called in answers.
+        query_candidates: With a described wish ("something with dinosaurs") and a text searcher, only the
+            items among this many best text matches qualify.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -88,6 +90,7 @@ class ChatConfig(BaseModel):
     query_weight: float = Field(default=0.5, ge=0.0, le=1.0)
     explain_with_lm: bool = False
     item_noun: str = "movie"
+    query_candidates: int = Field(default=200, ge=1)
 
 
 @dataclass(frozen=True)
@@ -330,13 +333,17 @@ class ConversationalRecommender:
 
     def allowed(self, state: DialogueState) -> list[str] | None:
         """Item ids meeting the state's hard constraints (``None``: no constraints, every item)."""
-        keep = self.catalogue.filters().mask(
+        filters = self.catalogue.filters()
+        keep = filters.mask(
             genres=state.genres_include,
             exclude_genres=state.genres_exclude,
             year_min=state.year_min,
             year_max=state.year_max,
             strict=False,  # a genre the catalogue lacks ("film noir" here) matches nothing: the answer says so
         )
+        for genre in state.genres_all:  # "a sci-fi thriller": every one of them
+            both = filters.mask(genres=[genre], strict=False)
+            keep = both if keep is None else keep & both
         return None if keep is None else [str(i) for i in self.catalogue.item_ids[keep]]
 
     def query(self, user_id: str | None, state: DialogueState) -> Query | None:
@@ -355,7 +362,15 @@ class ConversationalRecommender:
         allowed = self.allowed(state)
         if allowed is not None and not allowed:
             return None
-        text = self.searcher.text_scores(state.query) if state.query and self.searcher is not None else None
+        text = None
+        if state.query and self.searcher is not None:
+            text = self.searcher.text_scores(state.query)
+            # The description is honoured, not only mixed in: only the items that best match it qualify.
+            best = {str(i) for i in self.catalogue.item_ids[np.argsort(-text)[: self.config.query_candidates]]}
+            allowed = [i for i in (allowed if allowed is not None else map(str, self.catalogue.item_ids)) if i in best]
+        if state.avoid and self.searcher is not None:  # "less violent": away from items described that way
+            away = self.searcher.text_scores(" ".join(state.avoid))
+            text = -away if text is None else text - away
         return Query(
             user=user_id,
             liked=tuple(liked),
@@ -394,16 +409,26 @@ class ConversationalRecommender:
             )
         return out
 
+    def _words_note(self, state: DialogueState) -> str:
+        """What the answer did with the described wish and the words to avoid (or why it could not)."""
+        said = [f"matching \u201c{state.query}\u201d"] if state.query else []
+        said += [f"steering away from \u201c{' '.join(state.avoid)}\u201d"] if state.avoid else []
+        if not said:
+            return ""
+        if self.searcher is None:
+            return f"I can't search by description here (no text searcher is set up), so I am not {' or '.join(said)}. "
+        return "Searching by description: " + "; ".join(said) + ". "
+
     def _answer(self, state: DialogueState, items: list[RecommendedItem]) -> str:
         noun = self.config.item_noun
         wanted = state.describe()
         if not items:
-            return (
+            return self._words_note(state) + (
                 f"I found no {noun}s that fit ({wanted or 'everything is excluded'}). "
                 "Try loosening a constraint, or say 'start over'."
             )
         lead = f"Here are {noun}s " + (f"that fit ({wanted})" if wanted else "you might like") + ":"
-        lines = [lead]
+        lines = [self._words_note(state) + lead]
         for n, item in enumerate(items, 1):
             year = f" ({item.year})" if item.year else ""
             lines.append(f"{n}. {item.title}{year}: {item.reason}")

@@ -32,10 +32,12 @@ class _Preferences(BaseModel):
     seen: list[str] = Field(default_factory=list)
     rejected: list[str] = Field(default_factory=list)
     genres_include: list[str] = Field(default_factory=list)
+    genres_all: list[str] = Field(default_factory=list)
     genres_exclude: list[str] = Field(default_factory=list)
     year_min: int | None = None
     year_max: int | None = None
     query: str | None = None
+    avoid: list[str] = Field(default_factory=list)
 
 
 class StateUpdate(_Preferences):
@@ -46,11 +48,14 @@ class StateUpdate(_Preferences):
         disliked: Item ids the person dislikes (never recommended again in this session).
         seen: Item ids already seen (not recommended, not taken as liked).
         rejected: Recommended item ids the person turned down ("not that one").
-        genres_include: Genres asked for (an item must have at least one).
+        genres_include: Genres asked for as alternatives (an item must have at least one).
+        genres_all: Genres asked for together ("a sci-fi thriller": an item must have every one).
         genres_exclude: Genres ruled out (an item must have none).
         year_min: Earliest release year wanted.
         year_max: Latest release year wanted.
         query: Words describing what is wanted ("a heist set in Europe"), for text search.
+        avoid: Words describing what is not wanted ("less violent", "not too long"): they steer text search
+            away and are never searched for.
         reset: Forget everything first ("start over").
 
     """
@@ -68,9 +73,10 @@ class DialogueState(_Preferences):
 
     Attributes:
         liked, disliked, seen, rejected: Item ids, oldest first.
-        genres_include, genres_exclude: Genre constraints (canonical names, e.g. ``"Comedy"``).
+        genres_include, genres_all, genres_exclude: Genre constraints (canonical names, e.g. ``"Comedy"``).
         year_min, year_max: Release-year constraints.
         query: The latest descriptive request, used for text search.
+        avoid: Every word describing what is not wanted so far ("violent"), steering text search away.
         recommended: Item ids already shown in this session (not shown again).
         turns: Number of user turns so far.
 
@@ -85,7 +91,8 @@ class DialogueState(_Preferences):
         liked = _merge(base.liked, update.liked, update.disliked + update.seen)
         disliked = _merge(base.disliked, update.disliked + update.rejected, update.liked)
         include = _merge(base.genres_include, update.genres_include, update.genres_exclude)
-        exclude = _merge(base.genres_exclude, update.genres_exclude, update.genres_include)
+        together = _merge(base.genres_all, update.genres_all, update.genres_exclude)
+        exclude = _merge(base.genres_exclude, update.genres_exclude, update.genres_include + update.genres_all)
         year_min = update.year_min if update.year_min is not None else base.year_min
         year_max = update.year_max if update.year_max is not None else base.year_max
         if year_min is not None and year_max is not None and year_min > year_max:
@@ -98,10 +105,12 @@ class DialogueState(_Preferences):
             rejected=_merge(base.rejected, update.rejected, update.liked),
             recommended=list(base.recommended),
             genres_include=include,
+            genres_all=together,
             genres_exclude=exclude,
             year_min=year_min,
             year_max=year_max,
             query=update.query if update.query is not None else base.query,
+            avoid=_merge(base.avoid, update.avoid),
             turns=base.turns,
         )
 
@@ -112,6 +121,8 @@ class DialogueState(_Preferences):
     def describe(self) -> str:
         """A short plain-English summary of the constraints (for the answer's first sentence)."""
         parts = []
+        if self.genres_all:
+            parts.append(" and ".join(g.lower() for g in self.genres_all))
         if self.genres_include:
             parts.append(" or ".join(g.lower() for g in self.genres_include))
         if self.genres_exclude:

@@ -47,6 +47,7 @@ from llmrec.serve.config import ServeConfig
 
 if TYPE_CHECKING:
     from llmrec.chat import ConversationalRecommender
+    from llmrec.chat.state import StateUpdate
     from llmrec.llm.base import LanguageModel
     from llmrec.llm.explain import Explanation
     from llmrec.models.content import Content
@@ -104,7 +105,8 @@ class RecommendationResult:
         items: Best first.
         retriever: The retriever used.
         reranked: Whether the language model reranked the candidates.
-        known_user: Whether the user was in the fitted data (unknown users get the retriever's cold-start list).
+        known_user: Whether the user was in the fitted data (unknown users get the retriever's cold-start list,
+            steered by their stored profile when it names titles, genres or years).
         excluded_recent: Items left out because the user interacted with them after the last fit.
         fitted_at: When the data behind the list was loaded.
 
@@ -487,9 +489,14 @@ class RecommenderService:
         taste = self._taste(snap, user_id)
         query = self._query(snap, user_id, taste, options)
         pipe = self._pipeline_on(snap, retriever, options.rerank)
-        items: list[RecommendedItem] = []
+        # A user with no interactions at all (stored with a profile, none fitted, none since) is read from the profile.
+        history = bool(taste) or (known and bool(pipe.seen(user_id)))
+        profile = None if history else self._profile_taste(snap, user_id)
         if forgotten:  # deleted since the fit (perhaps created again): only what they did since counts
             query = replace(query, user=None)
+        if profile is not None:
+            query = self._profile_query(snap, query, profile, options)
+        items: list[RecommendedItem] = []
         if query.candidates is None or query.candidates:
             recs = pipe.recommend([query], options.k, rerank=options.rerank)
             for rank, (item, idx, score) in enumerate(
@@ -500,11 +507,61 @@ class RecommenderService:
                 record = snap.record(int(idx))
                 value = float(score) if np.isfinite(score) else None
                 items.append(RecommendedItem(str(item), rank, value, record["title"], attributes=record["attributes"]))
-        if options.explain and items and known:
-            explanations = pipe.explain(user_id, [it.item_id for it in items])
+        if options.explain and items:
+            # A user outside the fitted data is explained from what their profile likes (maybe nothing: then
+            # from the item's own facts), never left without an explanation.
+            who: object = profile.liked if profile is not None else (user_id if known else [])
+            explanations = pipe.explain(who, [it.item_id for it in items])
             items = [it.with_explanation(ex) for it, ex in zip(items, explanations, strict=True)]
         excluded = taste.touched if options.exclude_seen else []
         return RecommendationResult(user_id, items, retriever, options.rerank, known, excluded, snap.loaded_at)
+
+    def _profile_taste(self, snap: _Snapshot, user_id: str) -> StateUpdate | None:
+        """What a stored profile says ("I love sci-fi", "heist films and 90s comedies"), read like a chat message.
+
+        For a user with no interactions at all; ``None`` without a profile, or when it states nothing usable.
+        """
+        record = self._store.get_user(self.dataset, user_id)
+        if record is None or not record.profile.strip():
+            return None
+        from llmrec.chat.parse import parse_turn
+        from llmrec.llm.explain import Catalogue
+
+        parsed = parse_turn(record.profile[:2000], Catalogue.of(snap.data), popularity=snap.data.item_popularity)
+        return None if parsed.intent != "recommend" or parsed.update.empty else parsed.update
+
+    @staticmethod
+    def _profile_query(snap: _Snapshot, query: Query, profile: StateUpdate, options: RecommendationOptions) -> Query:
+        """The query of a user known only by a profile: its titles as the history, its genres and years as a wish.
+
+        The profile is a preference, not a filter the person asked for in this request: its genres and years
+        narrow the candidates only while at least ``k`` items still qualify, and never when the request sets its
+        own filters.
+        """
+        vocab = snap.data.item_vocab
+        if profile.liked:
+            seen = (*profile.liked, *profile.disliked, *profile.seen)
+            query = replace(query, user=None, liked=tuple(profile.liked), disliked=tuple(profile.disliked),
+                            exclude=(*query.exclude, *seen))  # fmt: skip
+        if options.genres or options.exclude_genres or options.year_min is not None or options.year_max is not None:
+            return query
+        filters = snap.filters()
+        wanted = filters.mask(
+            genres=profile.genres_include,
+            exclude_genres=profile.genres_exclude,
+            year_min=profile.year_min,
+            year_max=profile.year_max,
+            strict=False,
+        )
+        for genre in profile.genres_all:
+            both = filters.mask(genres=[genre], strict=False)
+            wanted = both if wanted is None else wanted & both
+        if wanted is None:
+            return query
+        narrowed = wanted if query.candidates is None else wanted & vocab.mask(query.candidates)
+        if int(narrowed.sum()) < options.k:
+            return query
+        return replace(query, candidates=tuple(str(i) for i in vocab.ids[narrowed]))
 
     def recent_taste(self, user_id: str) -> Taste:
         """What a user did since the last fit (feedback, new interactions), read from the store now."""
@@ -755,7 +812,7 @@ class RecommenderService:
         return chat
 
     def create_user(self, user_id: str, profile: str, attributes: Mapping[str, Any]) -> UserRecord:
-        """Store a new user (recommendations start from the cold-start list until their first interactions).
+        """Store a new user (until their first interactions, recommendations follow what their profile says).
 
         Raises:
             ConflictError: A user with that id is stored.
