@@ -16,7 +16,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["ApiKeyRow", "Base", "ChatSessionRow", "DatasetRow", "InteractionRow", "ItemRow", "UserRow"]
+__all__ = [
+    "ApiKeyRow",
+    "Base",
+    "ChatSessionRow",
+    "DatasetRow",
+    "InteractionRow",
+    "ItemRow",
+    "RecommendationRow",
+    "UserRow",
+]
 
 # An autoincrementing 64-bit key; SQLite only autoincrements an INTEGER PRIMARY KEY (which is 64-bit there).
 BigIntKey = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -143,3 +152,23 @@ class ApiKeyRow(Base):
     role: Mapped[str] = mapped_column(sa.Text, default="user")
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
     revoked_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True), nullable=True)
+
+
+class RecommendationRow(Base):
+    """One slot of a precomputed top-k list: a batch job's output (``llmrec batch recommend``), kept by run name.
+
+    ``run`` names one batch run (a later run of the same name replaces it in one transaction); ``dataset`` is the
+    name of the data the model was fitted on. It is not a foreign key: a model fitted on a built-in dataset
+    (``movielens-small``) has no ``datasets`` row.
+    """
+
+    __tablename__ = "recommendations"
+    __table_args__ = (sa.Index("ix_recommendations_dataset_user", "dataset", "user_id"),)
+
+    run: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    user_id: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    rank: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    dataset: Mapped[str] = mapped_column(sa.Text)
+    item_id: Mapped[str] = mapped_column(sa.Text)
+    score: Mapped[float] = mapped_column(sa.Float)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
