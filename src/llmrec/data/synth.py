@@ -142,7 +142,9 @@ def _texts(config: SynthConfig, topic: np.ndarray, rng: np.random.Generator) -> 
     adj = rng.integers(0, len(_ADJECTIVES), n)
     noun = rng.integers(0, len(_NOUNS), n)
     second = rng.integers(0, len(_TOPICS), n)
-    titles = [f"The {_ADJECTIVES[a].title()} {_NOUNS[b].title()} #{i}" for i, (a, b) in enumerate(zip(adj, noun, strict=True))]
+    titles = [
+        f"The {_ADJECTIVES[a].title()} {_NOUNS[b].title()} #{i}" for i, (a, b) in enumerate(zip(adj, noun, strict=True))
+    ]
     texts = [
         f"A story of {topic_names[t]}, with a touch of {_TOPICS[s]}: a {_ADJECTIVES[a]} {_NOUNS[b]}."
         for t, s, a, b in zip(topic, second, adj, noun, strict=True)
@@ -154,7 +156,8 @@ def synthesize(config: SynthConfig | None = None, **kwargs: object) -> SynthData
     """Draw a synthetic dataset (see the module docstring for its shape).
 
     Args:
-        config: What to draw; or pass :class:`SynthConfig` fields as keyword arguments.
+        config: What to draw.
+        **kwargs: :class:`SynthConfig` fields, instead of ``config``.
 
     Returns:
         The interactions, items and users frames.
@@ -200,7 +203,6 @@ def synthesize(config: SynthConfig | None = None, **kwargs: object) -> SynthData
     new_session |= first
     session = np.cumsum(new_session) - 1
     n_sessions = int(session[-1]) + 1
-    session_start = config.end - config.days * _DAY + rng.integers(0, config.days * _DAY - 3_600, n_sessions)
     session_topic = rng.integers(0, config.topics, n_sessions)
 
     # Events: on-topic or global draws, seconds to minutes apart within the session.
@@ -217,7 +219,11 @@ def synthesize(config: SynthConfig | None = None, **kwargs: object) -> SynthData
     offsets = np.cumsum(gaps)
     session_first = np.flatnonzero(new_session)
     offsets -= offsets[session_first][session]
-    timestamp = session_start[session] + offsets
+    # A session starts where it still ends within the span (a session longer than the span is cut at its end).
+    duration = offsets[np.r_[session_first[1:] - 1, n_events - 1]]  # offsets grow within a session
+    room = np.maximum(config.days * _DAY - duration, 0)
+    session_start = config.end - config.days * _DAY + (rng.random(n_sessions) * room).astype(np.int64)
+    timestamp = np.minimum(session_start[session] + offsets, config.end)
     if config.ratings:
         mean = np.where(on_topic, 4.0, 3.0)
         value = np.clip(np.rint(rng.normal(mean, 0.9)), 1, 5).astype(np.float64)

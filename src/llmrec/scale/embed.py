@@ -150,7 +150,9 @@ def batch_embed(
         seconds=seconds,
         node_ids=sorted(nodes),
     )
-    log.info("batch embed: %d texts, %d embedded on %d node(s) in %.1f s", len(texts), len(missing), len(nodes), seconds)
+    log.info(
+        "batch embed: %d texts, %d embedded on %d node(s) in %.1f s", len(texts), len(missing), len(nodes), seconds
+    )
     if not texts:
         return np.zeros((0, 0), dtype=np.float32), report
     dims = {len(v) for v in found.values()}

@@ -157,9 +157,8 @@ class _RecommendWorker:
     """One actor: the model loaded once from the packed folder, then batches of users answered."""
 
     def __init__(self, files: dict[str, bytes], k: int, exclude_seen: bool, threads: int) -> None:
-        from threadpoolctl import threadpool_limits
-
         import ray
+        from threadpoolctl import threadpool_limits
 
         self._limits = threadpool_limits(limits=threads)  # kept for the actor's life
         self._tmp = tempfile.TemporaryDirectory(prefix="llmrec-model-")
@@ -309,7 +308,9 @@ def _run_pool(
         writer: Any = None
         try:
             with progress(show_progress, f"recommending for {len(users)} users", len(users)) as advance:
-                results = pool.map(lambda actor, batch: actor.run.remote(batch), _batches(users, batch_size))
+                # ActorPool.map takes any iterable (a generator keeps only the batches in flight in memory).
+                batches: Any = _batches(users, batch_size)
+                results = pool.map(lambda actor, batch: actor.run.remote(batch), batches)
                 for columns, node, answered in results:
                     table = _arrow_table(columns)
                     if writer is None:

@@ -595,7 +595,6 @@ class Store(RecordAccess):
         logger.info("deleted dataset '%s' from %s", name, self.display_url)
         return bool(deleted)
 
-
     # -- precomputed recommendations (batch runs) ---------------------------------------------------------------
     def replace_recommendations(self, run: str, dataset: str, frames: Iterable[pd.DataFrame]) -> int:
         """Store the top-k lists of batch run ``run`` in one transaction, replacing an earlier run of that name.
@@ -614,7 +613,7 @@ class Store(RecordAccess):
 
         """
         run = self._check_name(run)
-        table = RecommendationRow.__table__
+        table = Base.metadata.tables["recommendations"]
         written = 0
         with self._transaction(f"store recommendations '{run}'") as conn:
             conn.execute(sa.delete(RecommendationRow).where(RecommendationRow.run == run))
@@ -644,7 +643,12 @@ class Store(RecordAccess):
             ConfigError: No run of that name is stored (the message lists the stored runs).
 
         """
-        columns = [RecommendationRow.user_id, RecommendationRow.rank, RecommendationRow.item_id, RecommendationRow.score]
+        columns = [
+            RecommendationRow.user_id,
+            RecommendationRow.rank,
+            RecommendationRow.item_id,
+            RecommendationRow.score,
+        ]
         with self._transaction(f"read recommendations '{run}'") as conn:
             rows = conn.execute(
                 sa.select(*columns)
