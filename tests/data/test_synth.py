@@ -84,7 +84,19 @@ def test_written_files_ingest_as_they_are(tmp_path: Path) -> None:
 
 def test_cli_writes_parquet(tmp_path: Path) -> None:
     out = tmp_path / "p"
-    args = ["synth", "--users", "40", "--items", "60", "--interactions", "500", "--out", str(out), "--format", "parquet"]
+    args = [
+        "synth",
+        "--users",
+        "40",
+        "--items",
+        "60",
+        "--interactions",
+        "500",
+        "--out",
+        str(out),
+        "--format",
+        "parquet",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     frame = pd.read_parquet(out / "interactions.parquet")

@@ -183,6 +183,10 @@ def _embed_chunks(
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         context.verbose_progress = False
+        # Start work once every actor has loaded the encoder: chunks then spread over the whole pool (by default
+        # the first actor up would take them all while the others still load). Bounded: a pool that cannot be
+        # placed fails instead of waiting forever.
+        context.wait_for_min_actors_s = 600
         rows = [{"chunk": i, "texts": chunk} for i, chunk in enumerate(texts)]
         dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
             _EmbedWorker,
