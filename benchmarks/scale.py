@@ -145,7 +145,7 @@ def embed_texts(count: int) -> list[str]:
     """``count`` distinct synthetic item texts."""
     from llmrec.text.build import item_texts
 
-    items = synthesize(users=10, items=count, interactions=count, seed=1).to_dataset()
+    items = synthesize(users=10, items=count, interactions=count, topics=min(20, count), seed=1).to_dataset()
     return item_texts(items)
 
 
@@ -226,7 +226,8 @@ def cluster_section(saved: Path, texts: int, chunk: int, work: Path) -> dict[str
     from llmrec.text.build import item_texts
 
     db = f"sqlite:///{work / 'cluster.db'}"
-    tiny = synthesize(users=10, items=texts, interactions=texts * 4, seed=2).to_dataset("cluster-texts")
+    tiny = synthesize(users=10, items=texts, interactions=texts * 4, topics=min(20, texts), seed=2)
+    tiny = tiny.to_dataset("cluster-texts")
     Store(db).ingest(tiny, name="cluster-texts")
     stored = Store(db).load("cluster-texts")
     want_vectors = CachedEncoder(TextEncoder(), EmbeddingCache(None), chunk_size=chunk).encode(item_texts(stored))
