@@ -141,6 +141,41 @@ def size_rows(sizes: list[int], items: int, work: Path) -> tuple[list[dict[str, 
     return rows, saved
 
 
+def target_row(interactions: int, items: int, users: int) -> dict[str, Any]:
+    """ALS top-10 over a large catalogue in one process (batches of 200): the users-per-second target's figure."""
+    data = synthesize(users=max(interactions // 20, users), items=items, interactions=interactions, seed=3)
+    dataset = data.to_dataset("target")
+    pipe = _als_pipeline().fit(dataset, TrainOptions(seed=0))
+    chosen = [str(u) for u in dataset.user_vocab.ids[:users]]
+    row: dict[str, Any] = {"step": "recommend_als_top10", "interactions": len(dataset), "items": dataset.n_items,
+                           "users": len(chosen), "batch_size": 200}  # fmt: skip
+    with measured(row):
+        recommend_batched(pipe, chosen)
+    row["throughput_per_s"] = round(len(chosen) / row["seconds"], 1)
+    return row
+
+
+def summary(rows: list[dict[str, Any]], exponents: dict[str, float | None], ray: list[dict[str, Any]],
+            cluster: dict[str, Any], target: dict[str, Any]) -> list[dict[str, Any]]:  # fmt: skip
+    """The issue's targets, each with the figure measured here (met or not, as measured)."""
+    two = next((r for r in ray if r["job"] == "recommend" and r["engine"].startswith("ray, 2")), {})
+    largest = max(r.get("interactions", 0) for r in rows)
+    out = [
+        {"figure": f"batch recommend, ALS top-10 over {target['items']:,} items, users/s (one process)",
+         "target": ">= 2000", "value": target["throughput_per_s"]},
+        {"figure": "scaling exponent in interactions: ingest", "target": "<= 1.1", "value": exponents["ingest"]},
+        {"figure": "scaling exponent in interactions: batch recommend", "target": "<= 1.1",
+         "value": exponents["recommend_als_top10"]},
+        {"figure": f"Ray overhead vs one process, recommend, 2 workers, {largest:,} interactions",
+         "target": "<= 20%", "value": two.get("overhead_vs_one_process")},
+        {"figure": "Ray results identical to one process (every run)", "target": "true",
+         "value": all(bool(r.get("identical", True)) for r in ray)},
+        {"figure": "cluster: nodes", "target": "2", "value": cluster.get("nodes")},
+        {"figure": "cluster: identical", "target": "true", "value": cluster.get("identical")},
+    ]  # fmt: skip
+    return out
+
+
 def embed_texts(count: int) -> list[str]:
     """``count`` distinct synthetic item texts."""
     from llmrec.text.build import item_texts
@@ -296,13 +331,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if args.quick:
         sizes, items, text_counts, chunk = [30_000, 100_000, 300_000], 3_000, [16, 32, 64], 16
+        target_size = (1_000_000, 100_000, 4_000)
     else:
         sizes, items, text_counts, chunk = [100_000, 1_000_000, 10_000_000], 100_000, [512, 1024, 2048], 256
+        target_size = (10_000_000, 100_000, 50_000)
     # The cluster embeds a few texts in chunks of 8, so that both nodes get chunks to embed.
     cluster_texts, cluster_chunk = 16, 4
     with tempfile.TemporaryDirectory(prefix="llmrec-scale-bench-") as scratch:
         work = Path(scratch)
         rows, saved = _timed("sizes", lambda: size_rows(sizes, items, work))
+        target = _timed("target", lambda: target_row(*target_size))
         rows += _timed("embed", lambda: embed_rows(text_counts, chunk))
         ray = _timed("ray", lambda: ray_rows(saved, text_counts[-1], chunk))
         cluster = (
@@ -326,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         "exponents": exponents,
         "ray": ray,
         "cluster": cluster,
+        "target_recommend": target,
+        "summary": summary(rows, exponents, ray, cluster, target),
         "provenance": provenance(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -336,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     ray_columns = ["job", "engine", "seconds", "throughput_per_s", "overhead_vs_one_process", "identical", "nodes"]
     console.print(_table("one process vs Ray", ray, ray_columns))
     console.print(f"cluster: {json.dumps(cluster)}")
+    console.print(_table("targets", result["summary"], ["figure", "target", "value"]))
     console.print(f"results: {args.out}")
     return 0
 

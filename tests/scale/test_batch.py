@@ -111,3 +111,12 @@ def test_only_missing_texts_are_embedded_and_vectors_equal_one_process(
     again, second = batch_embed(texts, cache, chunk_size=8, options=RayOptions(workers=2))
     assert (second.hits, second.embedded, second.nodes) == (30, 0, 0)
     assert np.array_equal(again, got)
+
+
+def test_cli_needs_somewhere_to_write(saved_pipeline: Path) -> None:
+    from typer.testing import CliRunner
+
+    from llmrec.cli import app
+
+    result = CliRunner().invoke(app, ["batch", "recommend", "--model", str(saved_pipeline)])
+    assert result.exit_code == 2 and "--out" in result.output and "--store" in result.output

@@ -34,7 +34,7 @@ def cluster() -> Iterator[object]:
     from llmrec.scale.cluster import LocalCluster
 
     started = LocalCluster(nodes=2, cpus_per_node=1, timeout_s=180, env={"PYTHONPATH": str(SRC)}).start()
-    temp = started._tmp.name if started._tmp is not None else ""
+    temp = str(started.temp_dir or "")
     try:
         yield started
     finally:

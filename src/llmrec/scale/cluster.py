@@ -114,6 +114,11 @@ class LocalCluster:
         return f"{self.node_ip(0)}:{self.port}"
 
     @property
+    def temp_dir(self) -> Path | None:
+        """The cluster's own temporary folder (every node's sessions, sockets and logs), while it runs."""
+        return Path(self._tmp.name) if self._tmp is not None else None
+
+    @property
     def pids(self) -> list[int]:
         """Process ids of the ``ray start --block`` processes (each leads its own process group)."""
         return [p.pid for p in self._procs]
