@@ -330,8 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if args.quick:
-        sizes, items, text_counts, chunk = [30_000, 100_000, 300_000], 3_000, [16, 32, 64], 16
-        target_size = (1_000_000, 100_000, 4_000)
+        sizes, items, text_counts, chunk = [20_000, 60_000, 200_000], 3_000, [16, 32, 64], 16
+        target_size = (300_000, 100_000, 1_000)
     else:
         sizes, items, text_counts, chunk = [100_000, 1_000_000, 10_000_000], 100_000, [512, 1024, 2048], 256
         target_size = (10_000_000, 100_000, 50_000)

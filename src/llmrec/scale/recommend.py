@@ -161,10 +161,11 @@ class _RecommendWorker:
         from threadpoolctl import threadpool_limits
 
         self._limits = threadpool_limits(limits=threads)  # kept for the actor's life
-        self._tmp = tempfile.TemporaryDirectory(prefix="llmrec-model-")
-        folder = Path(self._tmp.name)
-        _unpack(files, folder)
-        self.model = load_model(folder)
+        # The loaders read every array and table into memory, so the copy is removed at once (an actor is
+        # killed, not closed, at the end of a job: nothing would remove it later).
+        with tempfile.TemporaryDirectory(prefix="llmrec-model-") as tmp:
+            _unpack(files, Path(tmp))
+            self.model = load_model(tmp)
         self.k = k
         self.exclude_seen = exclude_seen
         self.node = ray.get_runtime_context().get_node_id()
