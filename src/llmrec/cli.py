@@ -1104,7 +1104,11 @@ def batch_recommend_command(
     batch_size: Annotated[int, typer.Option(help="Users per task.")] = 200,
     report: ReportOpt = None,
 ) -> None:
-    """Top-k for every user of a saved model on Ray: the model loaded once per actor, same lists as one process."""
+    """Top-k for every user of a saved model on Ray: the model loaded once per actor, same lists as one process.
+
+    The lists are the pipeline's retrieval stage (as `llmrec recommend --no-rerank`): the language-model rerank is
+    not run in batch.
+    """
     from llmrec.scale import RayOptions, batch_recommend
 
     if out is None and not store:

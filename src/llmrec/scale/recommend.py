@@ -217,6 +217,10 @@ def batch_recommend(
 ) -> BatchRecommendReport:
     """Top-``k`` for every user (or ``users``) of a saved model, on a Ray actor pool.
 
+    A saved pipeline answers with its retrieval stage (``Pipeline.recommend(..., rerank=False)``): the language
+    model rerank is not run in batch. The folder's bytes travel once through Ray's object store, so it should fit
+    in the object store and in each actor's memory (see :attr:`Scorer.memory_bound <llmrec.models.base.Scorer>`).
+
     Args:
         model: The saved pipeline or scorer folder.
         users: External user ids (default: every user the model was fitted on, in vocabulary order).
