@@ -1,6 +1,6 @@
 """Recommendations: precomputed top-k lists of batch runs (``llmrec batch recommend``), one row per list slot.
 
-Revision ID: 0005
+Revision ID: 0005_recommendations
 Revises: 0004
 Create Date: 2026-12-04
 """
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005"
+revision: str = "0005_recommendations"
 down_revision: str | Sequence[str] | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
