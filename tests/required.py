@@ -29,6 +29,7 @@ EXTRAS = {
     "locust": "bench",
     "playwright": "test",
     "cryptography": "privacy",
+    "ray": "scale",
 }
 
 

@@ -1,4 +1,6 @@
-"""The ``llmrec`` command line: demo, train, recommend, chat, ingest, evaluate, report, datasets, serve, tune.
+"""The ``llmrec`` command line: demo, train, recommend, chat, ingest, evaluate, report, datasets, serve, tune, synth.
+
+``llmrec batch recommend|embed`` runs the batch jobs of :mod:`llmrec.scale` on Ray.
 
 Every command catches :class:`~llmrec.errors.LlmrecError` and prints its message (which names the file, line,
 field and fix) instead of a traceback, exiting with status 2.
@@ -1080,6 +1082,145 @@ def _iso_day(timestamp: object) -> str:
     if not isinstance(timestamp, int | float):
         return "-"
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d")
+
+
+# llmrec synth: synthetic data at any size (power-law popularity, sessions over time, item texts)
+# --------------------------------------------------------------------------------------------------------------
+
+
+@app.command()
+@_friendly_errors
+def synth(
+    out: Annotated[Path, typer.Option(help="Folder to write interactions, items, users and synth.json to.")],
+    users: Annotated[int, typer.Option(help="Number of users.")] = 1000,
+    items: Annotated[int, typer.Option(help="Number of items.")] = 1000,
+    interactions: Annotated[int, typer.Option(help="Number of interactions.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Random seed (the same seed gives the same files).")] = 0,
+    popularity_exponent: Annotated[float, typer.Option(help="Zipf exponent of item popularity.")] = 1.0,
+    topics: Annotated[int, typer.Option(help="Item categories (sessions keep to one).")] = 20,
+    ratings: Annotated[bool, typer.Option(help="1-5 star ratings as values instead of implicit 1.0.")] = False,
+    format_: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+) -> None:
+    """Write a synthetic dataset for benchmarks and tests; then `llmrec ingest --interactions OUT/interactions.csv`."""
+    from pydantic import ValidationError
+
+    from llmrec.data.synth import SynthConfig, write_synth
+
+    try:
+        config = SynthConfig(
+            users=users,
+            items=items,
+            interactions=interactions,
+            seed=seed,
+            popularity_exponent=popularity_exponent,
+            topics=topics,
+            ratings=ratings,
+        )
+    except ValidationError as exc:
+        raise ConfigError(f"invalid synth settings: {exc}") from exc
+    if format_ not in ("csv", "parquet"):
+        raise ConfigError(f"unknown --format {format_!r}", field="format", fix="use csv or parquet")
+    with console.status(f"drawing {interactions} interactions"):
+        paths = write_synth(config, out, format="parquet" if format_ == "parquet" else "csv")
+    meta = json.loads(paths["meta"].read_text(encoding="utf-8"))
+    console.print(escape(f"wrote {meta['rows']} to {out}"), highlight=False, soft_wrap=True)
+
+
+# llmrec batch: jobs on Ray (a private local Ray by default, a cluster with --address)
+# --------------------------------------------------------------------------------------------------------------
+
+batch_app = typer.Typer(
+    help="Batch jobs on Ray: top-k for every user, a catalogue's embeddings. Local unless --address names a cluster.",
+    no_args_is_help=True,
+)
+app.add_typer(batch_app, name="batch")
+
+AddressOpt = Annotated[
+    str | None, typer.Option(help="A running Ray cluster ('auto', HOST:PORT); default: a private local Ray.")
+]
+WorkersOpt = Annotated[int, typer.Option(help="Actors in the pool (each loads the model once).")]
+CpusOpt = Annotated[float, typer.Option(help="Logical CPUs Ray reserves per actor.")]
+ReportOpt = Annotated[Path | None, typer.Option(help="Also write the run's report (counts, time, nodes) as JSON.")]
+
+
+def _write_report(report: Any, path: Path | None) -> None:
+    """Print a batch report on one line, and write it as JSON when asked."""
+    import dataclasses
+
+    fields = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(report).items()}
+    shown = {k: v for k, v in fields.items() if k != "node_ids"}
+    console.print(escape(json.dumps(shown)), highlight=False, soft_wrap=True)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(fields, indent=2) + "\n", encoding="utf-8")
+
+
+@batch_app.command("recommend")
+@_friendly_errors
+def batch_recommend_command(
+    model: Annotated[Path, typer.Option(help="A folder written by `llmrec train --out DIR` (or Scorer.save).")],
+    out: Annotated[Path | None, typer.Option(help="Parquet file of user_id, rank, item_id, score.")] = None,
+    k: Annotated[int, typer.Option(help="List length.")] = 10,
+    store: Annotated[bool, typer.Option(help="Also store the lists in the store's recommendations table.")] = False,
+    run: Annotated[str | None, typer.Option(help="Run name in the store (default: the model folder's name).")] = None,
+    db: DbOpt = None,
+    address: AddressOpt = None,
+    workers: WorkersOpt = 2,
+    cpus_per_worker: CpusOpt = 1.0,
+    batch_size: Annotated[int, typer.Option(help="Users per task.")] = 200,
+    report: ReportOpt = None,
+) -> None:
+    """Top-k for every user of a saved model on Ray: the model loaded once per actor, same lists as one process.
+
+    The lists are the pipeline's retrieval stage (as `llmrec recommend --no-rerank`): the language-model rerank is
+    not run in batch.
+    """
+    from llmrec.scale import RayOptions, batch_recommend
+
+    if out is None and not store:
+        raise ConfigError("nothing to write", field="out", fix="pass --out FILE.parquet, --store, or both")
+    target = None
+    if store:
+        from llmrec.data.store import Store
+
+        target = Store(db)
+    options = RayOptions(address=address, workers=workers, cpus_per_worker=cpus_per_worker)
+    result = batch_recommend(
+        model, k=k, out=out, store=target, run=run, batch_size=batch_size, options=options, show_progress=True
+    )
+    _write_report(result, report)
+
+
+@batch_app.command("embed")
+@_friendly_errors
+def batch_embed_command(
+    dataset: DatasetOpt = "movielens-small",
+    out: Annotated[Path | None, typer.Option(help="Also write item_ids and vectors to this .npz file.")] = None,
+    db: DbOpt = None,
+    address: AddressOpt = None,
+    workers: WorkersOpt = 2,
+    cpus_per_worker: CpusOpt = 1.0,
+    chunk_size: Annotated[int, typer.Option(help="Texts per encode call (the unit of work).")] = 256,
+    report: ReportOpt = None,
+) -> None:
+    """Embed a dataset's item texts into the store's embedding cache on Ray; only texts missing from it are embedded."""
+    import numpy as np
+
+    from llmrec.data.registry import load_named
+    from llmrec.data.store import Store
+    from llmrec.encode.cache import EmbeddingCache
+    from llmrec.scale import RayOptions, batch_embed
+    from llmrec.text.build import item_texts
+
+    data = load_named(dataset, db)
+    options = RayOptions(address=address, workers=workers, cpus_per_worker=cpus_per_worker)
+    vectors, result = batch_embed(
+        item_texts(data), EmbeddingCache(Store(db)), chunk_size=chunk_size, options=options, show_progress=True
+    )
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(out, allow_pickle=False, item_ids=data.item_vocab.ids.astype(str), vectors=vectors)
+    _write_report(result, report)
 
 
 if __name__ == "__main__":  # pragma: no cover

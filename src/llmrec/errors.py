@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "ArtifactError",
+    "CapacityError",
     "ConfigError",
     "ConflictError",
     "DataProblem",
@@ -58,6 +59,10 @@ class ArtifactError(ConfigError):
 
     The message names the folder (or file) and the fix: usually to save the model again (``llmrec train``).
     """
+
+
+class CapacityError(ConfigError):
+    """A model or job would need more memory than its bound allows (the message says how much, and the fix)."""
 
 
 class NotFittedError(LlmrecError):

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from api_support import ADMIN, Api
@@ -70,6 +71,9 @@ def _populate(api: Api, user: str, marker: str) -> dict[str, str]:
             conn.execute(
                 sa.insert(EMBEDDINGS).values(model_id="test-model", text_hash=text_hash(text), dim=1, vector=b"\0" * 4)
             )
+    # A list a batch run precomputed for the user (llmrec batch recommend).
+    row = pd.DataFrame({"user_id": [user], "rank": [1], "item_id": [api.data.item_vocab.id(0)], "score": [1.0]})
+    store.replace_recommendations(f"run-{marker}", api.service.dataset, [row])
     return key
 
 
@@ -98,7 +102,14 @@ def test_delete_leaves_no_row_referencing_the_user_in_any_table(api: Api) -> Non
     assert deleted.status_code == 200, deleted.text
     body = deleted.json()
     assert body["deleted"] == user
-    assert body["rows"] == {"interactions": 2, "chat_sessions": 1, "api_keys": 1, "users": 1, "embeddings": 1}
+    assert body["rows"] == {
+        "interactions": 2,
+        "chat_sessions": 1,
+        "api_keys": 1,
+        "recommendations": 1,
+        "users": 1,
+        "embeddings": 1,
+    }
 
     assert _rows_mentioning(store.engine, [user, marker]) == {}
     with store.engine.connect() as conn:

@@ -214,6 +214,11 @@ class Scorer(ABC):
     batch_size: ClassVar[int] = 1024
     stochastic: ClassVar[bool] = False
     """Whether the fitted model depends on ``TrainOptions.seed``; the harness then fits it once per seed."""
+    memory_bound: ClassVar[str] = ""
+    """How the scorer's memory grows with users ``U``, items ``I`` and interactions ``N`` (fit, fitted state, and
+    scoring: every scorer also holds the ``(batch_size, I)`` float64 scores of one batch). Every registered scorer
+    states it (the contract test checks), so a team can tell which model fits its catalogue before fitting it.
+    """
 
     def __init__(self, config: ScorerConfig | None = None, **kwargs: Any) -> None:
         if config is not None and kwargs:

@@ -183,6 +183,10 @@ class Content(Scorer):
     """
 
     name: ClassVar[str] = "content"
+    memory_bound: ClassVar[str] = (
+        "O((U + I) x dim) float32 text vectors (dim 384 for MiniLM), plus the text encoder while embedding "
+        "(~0.3-0.6 GB)."
+    )
     config_class: ClassVar[type[ScorerConfig]] = ContentConfig
     tuning_grid: ClassVar[dict[str, list[Any]]] = {"half_life": [5.0, 20.0, None]}
 

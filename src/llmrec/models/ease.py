@@ -9,6 +9,11 @@ Only items with at least one training interaction enter the matrix. That is exac
 item without interactions has a zero row and column in ``XᵀX``, so ``XᵀX + λI`` is block diagonal, the other
 items' weights do not depend on it, and its own column of ``B`` is zero; such items score exactly 0, as they
 would in the full solution.
+
+Memory bound: the fit refuses, with a :class:`~llmrec.errors.CapacityError` before allocating anything, a matrix
+larger than ``EASEConfig.max_memory_gb`` (default: half of this machine's memory). The fix it names: keep only
+the most popular items (``max_items``; the others then score 0, an approximation), or use ALS or ItemKNN, whose
+memory grows linearly with the catalogue.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from pydantic import Field
 from threadpoolctl import threadpool_limits
 
 from llmrec.data.dataset import Dataset
-from llmrec.errors import ConfigError
+from llmrec.errors import CapacityError, ConfigError
 from llmrec.models.base import Scorer, ScorerConfig, TrainOptions
 
 __all__ = ["EASE", "EASEConfig"]
@@ -46,11 +51,53 @@ class EASEConfig(ScorerConfig):
             tuning grid.
         dtype: Precision of the dense item-item matrix; float32 halves memory and time, and is accurate enough
             at the usual λ (hundreds).
+        max_items: Keep only this many of the most popular items in the matrix (ties: lower index first); the
+            others score 0. ``None`` keeps every item with an interaction (exact EASE).
+        max_memory_gb: Largest item-item matrix the fit may allocate; ``None`` = half of this machine's memory.
 
     """
 
     l2_reg: float = Field(default=100.0, gt=0.0)
     dtype: Literal["float32", "float64"] = "float32"
+    max_items: int | None = Field(default=None, ge=1)
+    max_memory_gb: float | None = Field(default=None, gt=0.0)
+
+
+def _machine_memory_bytes() -> int | None:
+    """Physical memory of this machine, ``None`` where the OS does not say."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_bound(n: int, n_total: int, config: EASEConfig) -> None:
+    """Raise :class:`CapacityError` when an ``n x n`` matrix exceeds the memory bound (nothing allocated yet)."""
+    itemsize = np.dtype(config.dtype).itemsize
+    if config.max_memory_gb is not None:
+        limit = config.max_memory_gb * 1e9
+        where = f"max_memory_gb={config.max_memory_gb:g}"
+    else:
+        machine = _machine_memory_bytes()
+        if machine is None:
+            return
+        limit = machine / 2
+        where = f"half of this machine's {machine / 1e9:.1f} GB"
+    need = n * n * itemsize
+    if need <= limit:
+        return
+    fits = int(np.sqrt(limit / itemsize))
+    raise CapacityError(
+        f"EASE needs a dense {n} x {n} {config.dtype} item-item matrix ({need / 1e9:.1f} GB) for the {n} items with "
+        f"interactions (of {n_total}), over its bound ({where})",
+        field="max_items",
+        fix=(
+            f"keep the most popular items only (EASEConfig(max_items={fits}) fits the bound), or use als or itemknn "
+            "(memory linear in the catalogue), or raise max_memory_gb if the machine has the memory"
+        ),
+    )
 
 
 def _gram(x: sp.csr_matrix, dtype: np.dtype) -> np.ndarray:
@@ -97,6 +144,11 @@ class EASE(Scorer):
     """
 
     name: ClassVar[str] = "ease"
+    memory_bound: ClassVar[str] = (
+        "O(I²) for the I items with interactions: one dense item x item matrix (4 bytes per cell in "
+        "float32: 100k items = 40 GB) for fit, state and scoring. Bounded by EASEConfig.max_memory_gb "
+        "(CapacityError above it); EASEConfig.max_items keeps only the most popular items."
+    )
     config_class: ClassVar[type[ScorerConfig]] = EASEConfig
     tuning_grid: ClassVar[dict[str, list]] = {"l2_reg": [50.0, 150.0, 500.0]}
 
@@ -107,7 +159,14 @@ class EASE(Scorer):
     def _fit(self, data: Dataset, options: TrainOptions) -> None:
         start = time.perf_counter()
         dtype = np.dtype(self.config.dtype)
-        self.active_items = np.flatnonzero(data.item_popularity > 0)
+        popularity = data.item_popularity
+        active = np.flatnonzero(popularity > 0)
+        if self.config.max_items is not None and len(active) > self.config.max_items:
+            top = np.lexsort((active, -popularity[active]))[: self.config.max_items]
+            log.info("ease: keeping the %d most popular of %d items", self.config.max_items, len(active))
+            active = np.sort(active[top])
+        _check_bound(len(active), data.n_items, self.config)
+        self.active_items = active
         x = data.matrix("binary")[:, self.active_items]
         n = len(self.active_items)
         log.info("ease: inverting a %d x %d %s matrix (%.2f GB)", n, n, dtype, n * n * dtype.itemsize / 1e9)

@@ -99,6 +99,9 @@ class Fusion(Scorer):
     """Fuses the scores of several scorers (see the module docstring)."""
 
     name: ClassVar[str] = "fusion"
+    memory_bound: ClassVar[str] = (
+        "The sum of its members' bounds, plus one (batch_size x I) score block per member while fusing."
+    )
     config_class: ClassVar[type[ScorerConfig]] = FusionConfig
     config: FusionConfig
 

@@ -56,6 +56,11 @@ class ItemKNN(Scorer):
     """
 
     name: ClassVar[str] = "itemknn"
+    memory_bound: ClassVar[str] = (
+        "fit: one dense block of at most 4M similarity cells (~48 MB) plus the pruned similarity, I x "
+        "k_neighbors (float32 + int32 index: 8 bytes each); state: that pruned matrix. Linear in I: fits "
+        "catalogues of millions."
+    )
     config_class: ClassVar[type[ScorerConfig]] = ItemKNNConfig
     tuning_grid: ClassVar[dict[str, list]] = {"k_neighbors": [20, 50, 200]}
 

@@ -82,6 +82,10 @@ class ImplicitMF(Scorer):
 
     """
 
+    memory_bound: ClassVar[str] = (
+        "O((U + I) x factors) float32 factors, plus the interaction matrix and its transpose (O(N)) during "
+        "fit. Linear in users and items."
+    )
     stochastic: ClassVar[bool] = True
     config: ALSConfig | BPRConfig
 

@@ -36,6 +36,7 @@ class Popular(Scorer):
     """
 
     name: ClassVar[str] = "popular"
+    memory_bound: ClassVar[str] = "O(I): one count per item."
     config_class: ClassVar[type[ScorerConfig]] = PopularConfig
     tuning_grid: ClassVar[dict[str, list]] = {}
 

@@ -484,6 +484,11 @@ class SequentialScorer(Scorer):
     """
 
     stochastic: ClassVar[bool] = True
+    memory_bound: ClassVar[str] = (
+        "O(I x hidden) item embeddings (plus an I x hidden output head for BERT4Rec) and Adam's two moments of "
+        "every parameter during fit; loss='ce' also holds (training positions per step x I) logits (and their "
+        "gradient), so large catalogues need loss='sampled' (the default) or 'bce'. Histories: O(N) int64."
+    )
 
     config: SequentialConfig
     causal: ClassVar[bool] = True

@@ -13,7 +13,7 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from importlib import resources
@@ -30,7 +30,16 @@ from llmrec.config import get_settings
 from llmrec.data.dataset import Dataset
 from llmrec.data.files import read_tables, validate_safely
 from llmrec.data.schema import INTERACTION_COLUMNS, validate_interactions, validate_items, validate_users
-from llmrec.data.store.models import ApiKeyRow, Base, ChatSessionRow, DatasetRow, InteractionRow, ItemRow, UserRow
+from llmrec.data.store.models import (
+    ApiKeyRow,
+    Base,
+    ChatSessionRow,
+    DatasetRow,
+    InteractionRow,
+    ItemRow,
+    RecommendationRow,
+    UserRow,
+)
 from llmrec.data.store.records import RecordAccess
 from llmrec.data.store.subjects import SubjectAccess
 from llmrec.errors import ConfigError, StoreError
@@ -617,6 +626,76 @@ class Store(RecordAccess, SubjectAccess):
             deleted = conn.execute(sa.delete(DatasetRow).where(DatasetRow.name == name)).rowcount
         logger.info("deleted dataset '%s' from %s", name, self.display_url)
         return bool(deleted)
+
+    # -- precomputed recommendations (batch runs) ---------------------------------------------------------------
+    def replace_recommendations(self, run: str, dataset: str, frames: Iterable[pd.DataFrame]) -> int:
+        """Store the top-k lists of batch run ``run`` in one transaction, replacing an earlier run of that name.
+
+        Args:
+            run: The run's name (what :meth:`recommendations` reads back).
+            dataset: The name of the data the model was fitted on.
+            frames: Long frames ``user_id, rank, item_id, score`` (as
+                :meth:`~llmrec.models.base.Recommendations.to_frame` gives), written as they come.
+
+        Returns:
+            Rows written.
+
+        Raises:
+            StoreError: The database failed; the earlier run of that name is left as it was.
+
+        """
+        run = self._check_name(run)
+        table = Base.metadata.tables["recommendations"]
+        written = 0
+        with self._transaction(f"store recommendations '{run}'") as conn:
+            conn.execute(sa.delete(RecommendationRow).where(RecommendationRow.run == run))
+            for frame in frames:
+                if not len(frame):
+                    continue
+                rows = [
+                    {"run": run, "dataset": dataset, "user_id": u, "rank": r, "item_id": i, "score": s}
+                    for u, r, i, s in zip(
+                        frame["user_id"].astype(str).tolist(),
+                        frame["rank"].astype("int64").tolist(),
+                        frame["item_id"].astype(str).tolist(),
+                        frame["score"].astype("float64").tolist(),
+                        strict=True,
+                    )
+                ]
+                for start in range(0, len(rows), self.chunk_size):
+                    conn.execute(sa.insert(table), rows[start : start + self.chunk_size])
+                written += len(rows)
+        logger.info("stored %d recommendation rows of run '%s' in %s", written, run, self.display_url)
+        return written
+
+    def recommendations(self, run: str) -> pd.DataFrame:
+        """The stored lists of batch run ``run``: ``user_id, rank, item_id, score``, by user id then rank.
+
+        Raises:
+            ConfigError: No run of that name is stored (the message lists the stored runs).
+
+        """
+        columns = [
+            RecommendationRow.user_id,
+            RecommendationRow.rank,
+            RecommendationRow.item_id,
+            RecommendationRow.score,
+        ]
+        with self._transaction(f"read recommendations '{run}'") as conn:
+            rows = conn.execute(
+                sa.select(*columns)
+                .where(RecommendationRow.run == run)
+                .order_by(RecommendationRow.user_id, RecommendationRow.rank)
+            ).all()
+            if not rows:
+                runs = conn.execute(sa.select(RecommendationRow.run).distinct()).scalars().all()
+                raise ConfigError(
+                    f"no recommendations of run {run!r} in {self.display_url}",
+                    field="run",
+                    fix=f"use one of the stored runs ({', '.join(sorted(runs)) or 'none'}), or run a batch job first",
+                )
+        frame = pd.DataFrame(rows, columns=["user_id", "rank", "item_id", "score"])
+        return frame.astype({"user_id": object, "item_id": object, "rank": "int64", "score": "float64"})
 
 
 # -- helpers -----------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ __all__ = [
     "DatasetRow",
     "InteractionRow",
     "ItemRow",
+    "RecommendationRow",
     "UserRow",
 ]
 
@@ -177,3 +178,23 @@ class AuditRow(Base):
     subject_salt: Mapped[str] = mapped_column(sa.String(32))
     subject_digest: Mapped[str] = mapped_column(sa.String(64))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class RecommendationRow(Base):
+    """One slot of a precomputed top-k list: a batch job's output (``llmrec batch recommend``), kept by run name.
+
+    ``run`` names one batch run (a later run of the same name replaces it in one transaction); ``dataset`` is the
+    name of the data the model was fitted on. It is not a foreign key: a model fitted on a built-in dataset
+    (``movielens-small``) has no ``datasets`` row.
+    """
+
+    __tablename__ = "recommendations"
+    __table_args__ = (sa.Index("ix_recommendations_dataset_user", "dataset", "user_id"),)
+
+    run: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    user_id: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    rank: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    dataset: Mapped[str] = mapped_column(sa.Text)
+    item_id: Mapped[str] = mapped_column(sa.Text)
+    score: Mapped[float] = mapped_column(sa.Float)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())

@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
 
-from llmrec.data.store.models import ApiKeyRow, AuditRow, ChatSessionRow, InteractionRow, UserRow
+from llmrec.data.store.models import (
+    ApiKeyRow,
+    AuditRow,
+    ChatSessionRow,
+    InteractionRow,
+    RecommendationRow,
+    UserRow,
+)
 from llmrec.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -38,6 +45,7 @@ USER_TABLES: Mapping[str, str] = {
     "interactions": "dataset, user_id (feedback too: its event is the kind)",
     "chat_sessions": "dataset, user_id (state and messages are columns of the row)",
     "api_keys": "dataset, user_id",
+    "recommendations": "dataset, user_id (lists precomputed by batch runs)",
     "embeddings": "text_hash of the user's profile and messages (scrubbed and raw)",
 }
 #: Tables that never hold a user's data (the audit log names users only by a salted digest).
@@ -137,6 +145,7 @@ class SubjectAccess:
                 ("interactions", InteractionRow),
                 ("chat_sessions", ChatSessionRow),
                 ("api_keys", ApiKeyRow),
+                ("recommendations", RecommendationRow),
                 ("users", UserRow),
             ):
                 stmt = sa.delete(model).where(model.dataset == dataset, model.user_id == user_id)
