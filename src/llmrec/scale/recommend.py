@@ -140,17 +140,25 @@ def model_users(folder: str | os.PathLike[str]) -> np.ndarray:
     return np.asarray(vocab["user_ids"].astype(str), dtype=object)
 
 
+def as_pipeline(model: Pipeline | Scorer, k: int) -> Pipeline:
+    """``model`` itself when a pipeline, else a pipeline without a rerank stage around the fitted scorer."""
+    from llmrec.pipeline import Pipeline
+
+    return model if isinstance(model, Pipeline) else Pipeline.around(model, candidates=k)
+
+
 def recommend_with(
     model: Pipeline | Scorer, users: Sequence[str] | np.ndarray, k: int, *, exclude_seen: bool = True
 ) -> Recommendations:
-    """Top-``k`` lists from a loaded model: :meth:`Pipeline.recommend` (without the LM rerank) or
-    :meth:`Scorer.recommend` -- what every actor runs, and what one process runs to check them.
+    """Top-``k`` lists from a loaded model through :meth:`Pipeline.recommend`, llmrec's one recommend path (the
+    retrieval stage: the LM rerank is not run in batch) -- what every actor runs, and what one process runs to
+    check them. Pass a pipeline (:func:`as_pipeline`) when calling repeatedly: wrapping a scorer indexes every
+    user's history.
     """  # noqa: D205
-    from llmrec.pipeline import Pipeline
+    from llmrec.query import Query
 
-    if isinstance(model, Pipeline):
-        return model.recommend(users, k, exclude_seen, rerank=False)
-    return model.recommend(users, k, exclude_seen)
+    pipe = as_pipeline(model, k)
+    return pipe.recommend([Query(user=str(u), exclude_seen=exclude_seen) for u in users], k, rerank=False)
 
 
 class _RecommendWorker:
@@ -165,7 +173,7 @@ class _RecommendWorker:
         # killed, not closed, at the end of a job: nothing would remove it later).
         with tempfile.TemporaryDirectory(prefix="llmrec-model-") as tmp:
             _unpack(files, Path(tmp))
-            self.model = load_model(tmp)
+            self.model = as_pipeline(load_model(tmp), k)
         self.k = k
         self.exclude_seen = exclude_seen
         self.node = ray.get_runtime_context().get_node_id()
