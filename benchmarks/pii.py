@@ -143,6 +143,9 @@ def summary(measured: dict[str, Any], records: list[dict[str, Any]]) -> dict[str
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="results JSON to write")
+    parser.add_argument(
+        "--quick", action="store_true", help="accepted for the common benchmark interface: the full run takes seconds"
+    )
     parser.add_argument("--data", type=Path, default=DATA, help="labelled texts (JSON lines)")
     args = parser.parse_args(argv)
     records = load(args.data)

@@ -70,6 +70,11 @@ class GenRet(Scorer):
     config_class = GenRetConfig
     config: GenRetConfig
     tuning_grid: ClassVar[dict[str, list[Any]]] = {"num_beams": [10]}
+    memory_bound: ClassVar[str] = (
+        "the language model's weights (the packaged SmolLM2: ~0.6 GB in float32) plus the identifier trie, linear "
+        "in I (tokens per identifier), plus each user's last `history` items (U x history) and a bounded cache of "
+        "generated lists; one full score row (I float64) per user asked"
+    )
     batch_size = 16
 
     def __init__(self, config: ScorerConfig | None = None, **kwargs: Any) -> None:
