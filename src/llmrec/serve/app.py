@@ -19,6 +19,8 @@ from llmrec.data.store import Store
 from llmrec.serve.config import ServeConfig
 from llmrec.serve.errors import install_error_handlers
 from llmrec.serve.limits import BodySizeLimit
+from llmrec.serve.middleware import RequestContext
+from llmrec.serve.openapi import install_served_openapi
 from llmrec.serve.routes import ROUTERS
 from llmrec.serve.service import RecommenderService
 from llmrec.serve.web import mount_page
@@ -82,8 +84,10 @@ def create_app(
     app.state.service = service
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=service.config.max_request_bytes)
+    app.add_middleware(RequestContext, api_prefix=API_PREFIX)  # added last: outermost, sees every response
     for router in (*ROUTERS, *routers):
         app.include_router(router, prefix=API_PREFIX)
+    install_served_openapi(app, service.config, API_PREFIX)
     if page:
         mount_page(app, API_PREFIX)
     return app
