@@ -16,11 +16,9 @@ Two allowances, each a status the spec documents:
 
 from __future__ import annotations
 
-import pandas as pd
 import schemathesis
-from api_support import ADMIN, serve_config
+from api_support import ADMIN, serve_config, tiny_dataset
 
-from llmrec.data.dataset import Dataset
 from llmrec.data.store import Store
 from llmrec.serve import RecommenderService, create_app
 
@@ -29,24 +27,6 @@ MAX_EXAMPLES = 15
 
 MAX_RESPONSE_S = 10.0
 """No response may take longer than this."""
-
-_TITLES = ["Space Trip", "Kitchen Tale", "Desert Ride", "Deep Sea", "Court Room", "Night City", "Jungle Run"]
-
-
-def _tiny() -> Dataset:
-    items = pd.DataFrame(
-        {
-            "item_id": [str(i) for i in range(1, len(_TITLES) + 1)],
-            "title": _TITLES,
-            "text": [f"{t}: a film about {t.lower()}" for t in _TITLES],
-            "genres": [["Comedy"], ["Drama"], ["Western"], ["Adventure"], ["Drama"], ["Crime"], ["Adventure"]],
-            "year": [1990, 1995, 1970, 2001, 1985, 2010, 1999],
-        }
-    )
-    rows = [(u, i, t) for t, (u, i) in enumerate((u, i) for u in range(1, 6) for i in range(1, 8) if (u + i) % 3)]
-    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]).astype({"user_id": str, "item_id": str})
-    return Dataset(inter, items, name="tiny")
-
 
 def _run(app: object) -> tuple[list[str], int, float]:
     """Run schemathesis as ``st run --checks all`` would, in-process; returns failures, cases and slowest."""
@@ -112,7 +92,7 @@ def _run(app: object) -> tuple[list[str], int, float]:
 
 def test_every_operation_meets_its_contract(tmp_path: object) -> None:
     store = Store(f"sqlite:///{tmp_path}/llmrec.db")
-    store.ingest(_tiny(), name="tiny")
+    store.ingest(tiny_dataset(), name="tiny")
     service = RecommenderService(store, serve_config("tiny", max_request_bytes=1_048_576))
     service.warm_up()
     failures, cases, slowest = _run(create_app(service))
