@@ -28,6 +28,7 @@ MAX_EXAMPLES = 15
 MAX_RESPONSE_S = 10.0
 """No response may take longer than this."""
 
+
 def _run(app: object) -> tuple[list[str], int, float]:
     """Run schemathesis as ``st run --checks all`` would, in-process; returns failures, cases and slowest."""
     from schemathesis.config import SchemathesisConfig

@@ -13,6 +13,8 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
+import anyio
+import anyio.to_thread
 from fastapi import APIRouter, FastAPI
 
 from llmrec.data.store import Store
@@ -54,8 +56,9 @@ def create_app(
         config: Used only when ``service`` is ``None`` (default: :meth:`ServeConfig.from_settings`).
         store: Used only when ``service`` is ``None`` (default: the store at ``LLMREC_DB_URL``).
         routers: More routers to mount under ``/v1`` (e.g. chat).
-        warm: At startup, make sure the dataset is stored and fit the default pipeline, so the first request
-            does not wait for it.
+        warm: At startup, make sure the dataset is stored and fit the default pipeline before answering, then
+            build the chat with its text-search index in the background
+            (:meth:`RecommenderService.warm_up_in_background`), so no first request builds them.
         page: Serve the web page at ``/`` (see :mod:`llmrec.serve.web`).
 
     Returns:
@@ -67,10 +70,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if warm:
-            service.prepare()
-            service.pipeline()
+        # Blocking routes run in anyio's default thread pool: size it to the machine (see ServeConfig.threads).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = service.config.worker_threads()
+        if warm:  # off the event loop, and abandoned (not waited for) when the server is stopped meanwhile
+            await anyio.to_thread.run_sync(lambda: service.warm_up(chat=False), abandon_on_cancel=True)
             log.info("serving %s: default pipeline fitted", service.dataset)
+            service.warm_up_in_background()  # chat and text search: built while the other routes already answer
         yield
 
     from llmrec import __version__

@@ -815,19 +815,41 @@ class RecommenderService:
         """
         return self._session_locks.get(session_id)
 
-    def warm_up(self) -> None:
+    def warm_up(self, *, chat: bool = True) -> None:
         """Do at start what the first requests would otherwise wait for.
 
-        Stores the dataset when missing, loads it, fits the default pipeline, and builds the chat recommender with
-        its text-search index (the text encoder loads here).
+        Stores the dataset when missing, loads it, fits the default pipeline (and builds the language model when
+        the default pipeline uses one); with ``chat``, also builds the chat recommender with its text-search index
+        (the text encoder loads and embeds the catalogue: the slow part on a first start, cached in the store after).
         """
         started = time.perf_counter()
         self.prepare()
         self.pipeline()
         if self.config.pipeline.rerank is not None or self.config.pipeline.explain_with_lm:
             _ = self.lm  # built now, not by the first request
-        self.chat()
-        log.info("warmed up %s in %.1f s", self.dataset, time.perf_counter() - started)
+        if chat:
+            self.chat()
+        log.info("warmed up %s in %.1f s (chat: %s)", self.dataset, time.perf_counter() - started, chat)
+
+    def warm_up_in_background(self) -> threading.Thread:
+        """Build the chat recommender and its text-search index in a daemon thread (see :meth:`warm_up`).
+
+        The server answers meanwhile; a chat request that comes before it is done waits for this same build (the
+        single-flight lock), never starts its own. A daemon thread: a server stopped meanwhile does not wait for it.
+        """
+
+        def build() -> None:
+            started = time.perf_counter()
+            try:
+                self.chat()
+            except Exception:  # logged: the first chat request will try again and answer the error
+                log.exception("building the chat of %s at start failed", self.dataset)
+                return
+            log.info("chat and text search of %s ready in %.1f s", self.dataset, time.perf_counter() - started)
+
+        thread = threading.Thread(target=build, name="llmrec-warm-chat", daemon=True)
+        thread.start()
+        return thread
 
     def create_user(self, user_id: str, profile: str, attributes: Mapping[str, Any]) -> UserRecord:
         """Store a new user (recommendations start from the cold-start list until their first interactions).
