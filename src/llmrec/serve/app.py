@@ -23,6 +23,7 @@ from llmrec.serve.errors import install_error_handlers
 from llmrec.serve.limits import BodySizeLimit
 from llmrec.serve.middleware import RequestContext
 from llmrec.serve.openapi import install_served_openapi
+from llmrec.serve.ratelimit import RateLimiter
 from llmrec.serve.routes import ROUTERS
 from llmrec.serve.service import RecommenderService
 from llmrec.serve.web import mount_page
@@ -87,6 +88,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.service = service
+    if service.config.rate_limit_per_minute is not None:
+        app.state.rate_limiter = RateLimiter(service.config.rate_limit_per_minute, service.config.rate_limit_burst)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=service.config.max_request_bytes)
     app.add_middleware(RequestContext, api_prefix=API_PREFIX)  # added last: outermost, sees every response

@@ -458,6 +458,13 @@ class KeyIn(_In):
     """A key to make."""
 
     user_id: str = Id
+    expires_in_s: int | None = Field(
+        default=None,
+        ge=1,
+        le=10 * 366 * 86_400,
+        strict=True,
+        description="The key stops working this many seconds from now (401 after); left out: it never expires.",
+    )
 
 
 class KeyOut(BaseModel):
@@ -467,7 +474,8 @@ class KeyOut(BaseModel):
     user_id: str
     created_at: UtcDatetime
     revoked_at: UtcDatetime | None
-    active: bool
+    expires_at: UtcDatetime | None = Field(description="When the key stops working; null: never.")
+    active: bool = Field(description="Neither revoked nor expired.")
 
     @classmethod
     def of(cls, record: ApiKeyRecord) -> KeyOut:
@@ -477,6 +485,7 @@ class KeyOut(BaseModel):
             user_id=record.user_id,
             created_at=record.created_at,
             revoked_at=record.revoked_at,
+            expires_at=record.expires_at,
             active=record.active,
         )
 

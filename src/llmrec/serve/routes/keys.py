@@ -21,7 +21,7 @@ router = APIRouter(prefix="/keys", tags=["keys"], responses=error_responses(401,
 def create_key(body: KeyIn, service: ServiceDep, _admin: Admin) -> KeyCreated:
     """Make a key for a user; it can read and write only that user's data (and read items)."""
     service.get_user(body.user_id)  # 404 for an unknown user
-    key, record = issue_user_key(service, body.user_id)
+    key, record = issue_user_key(service, body.user_id, body.expires_in_s)
     return KeyCreated(key=key, **KeyOut.of(record).model_dump())
 
 
