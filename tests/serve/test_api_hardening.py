@@ -117,3 +117,30 @@ def test_the_token_bucket_refills_at_the_rate() -> None:
     limiter.acquire("b")
     limiter.acquire("c")  # over max_keys: "a", the least recently used, is dropped
     assert "a" not in limiter._buckets and len(limiter._buckets) == 2
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/v1/items/a%00b", None),
+        ("PATCH", "/v1/items/a%00b", {"title": "x"}),
+        ("DELETE", "/v1/items/a%00b", None),
+        ("GET", "/v1/users/a%00b", None),
+        ("GET", "/v1/users/a%00b/interactions", None),
+        ("GET", "/v1/users/a%00b/recommendations", None),
+        ("POST", "/v1/users/a%00b/recommendations", {}),
+        ("GET", "/v1/chat/sessions/a%00b", None),
+        ("DELETE", "/v1/keys/a%00b", None),
+        ("GET", "/v1/keys?user_id=a%00b", None),
+        ("POST", "/v1/users", {"user_id": "a\x00b"}),
+        ("POST", "/v1/items", {"item_id": "a\x00b"}),
+        ("POST", "/v1/keys", {"user_id": "a\x00b"}),
+        ("POST", "/v1/feedback", {"user_id": "a\x00b", "item_id": "1", "kind": "seen"}),
+        ("POST", "/v1/chat/sessions", {"user_id": "a\x00b"}),
+        ("POST", "/v1/interactions", {"interactions": [{"user_id": "a\x00b", "item_id": "1", "timestamp": 1}]}),
+    ],
+)
+def test_a_nul_character_in_an_id_is_refused_on_every_route(api: Api, method: str, path: str, body: object) -> None:
+    response = api.client.request(method, path, json=body, headers=ADMIN)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["type"] == "validation_error"

@@ -27,6 +27,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from starlette.concurrency import run_in_threadpool
 
 from llmrec.serve.errors import ApiError, Forbidden, Unauthorized
+from llmrec.serve.schemas import PathId
 
 if TYPE_CHECKING:
     from llmrec.data.store import ApiKeyRecord
@@ -171,7 +172,7 @@ async def require_admin(caller: Annotated[Principal, Depends(principal)]) -> Pri
     return caller
 
 
-async def require_user_access(user_id: str, caller: Annotated[Principal, Depends(principal)]) -> Principal:
+async def require_user_access(user_id: PathId, caller: Annotated[Principal, Depends(principal)]) -> Principal:
     """The caller, who must be the admin or hold the key of the path's ``user_id``.
 
     Raises:

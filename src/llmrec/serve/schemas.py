@@ -6,6 +6,7 @@ import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+from fastapi import Path, Query
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from llmrec.chat.state import DialogueState
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from llmrec.serve.service import RecommendationResult
 
 __all__ = [
+    "ID_PATTERN",
     "MAX_OFFSET",
     "MAX_TIMESTAMP",
     "ChatFeedbackIn",
@@ -49,6 +51,8 @@ __all__ = [
     "KeyIn",
     "KeyOut",
     "KeysOut",
+    "PathId",
+    "QueryId",
     "RecommendationsOut",
     "RecommendedItemOut",
     "RefitIn",
@@ -67,15 +71,19 @@ MAX_OFFSET = 2**31 - 1
 MAX_TIMESTAMP = 253_402_300_799
 """The largest ``since`` accepted: 9999-12-31T23:59:59Z in seconds since the epoch."""
 
-Id = Field(
-    min_length=1,
-    max_length=256,
-    # Printable, no surrounding spaces, no control characters: " pad-1 " was stored but every read of it failed,
-    # and a NUL character is storable on SQLite but not on PostgreSQL. C1 controls (\x85...) and the BOM are named
-    # outright, because what ``\s`` covers differs between the server's regex engine and a client's (ECMA-262).
-    pattern=r"^[^\s\ufeff\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\ufeff\x00-\x1f\x7f-\x9f])?$",
-    description="1-256 printable characters, no leading or trailing spaces.",
-)
+ID_PATTERN = r"^[^\s\ufeff\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\ufeff\x00-\x1f\x7f-\x9f])?$"
+"""Every id the API takes (body, path, query): printable, no surrounding spaces, no control characters.
+
+" pad-1 " was stored but every read of it failed, and a NUL character is storable on SQLite but not on PostgreSQL.
+C1 controls (\x85...) and the BOM are named outright, because what ``\\s`` covers differs between the server's
+regex engine and a client's (ECMA-262)."""
+_ID_DESCRIPTION = "1-256 printable characters, no leading or trailing spaces."
+
+Id = Field(min_length=1, max_length=256, pattern=ID_PATTERN, description=_ID_DESCRIPTION)
+PathId = Annotated[str, Path(min_length=1, max_length=256, pattern=ID_PATTERN, description=_ID_DESCRIPTION)]
+"""An id in a route's path (NUL and other control characters answer 422 before any lookup)."""
+QueryId = Annotated[str | None, Query(min_length=1, max_length=256, pattern=ID_PATTERN, description=_ID_DESCRIPTION)]
+"""An optional id in a query string."""
 Attributes = dict[str, Any]
 
 
@@ -337,7 +345,9 @@ class RecommendationsOut(BaseModel):
 class FeedbackRatingIn(_In):
     """A rating of an item; stored as an interaction with the rating as its value."""
 
-    user_id: str | None = Field(default=None, min_length=1, description="Left out: the user of the key.")
+    user_id: str | None = Field(
+        default=None, min_length=1, max_length=256, pattern=ID_PATTERN, description="Left out: the user of the key."
+    )
     item_id: str = Id
     kind: Literal["rating"]
     value: Number = Field(description="The rating, on the dataset's scale (the spec states its bounds).")
@@ -346,7 +356,9 @@ class FeedbackRatingIn(_In):
 class FeedbackMarkIn(_In):
     """A thumbs-up, thumbs-down or "seen it" on an item: a mark that takes no value."""
 
-    user_id: str | None = Field(default=None, min_length=1, description="Left out: the user of the key.")
+    user_id: str | None = Field(
+        default=None, min_length=1, max_length=256, pattern=ID_PATTERN, description="Left out: the user of the key."
+    )
     item_id: str = Id
     kind: Literal["thumbs_up", "thumbs_down", "seen"]
     value: None = Field(default=None, description="Only a rating takes a value.")
@@ -373,7 +385,11 @@ class ChatSessionIn(_In):
     """A new conversation."""
 
     user_id: str | None = Field(
-        default=None, min_length=1, description="Its user (a user key's own when left out; admin: anonymous)."
+        default=None,
+        min_length=1,
+        max_length=256,
+        pattern=ID_PATTERN,
+        description="Its user (a user key's own when left out; admin: anonymous).",
     )
 
 

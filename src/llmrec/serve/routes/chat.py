@@ -22,14 +22,22 @@ from llmrec.chat import ChatSession, DialogueState
 from llmrec.errors import LlmrecError, UnknownIdError
 from llmrec.serve.deps import Caller, ServiceDep
 from llmrec.serve.errors import error_of, error_responses
-from llmrec.serve.schemas import ChatFeedbackIn, ChatMessageIn, ChatReplyOut, ChatSessionIn, ChatSessionOut, DeletedOut
+from llmrec.serve.schemas import (
+    ChatFeedbackIn,
+    ChatMessageIn,
+    ChatReplyOut,
+    ChatSessionIn,
+    ChatSessionOut,
+    DeletedOut,
+    PathId,
+)
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/chat/sessions", tags=["chat"], responses=error_responses(400, 401, 403, 404, 422))
 
 
-def owned_session(session_id: str, service: ServiceDep, caller: Caller) -> ChatSession:
+def owned_session(session_id: PathId, service: ServiceDep, caller: Caller) -> ChatSession:
     """The session of the path, if the caller may use it (of this dataset; the admin: any; a user key: its user's)."""
     session = service.chat().session(session_id)
     if session.dataset != service.dataset or (not caller.is_admin and session.user_id != caller.user_id):
