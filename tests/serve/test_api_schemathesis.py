@@ -1,9 +1,10 @@
 """The API against its own OpenAPI spec: schemathesis, every check, in-process through the ASGI app.
 
 Every operation of ``/openapi.json`` gets its explicit examples, the coverage phase (boundary values: huge
-integers, NUL characters, empty strings, wrong types, missing fields) and a bounded number of fuzzed cases,
-with the admin key. Each response must match its documented status codes, headers and schema, never be a 5xx,
-and answer within the time bound. The dataset is tiny (a few items and users); the service is warmed up first
+integers, NUL characters, empty strings, wrong types, missing fields), a bounded number of fuzzed cases, and the
+stateful phase (sequences along the spec's links: create, read, delete, read again), with the admin key. Each
+response must match its documented status codes, headers and schema, never be a 5xx, and answer within the time
+bound. The dataset is tiny (a few items and users); the service is warmed up first
 (as ``llmrec serve`` does at start), so no case pays for loading the text encoder.
 
 Two allowances, each a status the spec documents:
@@ -49,7 +50,7 @@ def _run(app: object) -> tuple[list[str], int, float]:
                 "negative_data_rejection": {"expected-statuses": rejected},
             },
             "generation": {"max-examples": MAX_EXAMPLES, "mode": "all"},
-            "phases": {"stateful": {"enabled": False}},
+            "phases": {"stateful": {"enabled": True}},  # links between operations: use after delete, etc.
             "operations": [
                 {
                     "include-path-regex": "/recommendations$",

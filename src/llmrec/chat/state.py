@@ -33,6 +33,7 @@ def _whole(value: object) -> object:
 
 
 _Whole = Annotated[int, BeforeValidator(_whole)]
+_Year = Annotated[int, Field(ge=0, le=9999), BeforeValidator(_whole)]
 
 
 class _Preferences(BaseModel):
@@ -46,8 +47,8 @@ class _Preferences(BaseModel):
     rejected: list[str] = Field(default_factory=list)
     genres_include: list[str] = Field(default_factory=list)
     genres_exclude: list[str] = Field(default_factory=list)
-    year_min: _Whole | None = None
-    year_max: _Whole | None = None
+    year_min: _Year | None = None
+    year_max: _Year | None = None
     query: str | None = None
 
 

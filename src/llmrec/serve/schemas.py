@@ -474,11 +474,8 @@ class KeyIn(_In):
     """A key to make."""
 
     user_id: str = Id
-    expires_in_s: int | None = Field(
+    expires_in_s: Annotated[int, Field(ge=1, le=10 * 366 * 86_400), BeforeValidator(_whole_number)] | None = Field(
         default=None,
-        ge=1,
-        le=10 * 366 * 86_400,
-        strict=True,
         description="The key stops working this many seconds from now (401 after); left out: it never expires.",
     )
 

@@ -77,6 +77,7 @@ def _not_bool(value: object) -> object:
 
 
 _Int = Annotated[int, BeforeValidator(_not_bool)]
+_Year = Annotated[int, Field(ge=0, le=9999), BeforeValidator(_not_bool)]
 
 
 class RecommendationOptions(BaseModel):
@@ -106,8 +107,8 @@ class RecommendationOptions(BaseModel):
     exclude_items: list[str] = Field(default_factory=list, max_length=10_000)
     genres: list[str] = Field(default_factory=list, max_length=100)
     exclude_genres: list[str] = Field(default_factory=list, max_length=100)
-    year_min: _Int | None = None
-    year_max: _Int | None = None
+    year_min: _Year | None = None
+    year_max: _Year | None = None
 
 
 @dataclass(frozen=True)
