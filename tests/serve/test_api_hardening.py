@@ -144,3 +144,20 @@ def test_a_nul_character_in_an_id_is_refused_on_every_route(api: Api, method: st
     response = api.client.request(method, path, json=body, headers=ADMIN)
     assert response.status_code == 422, response.text
     assert response.json()["error"]["type"] == "validation_error"
+
+
+def test_attributes_nested_too_deep_are_refused_not_stored(api: Api) -> None:
+    deep: dict[str, object] = {}
+    node = deep
+    for _ in range(300):
+        node["a"] = {}
+        node = node["a"]  # type: ignore[assignment]
+    for method, path, body in (
+        ("POST", "/v1/items", {"item_id": "deep", "attributes": deep}),
+        ("PATCH", "/v1/items/1", {"attributes": deep}),
+        ("POST", "/v1/users", {"user_id": "deep", "attributes": deep}),
+    ):
+        response = api.client.request(method, path, json=body, headers=ADMIN)
+        assert response.status_code == 422 and "nest deeper" in response.text, response.text
+    assert api.client.get("/v1/items/deep", headers=ADMIN).status_code == 404
+    assert api.client.get("/v1/items/1", headers=ADMIN).status_code == 200

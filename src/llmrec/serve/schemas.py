@@ -84,7 +84,28 @@ PathId = Annotated[str, Path(min_length=1, max_length=256, pattern=ID_PATTERN, d
 """An id in a route's path (NUL and other control characters answer 422 before any lookup)."""
 QueryId = Annotated[str | None, Query(min_length=1, max_length=256, pattern=ID_PATTERN, description=_ID_DESCRIPTION)]
 """An optional id in a query string."""
+MAX_NESTING = 32
+"""Deepest nesting of lists and objects an ``attributes`` value may have (an item nested 300 deep was stored, then
+every read of it failed: the JSON writer stops at a depth limit)."""
+
+
+def _shallow(value: dict[str, Any]) -> dict[str, Any]:
+    """``value`` if its lists and objects nest at most :data:`MAX_NESTING` deep (checked without recursion)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise ValueError(f"attributes nest deeper than {MAX_NESTING} levels; flatten them")
+        if isinstance(node, dict):
+            stack.extend((child, depth + 1) for child in node.values())
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node)
+    return value
+
+
 Attributes = dict[str, Any]
+AttributesIn = Annotated[dict[str, Any], AfterValidator(_shallow)]
+"""Attributes a request sends: nested at most :data:`MAX_NESTING` deep."""
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -142,7 +163,7 @@ class ItemIn(_In):
     item_id: str = Id
     title: str = Field(default="", max_length=10_000)
     text: str = Field(default="", max_length=100_000)
-    attributes: Attributes = Field(default_factory=dict, description="Other fields, e.g. genres, year.")
+    attributes: AttributesIn = Field(default_factory=dict, description="Other fields, e.g. genres, year.")
 
 
 class ItemPatch(_In):
@@ -150,7 +171,7 @@ class ItemPatch(_In):
 
     title: str | None = Field(default=None, max_length=10_000)
     text: str | None = Field(default=None, max_length=100_000)
-    attributes: Attributes | None = None
+    attributes: AttributesIn | None = None
 
 
 class ItemOut(BaseModel):
@@ -192,7 +213,7 @@ class UserIn(_In):
 
     user_id: str = Id
     profile: str = Field(default="", max_length=10_000, description="Free text about the user's tastes.")
-    attributes: Attributes = Field(default_factory=dict)
+    attributes: AttributesIn = Field(default_factory=dict)
 
 
 class UserOut(BaseModel):
