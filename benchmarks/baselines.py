@@ -39,7 +39,7 @@ QUICK_MODELS = "popular,ease,als"
 
 def _one(dataset: str, model: str, k: int, protocol: str, tune: bool, seed: int, seeds: int) -> dict:
     """Evaluate one model in this (fresh) process; return its results and the process's peak RSS."""
-    data = load_named(dataset)
+    data = load_named(dataset, prefer_store=False)
     results = evaluate_models(
         data, [model], k=k, protocol=protocol, tune=tune, options=TrainOptions(seed=seed), seeds=seeds
     )

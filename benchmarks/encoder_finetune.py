@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         fields.update(json.loads(args.config))
     config = FinetuneConfig(**fields)
 
-    data = load_named(args.dataset)
+    data = load_named(args.dataset, prefer_store=False)
     split = leave_last_out(data)
     fit = split.fit_data("test")
     split.check(fit, "test")

@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     key = f"ndcg@{args.k}"
     retriever = RetrieverSpec(name=args.retriever, config=retriever_config)
 
-    data = load_named(args.dataset)
+    data = load_named(args.dataset, prefer_store=False)
     lm = LocalLM(LocalLMConfig(threads=args.threads, quantize=args.quantize))
     started = time.perf_counter()
     lm.load()

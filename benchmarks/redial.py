@@ -13,7 +13,7 @@ Models:
 * ``popular``: MovieLens popularity (the fold-in fallback for an empty history);
 * ``ease`` / ``itemknn``: the movies mentioned in the context (by either participant; mentions are known at
   that point, the post-chat questionnaire is filled after the dialogue and is never used) folded into the
-  retriever through ``Pipeline.recommend_history`` (rerank off);
+  retriever through ``Pipeline.recommend`` (a ``Query`` of the context's items) (rerank off);
 * ``chat`` / ``chat+content``: the served ``ConversationalRecommender.recommend`` path over EASE: the context
   read turn by turn with ``parse_turn`` (likes, dislikes, genre and year constraints, text query), without and
   with the ``Content`` text searcher. The chat never re-recommends what was mentioned, so it has no
@@ -61,8 +61,9 @@ from llmrec.eval.crs import (
 )
 from llmrec.eval.results import EvalResults, ModelResult
 from llmrec.llm.rerank import RerankConfig
-from llmrec.models.base import TrainOptions, top_k
+from llmrec.models.base import TrainOptions
 from llmrec.pipeline import LMSpec, Pipeline, PipelineConfig, RetrieverSpec
+from llmrec.query import Query
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -87,18 +88,11 @@ def _pipeline(spec: RetrieverSpec, data: Dataset, options: TrainOptions) -> tupl
 
 def fold_in_ranker(pipe: Pipeline) -> Ranker:
     """Context mentions folded into the pipeline's retriever; ``exclude`` = the served path with exclusions."""
-    vocab = pipe.data.item_vocab
 
     def rank(sample: CRSSample, exclude: bool) -> Sequence[str]:
-        history = list(sample.context_items)
-        if exclude:
-            recs = pipe.recommend_history(history, WIDTH, exclude=history, rerank=False)
-            return [str(i) for i in recs.items[0] if i is not None]
-        # recommend_history always drops the history; the "included" variant needs the raw ranking.
-        hidx = vocab.index(history, missing="negative")
-        scores = pipe.retriever.score_histories([hidx[hidx >= 0]])  # type: ignore[union-attr]
-        idx, _ = top_k(scores, WIDTH)
-        return [str(i) for i in vocab.ids_of(idx)[0] if i is not None]
+        query = Query(liked=tuple(sample.context_items), exclude_seen=exclude)
+        recs = pipe.recommend([query], WIDTH, rerank=False)
+        return [str(i) for i in recs.items[0] if i is not None]
 
     return rank
 
@@ -122,8 +116,8 @@ def rerank_ranker(pipe: Pipeline) -> Ranker:
     """EASE fold-in with the language model reranking its top ``WIDTH`` (excluded variant only)."""
 
     def rank(sample: CRSSample, exclude: bool) -> Sequence[str]:
-        history = list(sample.context_items)
-        recs = pipe.recommend_history(history, WIDTH, exclude=history if exclude else (), rerank=True)
+        query = Query(liked=tuple(sample.context_items), exclude_seen=exclude)
+        recs = pipe.recommend([query], WIDTH, rerank=True)
         return [str(i) for i in recs.items[0] if i is not None]
 
     return rank

@@ -14,6 +14,7 @@ from llmrec.llm.fewshot import FewShotConfig
 from llmrec.llm.rerank import RerankConfig
 from llmrec.models.registry import get_scorer
 from llmrec.pipeline import LMSpec, Pipeline, PipelineConfig, RetrieverSpec
+from llmrec.query import ANONYMOUS, Query
 
 SMALL = PipelineConfig(retriever=RetrieverSpec(name="itemknn"), candidates=8)
 
@@ -51,8 +52,8 @@ def test_without_rerank_or_with_weight_zero_the_retriever_decides(pipe: Pipeline
 
 
 def test_candidates_and_unknown_users(pipe: Pipeline, ml_sample: Dataset) -> None:
-    allowed = list(ml_sample.item_vocab.ids[:50])
-    recs = pipe.recommend(["1", "no-such-user"], k=3, candidates=allowed)
+    allowed = tuple(ml_sample.item_vocab.ids[:50])
+    recs = pipe.recommend([Query(user="1", candidates=allowed), Query(user="no-such-user", candidates=allowed)], k=3)
     assert set(recs.items.ravel()) <= set(allowed)
     assert (recs.item_idx[1] >= 0).all()  # a stranger gets popular items, reranked on an empty history
 
@@ -129,6 +130,32 @@ def test_nested_configs_fail_at_validation_with_the_field_named() -> None:
     assert RetrieverSpec(name="ease", config={"l2_reg": 10.0}).config == {"l2_reg": 10.0}
 
 
+def test_the_json_schema_shows_each_retriever_and_backend_with_its_real_config() -> None:
+    import jsonschema
+
+    from llmrec.models.registry import SCORERS
+
+    schema = PipelineConfig.model_json_schema()
+    defs = schema["$defs"]
+    variants = {v["properties"]["name"]["const"]: v for v in defs["RetrieverSpec"]["oneOf"]}
+    assert set(variants) == set(SCORERS)
+
+    def config_of(variant: dict[str, Any], field: str) -> dict[str, Any]:
+        ref = variant["properties"][field]
+        return defs[ref["$ref"].split("/")[-1]] if "$ref" in ref else ref
+
+    assert "l2_reg" in config_of(variants["ease"], "config")["properties"]
+    assert "components" in config_of(variants["fusion"], "config")["properties"]
+    backends = {v["properties"]["backend"]["const"]: v for v in defs["LMSpec"]["oneOf"]}
+    assert "base_url" in config_of(backends["openai"], "openai")["properties"]
+    # What validates in Python validates against the schema, and a typo fails both.
+    good = PipelineConfig(retriever=RetrieverSpec(name="ease", config={"l2_reg": 10.0})).model_dump(mode="json")
+    jsonschema.validate(good, schema)
+    bad = {**good, "retriever": {"name": "ease", "config": {"bogus": 1}}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+
+
 def test_evaluate_pipeline_reports_retriever_and_rerank_on_the_same_users(ml_sample: Dataset, lm: Any) -> None:
     config = SMALL.model_copy(update={"rerank": RerankConfig(method="yesno")})
     results = evaluate_pipeline(ml_sample, config, k=5, weights=(0.0, 1.0), max_users=6, lm=lm)
@@ -161,49 +188,66 @@ def test_explanations_of_the_final_list_are_grounded(pipe: Pipeline, ml_sample: 
     assert template_only.explain("1", list(recs.items[0]))[0].source == "template"
 
 
-def test_recommend_history_folds_a_new_history_in(pipe: Pipeline, ml_sample: Dataset) -> None:
+def test_a_query_with_a_new_history_folds_it_in(pipe: Pipeline, ml_sample: Dataset) -> None:
     ids = ml_sample.item_vocab.ids
     user = "1"
     liked = list(ids[pipe.history(int(ml_sample.user_vocab.index([user])[0]))])
-    # Without the LM: the known user's own liked history reproduces the retriever's scores on that history.
-    folded = pipe.recommend_history(liked, k=5, rerank=False, label=user)
+    # Without the LM: someone known only by a history gets the retriever's scores on that history.
+    folded = pipe.recommend([Query(liked=tuple(liked))], k=5, rerank=False)
     direct = pipe.retriever.score_histories([ml_sample.item_vocab.index(liked)])[0]
     direct[ml_sample.item_vocab.index(liked)] = -np.inf
     np.testing.assert_array_equal(folded.item_idx[0], np.argsort(-direct, kind="stable")[:5])
-    assert folded.users[0] == user
+    assert folded.users[0] == ANONYMOUS
     # A different history gives a different list, and nothing of the history, the exclusions or outside the
     # allowed set comes out, with or without the LM.
-    other = list(ids[[0, 1, 2]])
-    allowed = list(ids[:300])
+    other = tuple(ids[[0, 1, 2]])
+    allowed = tuple(ids[:300])
     for rerank in (False, True):
-        recs = pipe.recommend_history(other, k=5, exclude=[ids[3], ids[4]], candidates=allowed, rerank=rerank)
-        out = set(recs.items[0])
+        query = Query(liked=other, exclude=(ids[3], ids[4]), candidates=allowed)
+        out = set(pipe.recommend([query], k=5, rerank=rerank).items[0])
         assert len(out) == 5
         assert out <= set(allowed)
         assert not out & {*other, ids[3], ids[4]}
-    assert set(pipe.recommend_history(other, k=5, rerank=False).items[0]) != set(folded.items[0])
+    assert set(pipe.recommend([Query(liked=other)], k=5, rerank=False).items[0]) != set(folded.items[0])
 
 
-def test_folding_in_the_fitted_history_reproduces_the_fitted_users_list(ml_sample: Dataset) -> None:
+def test_news_after_the_fit_changes_a_fitted_users_list_only_by_what_it_adds(ml_sample: Dataset) -> None:
     pipe = Pipeline(SMALL.model_copy(update={"rerank": None})).fit(ml_sample)
     for user in ("1", "7"):
-        fitted = pipe.fitted_history(user)
-        assert len(fitted) == len(pipe.seen(user)) >= len(pipe.liked_history(user))
-        folded = pipe.recommend_history(fitted, k=8, rerank=False).items[0].tolist()
-        assert folded == pipe.recommend([user], k=8).items[0].tolist()
-        # New likes come last; dislikes leave the history.
-        extra, gone = str(ml_sample.item_vocab.ids[-1]), fitted[0]
-        changed = pipe.fitted_history(user, liked=[extra], disliked=[gone])
-        assert changed[-1] == extra and gone not in changed
+        plain = pipe.recommend([user], k=8).items[0].tolist()
+        # Folding in the fitted history alone (a dislike of an item the user never had) reproduces the list.
+        unrelated = str(ml_sample.item_vocab.ids[-1])
+        assert pipe.recommend([Query(user=user, disliked=(unrelated,))], k=8).items[0].tolist() == plain
+        # A new like leaves the list (it is seen now), a dislike of an own item leaves the LM's history.
+        liked = plain[0]
+        after = pipe.recommend([Query(user=user, liked=(liked,))], k=8).items[0].tolist()
+        assert liked not in after and after != plain
+        own = pipe.liked_history(Query(user=user))
+        assert own and own[0] not in pipe.liked_history(Query(user=user, disliked=(own[0],)))
+        assert pipe.liked_history(Query(user=user, liked=(liked,)))[-1] == liked
+        # exclude_seen=False lets the fitted items back in.
+        assert set(pipe.recommend([Query(user=user, exclude_seen=False)], k=8).items[0]) & set(pipe.seen(user))
 
 
-def test_recommend_history_mixes_in_query_scores(pipe: Pipeline, ml_sample: Dataset) -> None:
+def test_a_query_mixes_in_text_scores(pipe: Pipeline, ml_sample: Dataset) -> None:
     wanted = 123
-    query = np.zeros(ml_sample.n_items)
-    query[wanted] = 100.0
-    cold = pipe.recommend_history([], k=3, query_scores=query, rerank=False)
-    assert cold.item_idx[0][0] == wanted  # an empty history: the query decides
-    with pytest.raises(ConfigError, match="query_scores"):
-        pipe.recommend_history([], k=3, query_scores=np.zeros(3), rerank=False)
+    text = np.zeros(ml_sample.n_items)
+    text[wanted] = 100.0
+    cold = pipe.recommend([Query(text_scores=text)], k=3, rerank=False)
+    assert cold.item_idx[0][0] == wanted  # an empty history: the words decide
+    with pytest.raises(ConfigError, match="text_scores"):
+        pipe.recommend([Query(text_scores=np.zeros(3))], k=3, rerank=False)
     with pytest.raises(ConfigError, match="more than"):
-        pipe.recommend_history([], k=100, rerank=False)
+        pipe.recommend([Query()], k=100, rerank=False)
+    with pytest.raises(ConfigError, match="text_weight"):
+        Query(text_weight=2.0)
+
+
+def test_one_batch_mixes_fitted_users_and_folded_histories_row_by_row(pipe: Pipeline, ml_sample: Dataset) -> None:
+    ids = ml_sample.item_vocab.ids
+    queries = [Query(user="1"), Query(liked=tuple(ids[[5, 6]])), Query(user="no-such-user"), Query(user="3")]
+    batch = pipe.recommend(queries, k=5, rerank=False)
+    for row, query in enumerate(queries):
+        alone = pipe.recommend([query], k=5, rerank=False)
+        assert batch.items[row].tolist() == alone.items[0].tolist()
+    assert batch.users.tolist() == ["1", ANONYMOUS, "no-such-user", "3"]

@@ -14,6 +14,7 @@ from llmrec.llm.rerank import RerankConfig
 from llmrec.models.base import Scorer
 from llmrec.models.registry import get_scorer
 from llmrec.pipeline import LMSpec, Pipeline, PipelineConfig, RetrieverSpec, saved_pipeline_info
+from llmrec.query import Query
 
 CONFIG = PipelineConfig(
     retriever=RetrieverSpec(name="itemknn", config={"k_neighbors": 30}),
@@ -50,12 +51,9 @@ def test_pipeline_round_trip_recommends_the_same_without_fitting(
     before, after = pipe.recommend(users, k=10), loaded.recommend(users, k=10)
     np.testing.assert_array_equal(after.items, before.items)
     np.testing.assert_allclose(after.scores, before.scores, rtol=1e-6)
-    history = pipe.fitted_history("3", liked=[ml_sample.item_vocab.id(5)])
-    assert loaded.fitted_history("3", liked=[ml_sample.item_vocab.id(5)]) == history
-    assert loaded.liked_history("3") == pipe.liked_history("3")
-    np.testing.assert_array_equal(
-        loaded.recommend_history(history, k=5).items, pipe.recommend_history(history, k=5).items
-    )
+    news = Query(user="3", liked=(ml_sample.item_vocab.id(5),))
+    assert loaded.liked_history(news) == pipe.liked_history(news)
+    np.testing.assert_array_equal(loaded.recommend([news], k=5).items, pipe.recommend([news], k=5).items)
     assert loaded.titles == pipe.titles
     items = list(before.items[0, :3])
     assert [e.text for e in loaded.explain("1", items)] == [e.text for e in pipe.explain("1", items)]

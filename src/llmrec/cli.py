@@ -59,6 +59,9 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log prog
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    from llmrec.privacy.logs import install_log_scrubbing
+
+    install_log_scrubbing()  # no log line carries an e-mail address, a phone or card number, an address...
 
 
 def _parse_map(pairs: list[str] | None) -> dict[str, str] | None:
@@ -197,7 +200,7 @@ def evaluate(
     """Evaluate scorers on a time-respecting split with full ranking; write JSON (and HTML)."""
     from llmrec.data.registry import load_named
 
-    data = load_named(dataset, db)
+    data = load_named(dataset, db, prefer_store=False)
     names = [m.strip() for m in models.split(",") if m.strip()]
     if compare_to is not None and compare_to not in names:
         raise ConfigError(f"--compare-to {compare_to!r} is not among --models ({', '.join(names)}); add it to --models")
@@ -284,6 +287,65 @@ def ingest(
     store = Store(db)
     reports = store.ingest_files(name, interactions, items_path=items, users_path=users, mapping=_parse_map(map_))
     console.print(f"ingested into {store.display_url} as {name!r}: {reports}")
+
+
+@app.command()
+@_friendly_errors
+def forget(
+    user: Annotated[str, typer.Argument(help="The user id whose data is deleted.")],
+    dataset: Annotated[str, typer.Option(help="Dataset name in the store.")] = "movielens-small",
+    db: Annotated[
+        str | None, typer.Option(help="Store URL (default: LLMREC_DB_URL, else ~/.llmrec/llmrec.db).")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete everything stored about a user (profile, interactions, feedback, chats, keys, cached embeddings).
+
+    The deletion is written to the audit log (actor `cli`), which names the user only by a salted digest. A running
+    server keeps the user's fitted history until it refits: delete through its API (DELETE /v1/users/ID) instead,
+    so its lists stop using it at once.
+    """
+    from llmrec.data.store import Store
+    from llmrec.privacy import forget_user
+
+    store = Store(db)
+    if not yes and not typer.confirm(f"delete every row of user {user!r} of {dataset!r} in {store.display_url}?"):
+        raise typer.Exit(1)
+    report = forget_user(store, dataset, user, actor="cli")
+    if not report.found:
+        raise ConfigError(
+            f"nothing stored about user {user!r} in dataset {dataset!r} (the attempt is in the audit log)",
+            field="user",
+            fix="check the id and --dataset",
+        )
+    rows = ", ".join(f"{table}: {n}" for table, n in report.deleted.items())
+    console.print(escape(f"deleted user {user!r} of {dataset!r} ({rows}); audit entry {report.audit_id}"))
+
+
+@app.command("export")
+@_friendly_errors
+def export_command(
+    user: Annotated[str, typer.Argument(help="The user id whose data is exported.")],
+    dataset: Annotated[str, typer.Option(help="Dataset name in the store.")] = "movielens-small",
+    db: Annotated[
+        str | None, typer.Option(help="Store URL (default: LLMREC_DB_URL, else ~/.llmrec/llmrec.db).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the JSON here instead of printing it.")] = None,
+) -> None:
+    """Everything stored about a user, as JSON (recorded in the audit log, actor `cli`)."""
+    from llmrec.data.store import Store
+    from llmrec.privacy import export_user
+
+    data = export_user(Store(db), dataset, user, actor="cli")
+    text = json.dumps(data, indent=2, default=str, ensure_ascii=False)
+    if out is None:
+        typer.echo(text)
+        return
+    try:
+        out.write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {out}: {exc.strerror}", field="out") from exc
+    console.print(escape(f"wrote {out}"))
 
 
 @app.command()
@@ -710,13 +772,17 @@ def serve(
                 soft_wrap=True,
             )
     console.print(f"serving {settings.dataset} at http://{host}:{port}/v1 (docs: http://{host}:{port}/docs)")
+    from llmrec.privacy.logs import uvicorn_log_config
+
     _log_request_ids(log_level)
     started = time.monotonic()
+    # uvicorn sets up its own log handlers (the access log quotes URLs): they get the scrubbing filter too.
     uvicorn.run(
         create_app(service, warm=warm),
         host=host,
         port=port,
         log_level=log_level,
+        log_config=uvicorn_log_config(),
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
     )
     _stop_lingering_threads(deadline=time.monotonic() + SHUTDOWN_GRACE_S / 2, since=started)
@@ -729,10 +795,12 @@ cancelled requests get half of it again before the process exits anyway: stopped
 
 def _log_request_ids(level: str) -> None:
     """Log llmrec's lines (the access log of the API among them) with the request id of each."""
+    from llmrec.privacy.logs import PiiLogFilter
     from llmrec.serve.middleware import RequestIdFilter
 
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdFilter())
+    handler.addFilter(PiiLogFilter())  # this handler takes llmrec's lines from the root's: it scrubs them too
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
     logger = logging.getLogger("llmrec")
     logger.addHandler(handler)
@@ -822,7 +890,7 @@ def _run_tune(config: Any, name: str, dataset: str, protocol: str, stage: str, t
         )
     except ValidationError as exc:
         raise ConfigError(f"invalid --tasks/--examples/--history: {exc}") from exc
-    data = load_named(dataset, db)
+    data = load_named(dataset, db, prefer_store=False)
     split = make_split(data, protocol)
     if scorer is not None:
         from llmrec.adapt.collm import tune_collm_on_split

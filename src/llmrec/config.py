@@ -38,6 +38,9 @@ class Settings(BaseSettings):
 
         adapter_dir: Folder of the named language-model adapters ``llmrec tune`` writes and ``--adapter NAME``
             reads (``LLMREC_ADAPTER_DIR``).
+        keep_raw_text: Also store profiles and chat messages as typed, encrypted (``LLMREC_KEEP_RAW_TEXT``); only
+            their scrubbed text is stored otherwise (see :mod:`llmrec.privacy`).
+        pii_key: Fernet key(s) encrypting that raw text (``LLMREC_PII_KEY``, comma-separated: the first encrypts).
 
     """
 
@@ -50,6 +53,8 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=1_048_576, ge=1)
 
     adapter_dir: Path = Field(default_factory=lambda: Path.home() / ".llmrec" / "adapters")
+    keep_raw_text: bool = False
+    pii_key: SecretStr | None = None
 
 
 @lru_cache(maxsize=1)

@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, ValidationError, model_validator
+from pydantic.json_schema import JsonSchemaValue
 
 from llmrec.data.artifacts import new_header, read_meta, write_meta, writing_folder
 from llmrec.data.dataset import Dataset
@@ -35,8 +37,9 @@ from llmrec.llm.explain import ExplainConfig, Explainer, Explanation, Explanatio
 from llmrec.llm.fewshot import FewShotConfig, FewShotPool
 from llmrec.llm.prompts import short_title
 from llmrec.llm.rerank import LMReranker, RerankConfig, blend
-from llmrec.models.base import Recommendations, Scorer, TrainOptions, top_k
+from llmrec.models.base import Recommendations, Scorer, TrainOptions, mask_scores, top_k
 from llmrec.models.registry import get_scorer
+from llmrec.query import Query, as_queries
 
 if TYPE_CHECKING:
     from llmrec.llm.base import LanguageModel
@@ -49,6 +52,8 @@ PIPELINE_FILE = "pipeline.json"
 """The file that makes a folder a saved pipeline."""
 PIPELINE_KIND = "llmrec-pipeline"
 RETRIEVER_DIR = "retriever"
+_CHUNK = 256
+"""Queries ranked at once (bounds the dense ``(chunk, n_items)`` score block)."""
 _SECRET_FIELDS = ("api_key",)
 
 
@@ -72,6 +77,21 @@ class RetrieverSpec(BaseModel):
             raise ValueError(f"unknown scorer {self.name!r}; valid names: {', '.join(available_scorers())}")
         SCORERS[self.name].config_class.model_validate(self.config)
         return self
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        """One variant per registered scorer, its ``config`` the scorer's own config class (the real shapes)."""
+        from llmrec.models.registry import SCORERS
+
+        default = cls.model_fields["name"].default
+        return _tagged_union(
+            "RetrieverSpec",
+            cls.__doc__ or "",
+            "name",
+            {name: {"config": klass.config_class} for name, klass in sorted(SCORERS.items())},
+            default,
+            handler,
+        )
 
 
 class LMSpec(BaseModel):
@@ -101,6 +121,20 @@ class LMSpec(BaseModel):
         if self.openai or self.backend == "openai":
             OpenAIConfig.model_validate(self.openai)
         return self
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        """One variant per backend, with that backend's own config class (the real shapes)."""
+        from llmrec.llm.local import LocalLMConfig
+        from llmrec.llm.openai_http import OpenAIConfig
+
+        # The field of the other backend may be present (a dump holds both); it is checked only when not empty.
+        variants: dict[str, dict[str, type[BaseModel] | JsonSchemaValue]] = {
+            "local": {"local": LocalLMConfig, "openai": {"type": "object"}},
+            "openai": {"local": LocalLMConfig, "openai": OpenAIConfig},
+        }
+        return _tagged_union("LMSpec", "Which language model the rerank and explain stages use.", "backend", variants,
+                             "local", handler)  # fmt: skip
 
     def build(self) -> LanguageModel:
         """The configured language model (weights load lazily, on first use)."""
@@ -236,6 +270,15 @@ class Pipeline:
                 self.fewshot = FewShotPool(data, self.titles, self.config.fewshot)
         return self
 
+    @classmethod
+    def around(cls, retriever: Scorer, *, candidates: int = 20, lm: LanguageModel | None = None) -> Pipeline:
+        """A pipeline without a rerank stage around an already fitted scorer (nothing is refitted).
+
+        The evaluation runner ranks every scorer through this, so it measures the served recommend path.
+        """
+        spec = RetrieverSpec(name=retriever.name, config=retriever.config.model_dump(mode="json"))
+        return cls(PipelineConfig(retriever=spec, candidates=candidates, rerank=None), lm=lm)._prepare(retriever)
+
     @property
     def fitted_at(self) -> str | None:
         """When the retriever was fitted (ISO 8601, UTC; kept through save and load), ``None`` before ``fit``."""
@@ -342,41 +385,6 @@ class Pipeline:
         """Item indices of a known user's history as the language model sees it (liked items, oldest first)."""
         return self._history[user_idx] if 0 <= user_idx < len(self._history) else np.zeros(0, dtype=np.int64)
 
-    def liked_history(
-        self, user: object | None, liked: Sequence[object] = (), disliked: Iterable[object] = ()
-    ) -> list[str]:
-        """What the language model and the explanations should see of a person: the items they are known to like.
-
-        A known user's liked history from the fitted data (oldest first, as the language model sees it), without
-        the items now ``disliked``, then the newly ``liked`` ones (a chat session's, or feedback since the last
-        fit). An unknown or anonymous user (``None``) starts empty.
-        """
-        return self._history_ids(self._history, user, liked, disliked)
-
-    def fitted_history(
-        self, user: object | None, liked: Sequence[object] = (), disliked: Iterable[object] = ()
-    ) -> list[str]:
-        """What :meth:`recommend_history` should fold into the retriever for a person.
-
-        A known user's whole history as the retriever was fitted on it (oldest first), without the items now
-        ``disliked``, then the newly ``liked`` ones. Folding in the fitted history alone reproduces the fitted
-        user's list, so feedback changes the list only by what it adds or removes (the liked-only history of
-        :meth:`liked_history` would reshuffle half of it).
-        """
-        return self._history_ids(self._fitted_history, user, liked, disliked)
-
-    def _history_ids(
-        self, histories: list[np.ndarray], user: object | None, liked: Sequence[object], disliked: Iterable[object]
-    ) -> list[str]:
-        drop = {str(i) for i in disliked}
-        own: list[str] = []
-        if user is not None:
-            uidx = int(self.data.user_vocab.index([user], missing="negative")[0])
-            if 0 <= uidx < len(histories):
-                own = [str(i) for i in self.data.item_vocab.ids[histories[uidx]]]
-        fresh = [str(i) for i in liked]
-        return list(dict.fromkeys(i for i in own + fresh if i not in drop))
-
     def seen(self, user: object) -> list[str]:
         """External ids of every item a known user interacted with in the fitted data (empty when unknown)."""
         uidx = int(self.data.user_vocab.index([user], missing="negative")[0])
@@ -384,31 +392,168 @@ class Pipeline:
             return []
         return [str(i) for i in self.data.item_vocab.ids[self.data.matrix("binary")[uidx].indices]]
 
-    def rerank_scores(
+    def recommend(
         self,
-        users: Sequence[object] | np.ndarray,
-        exclude_seen: bool = True,
-        candidates: Sequence[object] | np.ndarray | None = None,
+        queries: Query | Sequence[Query | object] | np.ndarray,
+        k: int = 10,
         *,
         rerank: bool | None = None,
         show_progress: bool = False,
+        tie_seed: int | None = None,
+    ) -> Recommendations:
+        """Top-``k`` items per query, reranked by the language model when configured: llmrec's one recommend path.
+
+        The chat, the HTTP API, the CLI, batch jobs and the evaluation runner all call this. A fitted user as they
+        were fitted is scored by the retriever directly; anyone with news since the fit (liked or disliked items,
+        a text request) or without a fitted history has that history folded into the retriever
+        (:meth:`~llmrec.models.base.Scorer.score_histories`), without a refit. Every row then goes through one
+        candidate mask (:func:`~llmrec.models.base.mask_scores`) and, when reranking, the language model sees the
+        row's liked history.
+
+        Args:
+            queries: :class:`~llmrec.query.Query` objects, or bare external user ids (``Query(user=id)``).
+            k: List length; at most ``config.candidates`` (the retriever hands that many to the rerank stage).
+            rerank: Override whether the language model reranks (``None`` = as configured).
+            show_progress: A progress bar over rows while reranking.
+            tie_seed: Break equal retriever scores by a seeded random order per row instead of catalogue order.
+
+        Returns:
+            One row per query, labelled by :attr:`Query.label`; rows are padded (index -1) when fewer items
+            qualify.
+
+        Raises:
+            NotFittedError: The pipeline is not fitted.
+            ConfigError: ``k`` is out of range, a query's ``text_scores`` has the wrong length, or reranking was
+                asked of a pipeline without a rerank stage.
+
+        """
+        if self.retriever is None:
+            raise NotFittedError("the pipeline is not fitted: call fit(data) first")
+        self._check_k(k)
+        batch = self.rerank_scores(queries, rerank=rerank, show_progress=show_progress, tie_seed=tie_seed)
+        weight = self.config.rerank.weight if self.config.rerank is not None and batch.lm_scores is not None else 0.0
+        return batch.final(k, weight)
+
+    def rerank_scores(
+        self,
+        queries: Query | Sequence[Query | object] | np.ndarray,
+        *,
+        rerank: bool | None = None,
+        show_progress: bool = False,
+        tie_seed: int | None = None,
     ) -> RerankedBatch:
-        """Retrieve each user's candidates and, when reranking, score them with the language model.
+        """Retrieve each query's candidates and, when reranking, score them with the language model.
 
         :meth:`recommend` is this plus :meth:`RerankedBatch.final`; evaluation uses this step to try several blend
         weights on validation users without asking the language model again.
         """
         if self.retriever is None:
             raise NotFittedError("the pipeline is not fitted: call fit(data) first")
-        retrieved = self.retriever.recommend(users, self.config.candidates, exclude_seen, candidates)
         use_lm = self.config.rerank is not None if rerank is None else rerank
+        if use_lm and self.reranker is None:
+            raise ConfigError(
+                "this pipeline has no rerank stage (config.rerank is None)",
+                field="rerank",
+                fix="configure PipelineConfig.rerank, or ask without rerank",
+            )
+        asked = as_queries(queries)
+        retrieved, lm_histories = self._retrieve(asked, tie_seed)
         if not use_lm:
             return RerankedBatch(retrieved, None)
-        if self.reranker is None:
-            raise ConfigError("this pipeline has no rerank stage (config.rerank is None)")
-        uidx = self.data.user_vocab.index(retrieved.users, missing="negative")
-        histories = [(self.history(int(u)), int(u)) for u in uidx]
-        return RerankedBatch(retrieved, self._lm_scores(retrieved, histories, show_progress))
+        return RerankedBatch(retrieved, self._lm_scores(retrieved, lm_histories, show_progress))
+
+    def _retrieve(
+        self, queries: list[Query], tie_seed: int | None
+    ) -> tuple[Recommendations, list[tuple[np.ndarray, int]]]:
+        """The retriever's top ``candidates`` per query, and each row's ``(liked history, user index)``."""
+        assert self.retriever is not None
+        data, width = self.data, self.config.candidates
+        idx = np.full((len(queries), width), -1, dtype=np.int64)
+        vals = np.full((len(queries), width), -np.inf)
+        histories: list[tuple[np.ndarray, int]] = []
+        for start in range(0, len(queries), _CHUNK):
+            chunk = queries[start : start + _CHUNK]
+            uidx = data.user_vocab.index([q.user if q.user is not None else "" for q in chunk], missing="negative")
+            uidx[[q.user is None for q in chunk]] = -1
+            folded = [self._folded(q, int(u)) if q.folds_in else None for q, u in zip(chunk, uidx, strict=True)]
+            scores = self._scores(chunk, uidx, folded)
+            blocked, allowed = self._mask(chunk, uidx, folded)
+            mask_scores(scores, blocked=blocked, allowed=allowed)
+            idx[start : start + len(chunk)], vals[start : start + len(chunk)] = top_k(scores, width, tie_seed)
+            for q, u in zip(chunk, uidx, strict=True):
+                liked = self.history(int(u)) if not q.folds_in else self._history_idx(self._history, q, int(u))
+                histories.append((liked, int(u)))
+        labels = np.array([q.label for q in queries], dtype=object)
+        return Recommendations(labels, data.item_vocab.ids_of(idx), vals, idx), histories
+
+    def _folded(self, query: Query, user_idx: int) -> np.ndarray:
+        """The history folded into the retriever for a query: the fitted one, minus dislikes, plus new likes.
+
+        Folding in a fitted user's whole fitted history reproduces their fitted list, so news changes the list
+        only by what it adds or removes (their liked-only history would reshuffle half of it).
+        """
+        return self._history_idx(self._fitted_history, query, user_idx)
+
+    def _history_idx(self, histories: list[np.ndarray], query: Query, user_idx: int) -> np.ndarray:
+        """A user's history from ``histories`` without ``query.disliked``, then ``query.liked`` (indices)."""
+        vocab = self.data.item_vocab
+        own = histories[user_idx] if 0 <= user_idx < len(histories) else np.zeros(0, dtype=np.int64)
+        fresh = vocab.known(query.liked)
+        out = np.array(list(dict.fromkeys(np.concatenate([own, fresh]).tolist())), dtype=np.int64)
+        if query.disliked:
+            out = out[~np.isin(out, vocab.known(query.disliked))]
+        return out
+
+    def _scores(self, queries: list[Query], uidx: np.ndarray, folded: list[np.ndarray | None]) -> np.ndarray:
+        """All-item retriever scores per query: fitted users directly, the rest by folding their history in."""
+        assert self.retriever is not None
+        n_items = self.data.n_items
+        out = np.empty((len(queries), n_items))
+        plain = [row for row, f in enumerate(folded) if f is None]
+        if plain:
+            out[plain] = self.retriever.score([queries[row].user for row in plain])  # unknown: the fallback
+        news = [row for row, f in enumerate(folded) if f is not None]
+        if news:
+            out[news] = self.retriever.score_histories([folded[row] for row in news])  # type: ignore[misc]
+        for row, q in enumerate(queries):
+            if q.text_scores is None:
+                continue
+            if q.text_scores.shape != (n_items,):
+                raise ConfigError(
+                    f"text_scores must have one score per catalogue item ({n_items}), got {q.text_scores.shape[0]}",
+                    field="text_scores",
+                    fix="score every item of the fitted catalogue, in index order",
+                )
+            w = q.text_weight if len(folded[row]) else 1.0  # type: ignore[arg-type]  # cold: the words decide
+            out[row] = (1.0 - w) * _standardise(out[row]) + w * _standardise(q.text_scores)
+        return out
+
+    def _mask(
+        self, queries: list[Query], uidx: np.ndarray, folded: list[np.ndarray | None]
+    ) -> tuple[sp.csr_matrix, np.ndarray | None]:
+        """Per row: the items never to recommend (sparse) and the allowed items (``None`` = every item)."""
+        vocab, n_items = self.data.item_vocab, self.data.n_items
+        seen = self.data.matrix("binary")
+        rows: list[np.ndarray] = []
+        for q, u, f in zip(queries, uidx, folded, strict=True):
+            parts = [vocab.known(q.exclude), vocab.known(q.disliked)]
+            if q.exclude_seen:  # the fitted items, and a folded history (which holds them and the new likes)
+                parts.append(seen[u].indices if u >= 0 else np.zeros(0, dtype=np.int64))
+                parts.append(f if f is not None else np.zeros(0, dtype=np.int64))
+            rows.append(np.unique(np.concatenate(parts)).astype(np.int64))
+        indptr = np.r_[0, np.cumsum([len(r) for r in rows])]
+        cols = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+        blocked = sp.csr_matrix((np.ones(len(cols)), cols, indptr), shape=(len(queries), n_items))
+        if all(q.candidates is None for q in queries):
+            return blocked, None
+        allowed = np.ones((len(queries), n_items), dtype=bool)
+        masks: dict[tuple[str, ...], np.ndarray] = {}
+        for row, q in enumerate(queries):
+            if q.candidates is not None:
+                if q.candidates not in masks:
+                    masks[q.candidates] = vocab.mask(q.candidates)
+                allowed[row] = masks[q.candidates]
+        return blocked, allowed
 
     def _lm_scores(
         self, retrieved: Recommendations, histories: Sequence[tuple[np.ndarray, int]], show_progress: bool = False
@@ -433,109 +578,23 @@ class Pipeline:
             )
         return lm_scores
 
-    def recommend_history(
-        self,
-        history: Sequence[object],
-        k: int = 10,
-        *,
-        exclude: Iterable[object] = (),
-        candidates: Iterable[object] | None = None,
-        query_scores: np.ndarray | None = None,
-        query_weight: float = 0.5,
-        rerank: bool | None = None,
-        label: str = "session",
-        lm_history: Sequence[object] | None = None,
-    ) -> Recommendations:
-        """Top-``k`` for someone known by the items they liked, not (or not only) by the fitted data.
+    def liked_history(self, query: Query) -> list[str]:
+        """The items the language model and the explanations see for a query (external ids, oldest first).
 
-        A chat session's liked items, or a user's feedback since the last fit, change the answer at once: the
-        retriever folds the history into its fitted parameters (:meth:`Scorer.score_histories`), and the language
-        model sees the history's titles. Everything else is as :meth:`recommend` does it.
-
-        Args:
-            history: External item ids the person liked, oldest first (unknown ids are ignored; empty = cold).
-            k: List length.
-            exclude: External item ids never to recommend (the history is always excluded).
-            candidates: Restrict to these external item ids (e.g. those meeting a conversation's constraints).
-            query_scores: Optional ``(n_items,)`` scores of what the person asked for in words (e.g. text search
-                similarity); standardised and mixed with the retriever's standardised scores.
-            query_weight: The query's share in that mix (0..1).
-            rerank: Override whether the language model reranks (``None`` = as configured).
-            label: The user id the returned :class:`Recommendations` carries.
-            lm_history: The liked items the language model sees (``history`` when ``None``); e.g. the retriever
-                gets :meth:`fitted_history` and the language model :meth:`liked_history`.
-
+        A known user's liked history from the fitted data, without ``query.disliked``, then ``query.liked``. An
+        unknown or anonymous user starts empty.
         """
-        if self.retriever is None:
-            raise NotFittedError("the pipeline is not fitted: call fit(data) first")
-        self._check_k(k)
-        vocab = self.data.item_vocab
-        hidx = vocab.index(list(history), missing="negative")
-        hidx = hidx[hidx >= 0].astype(np.int64)
-        scores = self.retriever.score_histories([hidx])[0]
-        if query_scores is not None:
-            if query_scores.shape != scores.shape:
-                raise ConfigError(f"query_scores must have shape ({self.data.n_items},), got {query_scores.shape}")
-            if not 0.0 <= query_weight <= 1.0:
-                raise ConfigError(f"query_weight must be within 0..1, got {query_weight}")
-            w = query_weight if len(hidx) else 1.0  # a cold history has nothing to say: the query decides
-            scores = (1.0 - w) * _standardise(scores) + w * _standardise(query_scores)
-        blocked = np.zeros(self.data.n_items, dtype=bool)
-        blocked[hidx] = True
-        gone = vocab.index(list(exclude), missing="negative")
-        blocked[gone[gone >= 0]] = True
-        if candidates is not None:
-            allowed = vocab.index(list(candidates), missing="negative")
-            keep = np.zeros(self.data.n_items, dtype=bool)
-            keep[allowed[allowed >= 0]] = True
-            blocked |= ~keep
-        scores = np.where(blocked, -np.inf, scores)[None, :]
-        idx, vals = top_k(scores, self.config.candidates)
-        retrieved = Recommendations(np.array([label], dtype=object), vocab.ids_of(idx), vals, idx)
-        use_lm = self.config.rerank is not None if rerank is None else rerank
-        if not use_lm:
-            return RerankedBatch(retrieved, None).final(k, 0.0)
-        if lm_history is not None:
-            hidx = vocab.index(list(lm_history), missing="negative")
-            hidx = hidx[hidx >= 0].astype(np.int64)
-        batch = RerankedBatch(retrieved, self._lm_scores(retrieved, [(hidx, -1)]))
-        return batch.final(k, self.config.rerank.weight if self.config.rerank is not None else 0.0)
-
-    def recommend(
-        self,
-        users: Sequence[object] | np.ndarray,
-        k: int = 10,
-        exclude_seen: bool = True,
-        candidates: Sequence[object] | np.ndarray | None = None,
-        *,
-        rerank: bool | None = None,
-        show_progress: bool = False,
-    ) -> Recommendations:
-        """Top-``k`` items per user (external ids in and out), reranked by the language model when configured.
-
-        Args:
-            users: External user ids (unknown users get the retriever's fallback, popularity).
-            k: List length; at most ``config.candidates`` items come out when reranking.
-            exclude_seen: Leave out items the user interacted with in the fitted data.
-            candidates: Restrict to these external item ids.
-            rerank: Override whether the language model reranks (``None`` = as configured).
-            show_progress: A progress bar over users while reranking.
-
-        """
-        if self.retriever is None:
-            raise NotFittedError("the pipeline is not fitted: call fit(data) first")
-        self._check_k(k)
-        batch = self.rerank_scores(users, exclude_seen, candidates, rerank=rerank, show_progress=show_progress)
-        weight = self.config.rerank.weight if self.config.rerank is not None else 0.0
-        return batch.final(k, weight)
+        uidx = -1 if query.user is None else int(self.data.user_vocab.index([query.user], missing="negative")[0])
+        return [str(i) for i in self.data.item_vocab.ids_of(self._history_idx(self._history, query, uidx))]
 
     def _check_k(self, k: int) -> None:
         if k < 1:
-            raise ConfigError(f"k must be >= 1, got {k}")
+            raise ConfigError(f"k must be >= 1, got {k}", field="k", fix="ask for at least one item")
         if k > self.config.candidates:
             raise ConfigError(
-                f"k={k} is more than the {self.config.candidates} candidates the retriever hands on: "
-                "raise config.candidates"
+                f"k={k} is more than the {self.config.candidates} candidates the retriever hands on",
+                field="k",
+                fix="raise config.candidates, or ask for fewer items",
             )
 
     # -- explanations -------------------------------------------------------------------------------------------
@@ -559,6 +618,39 @@ class Pipeline:
     def stream_explanation(self, user: object, item_id: object) -> ExplanationStream:
         """One explanation as text pieces, released sentence by sentence once each passed the check."""
         return self.explainer.stream(user, item_id)
+
+
+def _tagged_union(
+    title: str,
+    description: str,
+    tag: str,
+    variants: Mapping[str, Mapping[str, type[BaseModel] | JsonSchemaValue]],
+    default: str,
+    handler: GetJsonSchemaHandler,
+) -> JsonSchemaValue:
+    """A JSON schema ``oneOf`` with one object per ``tag`` value, each field typed by its real config class.
+
+    ``variants`` maps each tag value to its fields, each a config class or a ready JSON schema.
+
+    The specs keep plain dicts as fields (so ``RetrieverSpec(name="ease", config={...})`` stays easy to write) and
+    check them against the config classes at validation; this makes the schema say the same, for editors,
+    generated clients and the documentation.
+    """
+    one_of = []
+    for value, fields in variants.items():
+        properties: dict[str, Any] = {tag: {"const": value}}
+        for field, model in fields.items():
+            properties[field] = model if isinstance(model, dict) else handler(model.__pydantic_core_schema__)
+        one_of.append(
+            {
+                "type": "object",
+                "title": f"{title} ({value})",
+                "properties": properties,
+                "required": [] if value == default else [tag],
+                "additionalProperties": False,
+            }
+        )
+    return {"title": title, "description": description.strip().splitlines()[0], "oneOf": one_of}
 
 
 def saved_pipeline_info(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from llmrec.data.redial import Dialogue, load_redial, load_redial_mapping
 from llmrec.eval.crs import CRSSample, build_samples, dialogue_states, evaluate_ranker, recall_at, render_message
 from llmrec.llm.explain import Catalogue
 from llmrec.pipeline import Pipeline, PipelineConfig, RetrieverSpec
+from llmrec.query import Query
 from required import skip_or_fail
 
 
@@ -76,8 +77,8 @@ def test_exclusion_never_ranks_a_mentioned_item_and_recall_is_a_share(
     returned: list[tuple[CRSSample, bool, list[str]]] = []
 
     def ranker(sample: CRSSample, exclude: bool) -> list[str]:
-        history = list(sample.context_items)
-        recs = pipeline.recommend_history(history, 50, exclude=history if exclude else (), rerank=False)
+        query = Query(liked=tuple(sample.context_items), exclude_seen=exclude)
+        recs = pipeline.recommend([query], 50, rerank=False)
         items = [str(i) for i in recs.items[0]]
         returned.append((sample, exclude, items))
         return items

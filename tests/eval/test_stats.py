@@ -136,7 +136,7 @@ def test_results_record_their_provenance(seeded: EvalResults, tmp_path: Path) ->
 def test_cli_evaluate_with_seeds_and_a_reference(ml_sample: Dataset, tmp_path: Path, monkeypatch) -> None:
     from llmrec import cli
 
-    monkeypatch.setattr("llmrec.data.registry.load_named", lambda name, db=None: ml_sample)
+    monkeypatch.setattr("llmrec.data.registry.load_named", lambda name, db=None, **_: ml_sample)
     out = tmp_path / "r.json"
     args = ["evaluate", "--models", "ease,als", "--seeds", "2", "--compare-to", "ease", "--no-tune", "--out", str(out)]
     result = CliRunner().invoke(cli.app, args)

@@ -268,3 +268,23 @@ def test_unknown_users_get_popular_items_and_unfitted_models_say_so(
         GenerativeRetriever(lm).recommend(["1"])
     with pytest.raises(ConfigError):
         GenerativeRetriever(lm, num_beams=0)
+
+
+def test_genret_is_a_registered_retriever_a_pipeline_serves_and_saves(
+    titles: GenerativeRetriever, title_recs: Any, small: Dataset, users: list[str], tmp_path: Path
+) -> None:
+    from llmrec.pipeline import Pipeline, PipelineConfig, RetrieverSpec
+    from llmrec.query import Query
+
+    spec = RetrieverSpec(name="genret", config={"num_beams": K, "width": K, "history": 5})
+    pipe = Pipeline(PipelineConfig(retriever=spec, rerank=None, candidates=K)).fit(small)
+    # The same generation as the retriever used directly: the generated items come first, best first.
+    recs = pipe.recommend(users, k=K)
+    np.testing.assert_array_equal(recs.item_idx, title_recs.item_idx)
+    # A history it never saw is generated from too, and nothing of it comes back.
+    history = tuple(small.item_vocab.ids[:3])
+    folded = pipe.recommend([Query(liked=history)], k=K)
+    assert (folded.item_idx[0] >= 0).all() and not set(folded.items[0]) & set(history)
+    # Saved and loaded without a refit, it generates the same lists.
+    loaded = Pipeline.load(pipe.save(tmp_path / "genret"))
+    np.testing.assert_array_equal(loaded.recommend(users, k=K).item_idx, recs.item_idx)

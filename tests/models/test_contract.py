@@ -14,10 +14,17 @@ from llmrec.data.dataset import Dataset
 from llmrec.errors import ConfigError, NotFittedError
 from llmrec.models import SCORERS, Scorer, TrainOptions, available_scorers, get_scorer, top_k
 
-NAMES = available_scorers()
+# A scorer whose every call runs a language model is part of the contract, in the slow lane (make test-fast).
+NEEDS_LM = {"genret"}
+NAMES = [pytest.param(n, marks=pytest.mark.slow) if n in NEEDS_LM else n for n in available_scorers()]
 
 # The contract is about shapes and edge behaviour, not quality: train the slow models for a few epochs only.
-FAST: dict[str, dict[str, object]] = {"sasrec": {"max_epochs": 2}, "bert4rec": {"max_epochs": 2}}
+FAST: dict[str, dict[str, object]] = {
+    "sasrec": {"max_epochs": 2},
+    "bert4rec": {"max_epochs": 2},
+    # The language model generates every list: few beams, short identifiers, a short prompt.
+    "genret": {"num_beams": 2, "width": 2, "history": 2, "max_title_chars": 12},
+}
 
 
 def make(name: str) -> Scorer:

@@ -8,6 +8,7 @@ from api_support import ADMIN, Api
 
 from llmrec.models.base import TrainOptions
 from llmrec.pipeline import Pipeline, PipelineConfig, RetrieverSpec
+from llmrec.query import Query
 
 
 def _ids(response: object) -> list[str]:
@@ -97,8 +98,8 @@ def test_feedback_is_reflected_by_the_very_next_list(api: Api) -> None:
     assert set(before[:4]).isdisjoint(_ids_of(after)) and after["excluded_recent"] == before[:4]
     # The two liked items are folded into the user's history: the rest of the list re-ranks around them.
     pipe = api.service.pipeline("ease")
-    history = pipe.fitted_history(user, liked=before[2:4])
-    expected = pipe.recommend_history(history, 10, exclude=before[:4] + pipe.seen(user)).items[0].tolist()
+    news = Query(user=user, liked=tuple(before[2:4]), disliked=(before[0],), exclude=tuple(before[:4]))
+    expected = pipe.recommend([news], 10).items[0].tolist()
     assert _ids_of(after) == expected and _ids_of(after) != before[4:] + _ids_of(after)[6:]
     stored = client.get(f"/v1/users/{user}/interactions", params={"since": 1_600_000_000}, headers=key).json()
     events = {(i["item_id"], i["event"], i["value"]) for i in stored["interactions"]}

@@ -18,6 +18,7 @@ reflects it; for a session that belongs to a user it is also stored as an intera
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,6 +34,9 @@ from llmrec.chat.state import DialogueState, StateUpdate
 from llmrec.errors import ConfigError, UnknownIdError
 from llmrec.feedback import DEFAULT_RATING_RANGE, FeedbackKind, Taste, polarity, validate_feedback
 from llmrec.llm.explain import Catalogue, Explainer
+from llmrec.privacy.at_rest import TextProtection
+from llmrec.query import Query, RecommendedItem
+from llmrec.text.pii import PiiKind
 
 if TYPE_CHECKING:
     from llmrec.data.store import Store
@@ -60,6 +64,10 @@ FIXED_ANSWERS: dict[str, str] = {
 }
 """Intents answered without recommending (a reset also clears the state)."""
 
+# The scrubber's placeholders ([EMAIL], [NATIONAL_ID]...): left out of what the parser reads, so they never become
+# search words or titles.
+_PLACEHOLDER = re.compile(r"\[(?:" + "|".join(k.value.upper() for k in PiiKind) + r")\]")
+
 
 class ChatConfig(BaseModel):
     """Settings of the conversational recommender.
@@ -80,31 +88,6 @@ class ChatConfig(BaseModel):
     query_weight: float = Field(default=0.5, ge=0.0, le=1.0)
     explain_with_lm: bool = False
     item_noun: str = "movie"
-
-
-@dataclass(frozen=True)
-class RecommendedItem:
-    """One recommended item with its grounded reason.
-
-    Attributes:
-        item_id: External item id.
-        title: Display title.
-        year: Release year, when known.
-        genres: Genres, when known.
-        reason: A short explanation, grounded in the catalogue and the conversation.
-        score: The pipeline's final score.
-    """
-
-    item_id: str
-    title: str
-    year: int | None
-    genres: tuple[str, ...]
-    reason: str
-    score: float
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready fields (genres as a list)."""
-        return {**self.__dict__, "genres": list(self.genres)}
 
 
 @dataclass(frozen=True)
@@ -156,6 +139,8 @@ class ConversationalRecommender:
             server passes its own check, so users created after the fit can chat too (cold, from their session).
         recent: A user's interactions since the fit (a server reads them from its store): liked ones join the
             history, disliked ones leave it, and none of them is recommended again.
+        protection: How messages are stored (scrubbed; raw text encrypted when kept); ``store.protection`` when a
+            store is given, else scrub only.
     """
 
     def __init__(
@@ -170,8 +155,12 @@ class ConversationalRecommender:
         user_exists: Callable[[str], bool] | None = None,
         recent: Callable[[str], Taste] | None = None,
         rating_range: tuple[float, float] = DEFAULT_RATING_RANGE,
+        protection: TextProtection | None = None,
     ) -> None:
         self.pipeline = pipeline
+        if protection is None:
+            protection = store.protection if store is not None else TextProtection()
+        self.protection = protection
         self.data = pipeline.data
         self.sessions: SessionStore = sessions or MemorySessionStore()
         self.store = store
@@ -265,16 +254,20 @@ class ConversationalRecommender:
         if not text or not text.strip():
             raise ConfigError("the message is empty. Fix: say what you'd like, e.g. 'something funny from the 90s'")
         session = self.sessions.load(session_id)
-        text = text[:2000]
+        # PII is scrubbed from the message as typed, before parsing splits it into words, so no part of an e-mail
+        # address or a street address can become a title, a genre or a search query; only the scrubbed text is
+        # stored (the raw one only encrypted, when the deployment keeps it).
+        stored = self.protection.protect(text)
+        text = stored.text[:2000]
         state = session.state
         parsed = parse_turn(
-            text,
+            _PLACEHOLDER.sub(" ", text),
             self.catalogue,
             recommended=frozenset(state.recommended),
             popularity=self._popularity,
             newest_year=self._newest,
         )
-        session.turns.append(Turn(role="user", text=text))
+        session.turns.append(Turn(role="user", text=text, raw=stored.raw))
         fixed = FIXED_ANSWERS.get(parsed.intent)
         answer = fixed.format(noun=self.config.item_noun) if fixed else None
         if parsed.intent != "reset" and answer is not None:  # declined or greeted: the state stays as it was
@@ -346,46 +339,57 @@ class ConversationalRecommender:
         )
         return None if keep is None else [str(i) for i in self.catalogue.item_ids[keep]]
 
-    def recommend(self, user_id: str | None, state: DialogueState) -> list[RecommendedItem]:
-        """Items for this state (and user, when known), best first, each with a grounded reason."""
+    def query(self, user_id: str | None, state: DialogueState) -> Query | None:
+        """The pipeline query of a conversation's state (``None`` when its constraints leave no item).
+
+        The session's liked items (plus, for a user, what they liked elsewhere since the last fit) are folded into
+        the user's fitted history; disliked, seen, rejected and already shown items are left out; the hard
+        constraints choose the candidates; a described wish becomes text-search scores.
+        """
         liked, disliked, exclude = list(state.liked), list(state.disliked), state.excluded()
         if user_id is not None:
             # What the user did outside this conversation since the last fit (the page's list, the API) counts too.
             taste = self._recent(user_id) if self._recent is not None else Taste()
             liked, disliked = taste.liked + liked, taste.disliked + disliked
-            exclude = exclude + taste.touched + self.pipeline.seen(user_id)
-        history = self.pipeline.liked_history(user_id, liked, disliked)
+            exclude = exclude + taste.touched
         allowed = self.allowed(state)
         if allowed is not None and not allowed:
+            return None
+        text = self.searcher.text_scores(state.query) if state.query and self.searcher is not None else None
+        return Query(
+            user=user_id,
+            liked=tuple(liked),
+            disliked=tuple(disliked),
+            exclude=tuple(exclude),
+            candidates=None if allowed is None else tuple(allowed),
+            text_scores=text,
+            text_weight=self.config.query_weight,
+        )
+
+    def recommend(self, user_id: str | None, state: DialogueState) -> list[RecommendedItem]:
+        """Items for this state (and user, when known), best first, each with a grounded reason."""
+        query = self.query(user_id, state)
+        if query is None:
             return []
-        query = None
-        if state.query and self.searcher is not None:
-            query = self.searcher.text_scores(state.query)
         use_lm = self.config.rerank and self.pipeline.config.rerank is not None
         k = min(self.config.k, self.pipeline.config.candidates)
-        recs = self.pipeline.recommend_history(
-            self.pipeline.fitted_history(user_id, liked, disliked),
-            k,
-            exclude=exclude,
-            candidates=allowed,
-            query_scores=query,
-            query_weight=self.config.query_weight,
-            rerank=use_lm,
-            lm_history=history,
-        )
+        recs = self.pipeline.recommend([query], k, rerank=use_lm)
+        history = self.pipeline.liked_history(query)
         out = []
-        for idx, item_id, score in zip(recs.item_idx[0], recs.items[0], recs.scores[0], strict=True):
+        for rank, (idx, item_id, score) in enumerate(
+            zip(recs.item_idx[0], recs.items[0], recs.scores[0], strict=True), 1
+        ):
             if idx < 0:
                 continue
-            reason = self.explainer.explain(history, item_id).text
             out.append(
                 RecommendedItem(
                     item_id=str(item_id),
+                    rank=rank,
+                    score=float(score),
                     title=self.catalogue.title(int(idx)) or str(item_id),
                     year=self.catalogue.year(int(idx)),
                     genres=self.catalogue.genres(int(idx)),
-                    reason=reason,
-                    score=float(score),
+                    explanation=self.explainer.explain(history, item_id),
                 )
             )
         return out

@@ -32,8 +32,10 @@ class Turn(BaseModel):
 
     Attributes:
         role: ``user`` or ``assistant``.
-        text: What was said.
+        text: What was said; a user's message PII-scrubbed (see :mod:`llmrec.privacy`).
         items: Item ids the assistant recommended in this turn (empty for user turns).
+        raw: The message as typed, Fernet-encrypted, only when the deployment keeps raw text and the scrubber
+            changed it; never shown by the API (only in the user's export).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -41,6 +43,7 @@ class Turn(BaseModel):
     role: str
     text: str
     items: list[str] = Field(default_factory=list)
+    raw: str | None = None
 
 
 class ChatSession(BaseModel):

@@ -74,6 +74,19 @@ class Vocabulary:
             )
         return idx
 
+    def known(self, ext_ids: Sequence[object] | np.ndarray) -> np.ndarray:
+        """Dense indices of those ``ext_ids`` that are known (unknown ones are dropped, order kept)."""
+        if len(ext_ids) == 0:
+            return np.zeros(0, dtype=np.int64)
+        idx = self.index(ext_ids, missing="negative")
+        return idx[idx >= 0]
+
+    def mask(self, ext_ids: Sequence[object] | np.ndarray) -> np.ndarray:
+        """Boolean ``(len(self),)``: True at the index of every known id of ``ext_ids`` (unknown ones are ignored)."""
+        out = np.zeros(len(self), dtype=bool)
+        out[self.known(ext_ids)] = True
+        return out
+
     def id(self, idx: int) -> str:
         """External id at dense index ``idx``."""
         return str(self._index[idx])

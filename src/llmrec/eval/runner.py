@@ -1,7 +1,9 @@
 """Evaluation runner: split by time, tune on validation, fit on train + validation, score the test targets.
 
-The runner uses only the public Scorer API (``fit`` and ``recommend``), the same path the CLI uses, so the
-numbers it reports are the numbers users get. Every fit is checked against the split's leakage guard first.
+The runner fits scorers through the public Scorer API and ranks through :meth:`llmrec.pipeline.Pipeline.recommend`,
+the path the chat, the HTTP API and the CLI use, so the numbers it reports are the numbers users get (the timeline
+protocol measures the fold-in of news after the fit that the service uses). Every fit is checked against the
+split's leakage guard first.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from llmrec.eval.compare import compare_results
 from llmrec.eval.metrics import ACCURACY_METRICS, MetricParts, item_features, metric_parts
 from llmrec.eval.results import EvalResults, ModelResult
 from llmrec.eval.stats import metric_intervals, seed_mean
-from llmrec.models.base import Scorer, TrainOptions, top_k
+from llmrec.models.base import Scorer, TrainOptions
 from llmrec.models.registry import SCORERS, get_scorer, tuning_configs
+from llmrec.query import Query
 
 if TYPE_CHECKING:
     from llmrec.llm.base import LanguageModel
@@ -125,24 +128,30 @@ class _Stage:
         cold = split.cold_items(stage)
         self.candidates = None if cold is None else targets.item_vocab.ids[cold]
 
-    def rank(self, scorer: Scorer, k: int, seed: int) -> np.ndarray:
-        """Top-``k`` dense item indices of every row (exclude-seen, within the stage's candidates)."""
+    def queries(self) -> list[Query]:
+        """One :class:`~llmrec.query.Query` per row, as the served path would ask it.
+
+        Leave-last-out and cold-items rows are fitted users as they were fitted (exclude-seen, within the stage's
+        candidates). A timeline row is someone known by their history up to the target event: it is folded into
+        the fitted model without a refit, exactly as the service folds in a user's feedback since the last fit.
+        """
+        fit = self.fit
+        candidates = None if self.candidates is None else tuple(str(i) for i in self.candidates)
         if self.histories is None:
-            # Under cold-items every candidate is new to the fit data, so a model that learns from interactions
-            # alone (popular) scores them all alike; breaking those ties by catalogue order would credit it with
-            # the order of the item ids (in MovieLens the low ids are the most-watched films): break them at random.
-            tie_seed = None if self.candidates is None else seed
-            return scorer.recommend(
-                self.user_ids, k=k, exclude_seen=True, candidates=self.candidates, tie_seed=tie_seed
-            ).item_idx
-        out = np.empty((len(self.histories), k), dtype=np.int64)
-        for start in range(0, len(self.histories), 512):
-            chunk = self.histories[start : start + 512]
-            scores = scorer.score_histories(chunk)
-            rows = np.repeat(np.arange(len(chunk)), [len(h) for h in chunk])
-            scores[rows, np.concatenate(chunk)] = -np.inf
-            out[start : start + len(chunk)] = top_k(scores, k)[0]
-        return out
+            return [Query(user=str(u), candidates=candidates) for u in self.user_ids]
+        ids = fit.item_vocab.ids
+        return [Query(liked=tuple(ids[h]), candidates=candidates) for h in self.histories]
+
+    def rank(self, scorer: Scorer, k: int, seed: int) -> np.ndarray:
+        """Top-``k`` dense item indices of every row, through :meth:`Pipeline.recommend` (the served path)."""
+        from llmrec.pipeline import Pipeline
+
+        # Under cold-items every candidate is new to the fit data, so a model that learns from interactions alone
+        # (popular) scores them all alike; breaking those ties by catalogue order would credit it with the order
+        # of the item ids (in MovieLens the low ids are the most-watched films): break them at random.
+        tie_seed = None if self.candidates is None else seed
+        pipe = Pipeline.around(scorer, candidates=k)
+        return pipe.recommend(self.queries(), k, tie_seed=tie_seed).item_idx
 
 
 @contextmanager
@@ -364,12 +373,6 @@ def evaluate_pipeline(
 
     if config.rerank is None:
         raise ConfigError("evaluate_pipeline needs a pipeline with a rerank stage (config.rerank)")
-    if protocol == "timeline":
-        raise ConfigError(
-            "the timeline protocol scores folded-in histories, which the pipeline's rerank does not take yet",
-            field="protocol",
-            fix="evaluate pipelines under leave-last-out",
-        )
     options = options or TrainOptions()
     split = make_split(data, protocol)
     features = item_features(data)
@@ -388,9 +391,8 @@ def evaluate_pipeline(
         with _timer() as fit_t:
             pipe.fit(targets.fit, options)
         with _timer() as rec_t:
-            batch = pipe.rerank_scores(
-                targets.user_ids[rows], candidates=targets.candidates, show_progress=options.show_progress
-            )
+            queries = targets.queries()
+            batch = pipe.rerank_scores([queries[r] for r in rows], show_progress=options.show_progress)
         return batch, targets, rows, fit_t[0], rec_t[0]
 
     def metrics_of(batch: Any, targets: _Stage, rows: np.ndarray, weight: float) -> tuple[MetricParts, Any]:

@@ -44,6 +44,7 @@ __all__ = [
     "LocalLMConfig",
     "TextScores",
     "clear_loaded_models",
+    "clear_prompt_caches",
     "end_of_turn_id",
     "load_trainable",
     "packaged_gguf_path",
@@ -232,6 +233,22 @@ def clear_loaded_models() -> None:
     """Forget every model loaded in this process (the next call loads again; for benchmarks and tests)."""
     with _LOAD_LOCK:
         _LOADED.clear()
+
+
+def clear_prompt_caches() -> int:
+    """Drop the kept prompt caches of every loaded model; returns how many were dropped.
+
+    A kept prompt holds a person's history as the model read it, so a user's deletion clears them (the next
+    prompt is computed again: a cost in time only).
+    """
+    with _LOAD_LOCK:
+        loaded = list(_LOADED.values())
+    dropped = 0
+    for entry in loaded:
+        with entry.lock:
+            dropped += len(entry.prompt_cache)
+            entry.prompt_cache.clear()
+    return dropped
 
 
 def _require_lm_extra() -> None:

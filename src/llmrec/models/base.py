@@ -41,7 +41,7 @@ from llmrec.data.artifacts import (
 from llmrec.data.dataset import Dataset
 from llmrec.errors import ArtifactError, ConfigError, NotFittedError
 
-__all__ = ["Recommendations", "Scorer", "ScorerConfig", "TrainOptions", "top_k"]
+__all__ = ["Recommendations", "Scorer", "ScorerConfig", "TrainOptions", "mask_scores", "top_k"]
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +158,30 @@ def top_k(scores: np.ndarray, k: int, tie_seed: int | None = None) -> tuple[np.n
     idx = np.take_along_axis(part, order, axis=1)
     vals = np.take_along_axis(vals, order, axis=1)
     return _padded(np.where(np.isfinite(vals), idx, -1), vals, k)
+
+
+def mask_scores(
+    scores: np.ndarray, *, blocked: sp.csr_matrix | None = None, allowed: np.ndarray | None = None
+) -> np.ndarray:
+    """Set to -inf, in place, the score of every item a row may not recommend; return ``scores``.
+
+    This is the one candidate mask of llmrec: :meth:`Scorer.recommend` and
+    :meth:`llmrec.pipeline.Pipeline.recommend` both rank through it, so an excluded item can never come back on
+    one path and not the other.
+
+    Args:
+        scores: ``(rows, n_items)`` scores.
+        blocked: ``(rows, n_items)`` sparse; a stored non-zero entry means never (seen, disliked, excluded).
+        allowed: Boolean ``(n_items,)`` shared by every row, or ``(rows, n_items)``: only these may be recommended.
+
+    """
+    if allowed is not None:
+        scores[~np.broadcast_to(allowed, scores.shape)] = -np.inf
+    if blocked is not None:
+        coo = sp.coo_matrix(blocked)
+        hit = coo.data != 0
+        scores[coo.row[hit], coo.col[hit]] = -np.inf
+    return scores
 
 
 def _padded(idx: np.ndarray, vals: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -527,14 +551,10 @@ class Scorer(ABC):
         users_arr = np.array([str(u) for u in users], dtype=object)
         uidx = self.data.user_vocab.index(users_arr, missing="negative")
         scores = self._score_idx(uidx)
-        if candidates is not None:
-            cidx = self.data.item_vocab.index(candidates, missing="negative")
-            allowed = np.zeros(self.data.n_items, dtype=bool)
-            allowed[cidx[cidx >= 0]] = True
-            scores[:, ~allowed] = -np.inf
-        if exclude_seen:
-            known = np.flatnonzero(uidx >= 0)
-            seen = self._seen[uidx[known]].tocoo()
-            scores[known[seen.row], seen.col] = -np.inf
+        allowed = None if candidates is None else self.data.item_vocab.mask(candidates)
+        blocked = None
+        if exclude_seen:  # unknown users have seen nothing
+            blocked = sp.csr_matrix(sp.diags((uidx >= 0).astype(np.float64)) @ self._seen[np.maximum(uidx, 0)])
+        mask_scores(scores, blocked=blocked, allowed=allowed)
         idx, vals = top_k(scores, k, tie_seed=tie_seed)
         return Recommendations(users_arr, self.data.item_vocab.ids_of(idx), vals, idx)

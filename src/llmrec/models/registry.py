@@ -17,6 +17,7 @@ from llmrec.models.bert4rec import BERT4Rec
 from llmrec.models.content import Content
 from llmrec.models.ease import EASE
 from llmrec.models.fusion import Fusion
+from llmrec.models.genret import GenRet
 from llmrec.models.itemknn import ItemKNN
 from llmrec.models.mf import ALS, BPR
 from llmrec.models.popular import Popular
@@ -35,6 +36,7 @@ SCORERS: dict[str, type[Scorer]] = {
     "sasrec": SASRec,
     "bert4rec": BERT4Rec,
     "fusion": Fusion,
+    "genret": GenRet,
 }
 
 

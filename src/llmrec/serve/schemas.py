@@ -248,7 +248,11 @@ class InteractionIn(_In):
     timestamp: Timestamp | DateTimeText = Field(
         description="Seconds since 1970-01-01, or an ISO-8601 date/time (UTC when it names no zone)."
     )
-    value: Number | None = Field(default=None, description="A rating or weight; 1 when left out.")
+    value: Number | None = Field(
+        default=None,
+        description="A rating within the served rating range; 1 when left out. Feedback events (`thumbs_up`, "
+        "`rating`...) follow the feedback route's rules.",
+    )
 
     def seconds(self) -> int:
         """The timestamp as seconds since the epoch (a date/time without a zone is read as UTC)."""

@@ -23,11 +23,12 @@ feedback) and explanations from
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -37,18 +38,18 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from llmrec.data.dataset import Dataset
 from llmrec.data.filters import ItemFilters
-from llmrec.data.store import IngestReport, ItemRecord, Page, Store, UserRecord
+from llmrec.data.store import AuditRecord, ForgetReport, IngestReport, ItemRecord, Page, Store, UserRecord
 from llmrec.errors import ConfigError, ConflictError, UnknownIdError
 from llmrec.feedback import FeedbackKind, Taste, taste_of, validate_feedback
 from llmrec.models.base import TrainOptions
 from llmrec.pipeline import Pipeline, RetrieverSpec
+from llmrec.query import Query, RecommendedItem
 from llmrec.serve.config import ServeConfig
 
 if TYPE_CHECKING:
     from llmrec.chat import ConversationalRecommender
     from llmrec.llm.base import LanguageModel
     from llmrec.llm.explain import Explanation
-    from llmrec.models.base import Recommendations
     from llmrec.models.content import Content
 
 __all__ = [
@@ -109,18 +110,6 @@ class RecommendationOptions(BaseModel):
     exclude_genres: list[str] = Field(default_factory=list, max_length=100)
     year_min: _Year | None = None
     year_max: _Year | None = None
-
-
-@dataclass(frozen=True)
-class RecommendedItem:
-    """One recommended item, with what a page needs to show it."""
-
-    item_id: str
-    rank: int
-    score: float | None
-    title: str
-    attributes: dict[str, Any]
-    explanation: Explanation | None = None
 
 
 @dataclass(frozen=True)
@@ -305,6 +294,10 @@ class RecommenderService:
         self._content_lock = threading.Lock()
         self._chat_lock = threading.Lock()
         self._session_locks = _KeyedLocks()
+        # Users deleted since the snapshot was loaded -> the deletion's sequence number (see forget_user): the
+        # fitted data still holds them, so every path treats them as unknown until a refit loaded after it.
+        self._forgotten: dict[str, int] = {}
+        self._forget_seq = 0
 
     # -- plumbing -----------------------------------------------------------------------------------------------
     @property
@@ -464,6 +457,8 @@ class RecommenderService:
             keys = [(self._retriever(r), False) for r in retrievers]
         if not keys:
             keys = [(self._retriever(None), False)]
+        with self._lock:
+            loaded_after = self._forget_seq  # deletions up to here are not in the data loaded next
         snap = self._load()
         for retriever, rerank in keys:
             snap.pipelines[(retriever, rerank)] = self._fit(snap, retriever, rerank)
@@ -471,6 +466,7 @@ class RecommenderService:
             self._snapshot = snap
             self._content = None
             self._chat = None
+            self._forgotten = {u: seq for u, seq in self._forgotten.items() if seq > loaded_after}
         data = snap.data
         names = [f"{r}+rerank" if rr else r for r, rr in keys]
         return RefitReport(self.dataset, data.n_users, data.n_items, len(data), names, time.perf_counter() - started)
@@ -487,37 +483,43 @@ class RecommenderService:
 
     # -- recommendations ----------------------------------------------------------------------------------------
     def user_exists(self, user_id: str) -> bool:
-        """Whether the user is in the fitted data, the users table, or has stored interactions."""
-        if str(user_id) in self.data.user_vocab:
+        """Whether the user is in the fitted data (and not deleted since), the users table, or has interactions."""
+        if str(user_id) in self.data.user_vocab and str(user_id) not in self._forgotten:
             return True
         if self._store.get_user(self.dataset, str(user_id)) is not None:
             return True
         return not self._store.user_interactions(self.dataset, str(user_id)).empty
 
-    def _allowed(self, snap: _Snapshot, options: RecommendationOptions, excluded: set[str]) -> np.ndarray | None:
-        """Boolean mask of items the list may hold, or ``None`` when every item may."""
-        data = snap.data
-        mask: np.ndarray | None = None
-
-        def narrow(keep: np.ndarray) -> None:
-            nonlocal mask
-            mask = keep if mask is None else mask & keep
-
-        drop = excluded | snap.removed | set(map(str, options.exclude_items))
-        if drop:
-            idx = data.item_vocab.index(sorted(drop), missing="negative")
-            keep = np.ones(data.n_items, dtype=bool)
-            keep[idx[idx >= 0]] = False
-            narrow(keep)
-        attributes = snap.filters().mask(
+    def _allowed(self, snap: _Snapshot, options: RecommendationOptions) -> tuple[str, ...] | None:
+        """The item ids meeting the request's attribute filters, or ``None`` when every item does."""
+        keep = snap.filters().mask(
             genres=options.genres,
             exclude_genres=options.exclude_genres,
             year_min=options.year_min,
             year_max=options.year_max,
         )
-        if attributes is not None:
-            narrow(attributes)
-        return mask
+        return None if keep is None else tuple(str(i) for i in snap.data.item_vocab.ids[keep])
+
+    def query(self, user_id: str, options: RecommendationOptions | None = None) -> Query:
+        """The pipeline query of a user's request: their news since the fit, the filters and the exclusions.
+
+        What they liked or disliked since the last fit is folded into their fitted history; everything they touched
+        since (and, with ``exclude_seen``, before) is left out, as are removed items and ``exclude_items``.
+        """
+        options = options or RecommendationOptions()
+        snap = self.snapshot()
+        return self._query(snap, str(user_id), self._taste(snap, str(user_id)), options)
+
+    def _query(self, snap: _Snapshot, user_id: str, taste: Taste, options: RecommendationOptions) -> Query:
+        excluded = taste.touched if options.exclude_seen else []
+        return Query(
+            user=user_id,
+            liked=tuple(taste.liked),
+            disliked=tuple(taste.disliked),
+            exclude=(*excluded, *sorted(snap.removed), *options.exclude_items),
+            candidates=self._allowed(snap, options),
+            exclude_seen=options.exclude_seen,
+        )
 
     def recommend(self, user_id: str, options: RecommendationOptions | None = None) -> RecommendationResult:
         """A user's top-k through the pipeline, with filters, recent interactions left out, and explanations.
@@ -539,7 +541,8 @@ class RecommenderService:
                 fix=f"ask for k <= {limit}",
             )
         snap = self.snapshot()
-        known = user_id in snap.data.user_vocab
+        forgotten = user_id in self._forgotten  # deleted since the fit: their fitted history is not used
+        known = user_id in snap.data.user_vocab and not forgotten
         if not known and not self.user_exists(user_id):
             raise UnknownIdError(
                 f"user {user_id!r} is not in dataset {self.dataset!r}",
@@ -547,18 +550,13 @@ class RecommenderService:
                 fix="check the id, or create the user first",
             )
         taste = self._taste(snap, user_id)
-        excluded = taste.touched if options.exclude_seen else []
-        mask = self._allowed(snap, options, set(excluded))
+        query = self._query(snap, user_id, taste, options)
         pipe = self._pipeline_on(snap, retriever, options.rerank)
         items: list[RecommendedItem] = []
-        if mask is None or mask.any():
-            candidates = None if mask is None else snap.data.item_vocab.ids[mask]
-            if not taste:
-                recs = pipe.recommend(
-                    [user_id], options.k, options.exclude_seen, candidates=candidates, rerank=options.rerank
-                )
-            else:
-                recs = self._recommend_after_feedback(pipe, user_id, taste, options, candidates)
+        if forgotten:  # deleted since the fit (perhaps created again): only what they did since counts
+            query = replace(query, user=None)
+        if query.candidates is None or query.candidates:
+            recs = pipe.recommend([query], options.k, rerank=options.rerank)
             for rank, (item, idx, score) in enumerate(
                 zip(recs.items[0], recs.item_idx[0], recs.scores[0], strict=True), 1
             ):
@@ -566,34 +564,12 @@ class RecommenderService:
                     continue
                 record = snap.record(int(idx))
                 value = float(score) if np.isfinite(score) else None
-                items.append(RecommendedItem(str(item), rank, value, record["title"], record["attributes"]))
+                items.append(RecommendedItem(str(item), rank, value, record["title"], attributes=record["attributes"]))
         if options.explain and items and known:
             explanations = pipe.explain(user_id, [it.item_id for it in items])
-            items = [
-                RecommendedItem(it.item_id, it.rank, it.score, it.title, it.attributes, ex)
-                for it, ex in zip(items, explanations, strict=True)
-            ]
+            items = [it.with_explanation(ex) for it, ex in zip(items, explanations, strict=True)]
+        excluded = taste.touched if options.exclude_seen else []
         return RecommendationResult(user_id, items, retriever, options.rerank, known, excluded, snap.loaded_at)
-
-    @staticmethod
-    def _recommend_after_feedback(
-        pipe: Pipeline, user_id: str, taste: Taste, options: RecommendationOptions, candidates: Any
-    ) -> Recommendations:
-        """The list of a user with interactions after the last fit.
-
-        Their fitted history plus what they liked since is folded into the retriever (the language model sees
-        their liked items); everything they touched since (and, with ``exclude_seen``, before) is left out.
-        """
-        exclude = taste.touched + (pipe.seen(user_id) if options.exclude_seen else [])
-        return pipe.recommend_history(
-            pipe.fitted_history(user_id, taste.liked, taste.disliked),
-            options.k,
-            exclude=exclude,
-            candidates=candidates,
-            rerank=options.rerank,
-            label=user_id,
-            lm_history=pipe.liked_history(user_id, taste.liked, taste.disliked),
-        )
 
     def recent_taste(self, user_id: str) -> Taste:
         """What a user did since the last fit (feedback, new interactions), read from the store now."""
@@ -606,9 +582,13 @@ class RecommenderService:
         """Grounded explanations of items for a user in the fitted data (see :meth:`Pipeline.explain`).
 
         Raises:
-            UnknownIdError: The user or an item is not in the fitted data.
+            UnknownIdError: The user or an item is not in the fitted data (or the user was deleted since).
 
         """
+        if str(user_id) in self._forgotten:
+            raise UnknownIdError(
+                f"user {user_id!r} is not in dataset {self.dataset!r}", field="user_id", fix="check the id"
+            )
         return self.pipeline(retriever).explain(str(user_id), [str(i) for i in item_ids])
 
     # -- feedback and interactions ------------------------------------------------------------------------------
@@ -625,12 +605,18 @@ class RecommenderService:
             timestamp: Seconds since the epoch (now when ``None``).
 
         Raises:
-            UnknownIdError: The item is not stored.
+            UnknownIdError: The user or the item is not known (feedback never creates either).
             ConfigError: The value is missing, out of range, or given for a kind that takes none
                 (:func:`llmrec.feedback.validate_feedback`, as the chat's feedback).
 
         """
         stored_value = validate_feedback(kind, value, self.config.rating_range)
+        if not self.user_exists(str(user_id)):
+            raise UnknownIdError(
+                f"user {user_id!r} is not in dataset {self.dataset!r}",
+                field="user_id",
+                fix="create the user first (POST /v1/users), or check the id",
+            )
         if self._store.get_item(self.dataset, str(item_id)) is None:
             raise UnknownIdError(
                 f"item {item_id!r} is not in dataset {self.dataset!r}", field="item_id", fix="check the id"
@@ -646,11 +632,53 @@ class RecommenderService:
     def ingest_interactions(self, rows: pd.DataFrame) -> IngestReport:
         """Validate and store a batch of interactions in one transaction (a bad batch stores nothing).
 
+        The rules of feedback apply to every row: the item must be in the catalogue (an unknown id would otherwise
+        become an item at the next refit, around the admin-only item routes); a row whose ``event`` is a feedback
+        kind gets the value :func:`llmrec.feedback.validate_feedback` gives it (a rating within
+        ``config.rating_range``, no value for the others); any other value must lie within ``rating_range``.
+        A missing value (NaN) is 1 for events that are not feedback.
+
         Raises:
             DataValidationError: Rows have problems (row and field named); nothing was stored.
 
         """
-        return self._store.ingest_interactions(self.dataset, rows)
+        return self._store.ingest_interactions(self.dataset, self._checked_interactions(rows))
+
+    def _checked_interactions(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """``rows`` with their values settled by the feedback rules; a :class:`DataValidationError` otherwise."""
+        from llmrec.errors import DataProblem, DataValidationError
+        from llmrec.feedback import FEEDBACK_KINDS
+
+        if not isinstance(rows, pd.DataFrame) or "item_id" not in rows:
+            return rows  # the store's own validation names what is missing
+        rows = rows.copy()
+        low, high = self.config.rating_range
+        items = rows["item_id"].astype(str).tolist()
+        stored = self._store.stored_item_ids(self.dataset, items)
+        events = rows["event"].tolist() if "event" in rows else ["interaction"] * len(rows)
+        given = rows["value"].tolist() if "value" in rows else [None] * len(rows)
+        values: list[float] = []
+        problems: list[DataProblem] = []
+        for line, (item, event, value) in enumerate(zip(items, events, given, strict=True), 1):
+            missing = value is None or (isinstance(value, float) and np.isnan(value))
+            if item not in stored:
+                problems.append(
+                    DataProblem("<request>", line, "item_id", f"item {item!r} is not in the catalogue", "check the id")
+                )
+            try:
+                if event in FEEDBACK_KINDS:
+                    values.append(validate_feedback(event, None if missing else value, (low, high)))
+                elif missing:
+                    values.append(1.0)
+                else:
+                    values.append(validate_feedback("rating", value, (low, high)))
+            except ConfigError as exc:
+                problems.append(DataProblem("<request>", line, "value", exc.reason, exc.fix or "check the value"))
+                values.append(1.0)
+        if problems:
+            raise DataValidationError(problems)
+        rows["value"] = values
+        return rows
 
     def user_interactions(self, user_id: str, since: int | None = None) -> pd.DataFrame:
         """A user's stored interactions, oldest first (from ``since`` on, seconds since the epoch)."""
@@ -803,7 +831,7 @@ class RecommenderService:
             dataset=self.dataset,
             searcher=searcher,
             config=config,
-            user_exists=self.user_exists,
+            user_exists=self._may_chat,
             recent=self.recent_taste,
             rating_range=self.config.rating_range,
         )
@@ -884,3 +912,68 @@ class RecommenderService:
     def list_users(self, offset: int = 0, limit: int = 50) -> Page[UserRecord]:
         """Stored users in the order they were first stored."""
         return self._store.list_users(self.dataset, offset=offset, limit=limit)
+
+    # -- data subject rights --------------------------------------------------------------------------------------
+    def _may_chat(self, user_id: str) -> bool:
+        """Whether a session may belong to ``user_id``: a known user not deleted since the fit.
+
+        A chat folds in the fitted history, so a user deleted and created again chats only after the next refit.
+        """
+        return str(user_id) not in self._forgotten and self.user_exists(user_id)
+
+    def forget_user(self, user_id: str, actor: str) -> ForgetReport:
+        """Delete everything stored about a user and stop using their fitted data at once.
+
+        Deletes their profile, interactions and feedback, chat sessions, API keys and embedding-cache rows of their
+        texts, with an audit row naming ``actor`` (:func:`llmrec.privacy.forget_user`). Until the next refit the
+        fitted data still holds them, so from now on every path treats them as unknown: their lists are cold-start
+        lists, explanations and chats refuse them; the next refit loads no trace of them. Kept language-model
+        prompts are dropped.
+
+        Args:
+            user_id: The user.
+            actor: Who asks, for the audit log (``admin``, ``key:<id>``).
+
+        Raises:
+            UnknownIdError: The user is not known (nothing was deleted).
+
+        """
+        from llmrec.privacy import forget_user
+
+        user_id = str(user_id)
+        if not self.user_exists(user_id):
+            raise UnknownIdError(
+                f"user {user_id!r} is not in dataset {self.dataset!r}", field="user_id", fix="check the id"
+            )
+        with self._lock:  # before the rows go, so no request folds in a half-deleted history
+            self._forget_seq += 1
+            self._forgotten[user_id] = self._forget_seq
+        report = forget_user(self._store, self.dataset, user_id, actor=actor)
+        local = sys.modules.get("llmrec.llm.local")
+        if local is not None:
+            local.clear_prompt_caches()
+        log.info("deleted the data of a user of %s (audit entry %d)", self.dataset, report.audit_id)
+        return report
+
+    def export_user(self, user_id: str, actor: str) -> dict[str, Any]:
+        """Everything stored about a user (:meth:`Store.export_user`), with an audit row naming ``actor``.
+
+        Raises:
+            UnknownIdError: The user is not known.
+
+        """
+        from llmrec.privacy import export_user
+
+        user_id = str(user_id)
+        if not self.user_exists(user_id):
+            raise UnknownIdError(
+                f"user {user_id!r} is not in dataset {self.dataset!r}", field="user_id", fix="check the id"
+            )
+        data = export_user(self._store, self.dataset, user_id, actor=actor)
+        data["in_fitted_model"] = user_id in self.snapshot().data.user_vocab
+        data["fitted_at"] = self.snapshot().loaded_at
+        return data
+
+    def audit_log(self, user_id: str | None = None, offset: int = 0, limit: int = 50) -> Page[AuditRecord]:
+        """Who deleted or exported whose data, newest first (about ``user_id`` only, when given)."""
+        return self._store.audit_log(self.dataset, user_id=user_id, offset=offset, limit=limit)

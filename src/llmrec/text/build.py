@@ -281,11 +281,16 @@ class _UserTextBuilder:
         parts: list[str] = []
         counts = {kind.value: 0 for kind in PiiKind if kind in self.policy.kinds}
         if config.include_profile and "profile" in self.data.users.columns:
-            profile = _clean(self.data.users["profile"].iat[user_idx], config.clean)
-            if profile:
-                result = scrub(profile, self.policy)
-                counts = result.counts
-                parts.append(result.text)
+            raw = self.data.users["profile"].iat[user_idx]
+            if not _missing(raw):
+                # Scrub the text as typed first (cleaning strips and splits punctuation, which could break an
+                # e-mail address into words the scrubber no longer sees), then again after cleaning (unescaped
+                # HTML can reveal an address).
+                first = scrub(str(raw), self.policy)
+                result = scrub(_clean(first.text, config.clean), self.policy)
+                counts = {k: first.counts.get(k, 0) + v for k, v in result.counts.items()}
+                if result.text:
+                    parts.append(result.text)
         if config.include_history and self.max_items > 0 and len(rows):
             if config.min_value is not None:
                 rows = rows[self.data.values[rows] >= config.min_value]

@@ -19,7 +19,7 @@ from datetime import date, datetime
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 import pandas as pd
@@ -30,9 +30,13 @@ from llmrec.config import get_settings
 from llmrec.data.dataset import Dataset
 from llmrec.data.files import read_tables, validate_safely
 from llmrec.data.schema import INTERACTION_COLUMNS, validate_interactions, validate_items, validate_users
-from llmrec.data.store.models import ApiKeyRow, Base, DatasetRow, InteractionRow, ItemRow, UserRow
+from llmrec.data.store.models import ApiKeyRow, Base, ChatSessionRow, DatasetRow, InteractionRow, ItemRow, UserRow
 from llmrec.data.store.records import RecordAccess
+from llmrec.data.store.subjects import SubjectAccess
 from llmrec.errors import ConfigError, StoreError
+
+if TYPE_CHECKING:
+    from llmrec.privacy.at_rest import TextProtection
 
 __all__ = ["IngestReport", "Store"]
 
@@ -164,7 +168,7 @@ class _Progress:
 
 
 # -- the store ---------------------------------------------------------------------------------------------
-class Store(RecordAccess):
+class Store(RecordAccess, SubjectAccess):
     """Datasets in a SQL database (SQLite file by default, PostgreSQL by URL), migrated on first use.
 
     Args:
@@ -172,6 +176,9 @@ class Store(RecordAccess):
             ``postgresql+psycopg://user:password@host:5432/db``; ``get_settings().db_url`` (``LLMREC_DB_URL``)
             when ``None``. The folder of a SQLite file is created when missing.
         chunk_size: Rows per bulk insert statement batch.
+        protection: How user profiles are stored: scrubbed, and the raw text encrypted only when configured
+            (:class:`~llmrec.privacy.TextProtection`; from the settings, ``LLMREC_KEEP_RAW_TEXT`` and
+            ``LLMREC_PII_KEY``, when ``None``). Every way a profile enters the store goes through it.
 
     Raises:
         StoreError: The URL is malformed, names an unsupported database, or its driver is not installed.
@@ -183,8 +190,11 @@ class Store(RecordAccess):
 
     """
 
-    def __init__(self, url: str | URL | None = None, *, chunk_size: int = 10_000) -> None:
+    def __init__(
+        self, url: str | URL | None = None, *, chunk_size: int = 10_000, protection: TextProtection | None = None
+    ) -> None:
         raw = url if url is not None else get_settings().db_url
+        self._protection = protection
         try:
             self._url = make_url(raw)
         except (sa.exc.ArgumentError, ValueError) as exc:
@@ -222,6 +232,27 @@ class Store(RecordAccess):
         self._migrated = False
 
     # -- plumbing -------------------------------------------------------------------------------------
+    @property
+    def protection(self) -> TextProtection:
+        """How user-written text is stored (scrubbed; raw text encrypted when kept); from the settings by default."""
+        if self._protection is None:
+            from llmrec.privacy.at_rest import TextProtection
+
+            self._protection = TextProtection.from_settings()
+        return self._protection
+
+    def _user_rows(self, name: str, frame: pd.DataFrame) -> list[dict[str, Any]]:
+        """Rows of the users table, the profile scrubbed (and, when raw text is kept, encrypted beside it).
+
+        The scrubber sees the profile exactly as it arrived, before anything else touches it.
+        """
+        rows = _entity_rows(name, frame, "user_id", ("profile",))
+        protection = self.protection
+        for row in rows:
+            stored = protection.protect(row["profile"])
+            row["profile"], row["profile_raw"] = stored.text, stored.raw
+        return rows
+
     @property
     def display_url(self) -> str:
         """The database URL with its password masked (safe to log or show)."""
@@ -445,7 +476,7 @@ class Store(RecordAccess):
 
         """
         name = self._check_name(dataset)
-        rows = _entity_rows(name, _validated(validate_users, df), "user_id", ("profile",))
+        rows = self._user_rows(name, _validated(validate_users, df))
         return self._ingest_tables(name, {"users": rows}, show_progress)
 
     def ingest(self, dataset: Dataset, *, name: str | None = None, show_progress: bool = False) -> IngestReport:
@@ -466,7 +497,7 @@ class Store(RecordAccess):
         key = self._check_name(name or dataset.name)
         tables = {
             "items": _entity_rows(key, dataset.items, "item_id", ("title", "text")),
-            "users": _entity_rows(key, dataset.users, "user_id", ("profile",)),
+            "users": self._user_rows(key, dataset.users),
             "interactions": _interaction_rows(key, dataset.interactions),
         }
         return self._ingest_tables(key, tables, show_progress)
@@ -512,7 +543,7 @@ class Store(RecordAccess):
         if frames.items is not None:
             tables["items"] = _entity_rows(key, frames.items, "item_id", ("title", "text"))
         if frames.users is not None:
-            tables["users"] = _entity_rows(key, frames.users, "user_id", ("profile",))
+            tables["users"] = self._user_rows(key, frames.users)
         tables["interactions"] = _interaction_rows(key, frames.interactions)
         return self._ingest_tables(key, tables, show_progress)
 
@@ -581,7 +612,7 @@ class Store(RecordAccess):
     def delete_dataset(self, name: str) -> bool:
         """Delete dataset ``name`` and all its rows in one transaction; returns whether it was stored."""
         with self._transaction(f"delete dataset '{name}'") as conn:
-            for model in (InteractionRow, ItemRow, UserRow, ApiKeyRow):
+            for model in (InteractionRow, ItemRow, UserRow, ApiKeyRow, ChatSessionRow):
                 conn.execute(sa.delete(model).where(model.dataset == name))
             deleted = conn.execute(sa.delete(DatasetRow).where(DatasetRow.name == name)).rowcount
         logger.info("deleted dataset '%s' from %s", name, self.display_url)

@@ -16,7 +16,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["ApiKeyRow", "Base", "ChatSessionRow", "DatasetRow", "InteractionRow", "ItemRow", "UserRow"]
+__all__ = [
+    "ApiKeyRow",
+    "AuditRow",
+    "Base",
+    "ChatSessionRow",
+    "DatasetRow",
+    "InteractionRow",
+    "ItemRow",
+    "UserRow",
+]
 
 # An autoincrementing 64-bit key; SQLite only autoincrements an INTEGER PRIMARY KEY (which is 64-bit there).
 BigIntKey = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -67,7 +76,9 @@ class ItemRow(Base):
 class UserRow(Base):
     """A user of a dataset: a free-text profile, and every other attribute as a JSON object.
 
-    ``position`` is the user's place in the dataset's user list (first ingest wins), as for items.
+    ``position`` is the user's place in the dataset's user list (first ingest wins), as for items. ``profile`` is
+    stored PII-scrubbed; ``profile_raw`` holds the profile as typed, Fernet-encrypted, only when the deployment
+    keeps raw text and the scrubber changed something (see :mod:`llmrec.privacy`).
     """
 
     __tablename__ = "users"
@@ -77,6 +88,7 @@ class UserRow(Base):
     position: Mapped[int] = mapped_column(sa.BigInteger)
     profile: Mapped[str] = mapped_column(sa.Text, default="")
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    profile_raw: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
 
 
 class InteractionRow(Base):
@@ -144,3 +156,25 @@ class ApiKeyRow(Base):
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
     revoked_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True), nullable=True)
     expires_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True), nullable=True)
+
+
+class AuditRow(Base):
+    """Who deleted or exported a user's data, and when.
+
+    ``actor`` is ``admin``, ``key:<key id>`` (a user key) or ``cli``. The user is named only by
+    ``subject_digest``, the SHA-256 of ``subject_salt``, dataset and user id (:func:`llmrec.privacy.subject_digest`),
+    so a deleted user's id appears nowhere in the store; whoever knows the id can still find its rows. ``detail``
+    holds counts (rows deleted per table), never data.
+    """
+
+    __tablename__ = "audit_log"
+    __table_args__ = (sa.Index("ix_audit_log_dataset_at", "dataset", "at"),)
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+    dataset: Mapped[str] = mapped_column(sa.Text)
+    action: Mapped[str] = mapped_column(sa.Text)
+    actor: Mapped[str] = mapped_column(sa.Text)
+    subject_salt: Mapped[str] = mapped_column(sa.String(32))
+    subject_digest: Mapped[str] = mapped_column(sa.String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)

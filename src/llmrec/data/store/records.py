@@ -10,7 +10,7 @@ on single records; they are mixed into :class:`~llmrec.data.store.Store`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -151,6 +151,17 @@ class RecordAccess:
                 sa.select(ItemRow).where(ItemRow.dataset == dataset, ItemRow.item_id == str(item_id))
             ).first()
         return _item(row) if row is not None else None
+
+    def stored_item_ids(self, dataset: str, item_ids: Iterable[object]) -> set[str]:
+        """Which of ``item_ids`` are stored items of ``dataset`` (one ``IN`` query per 1,000 ids)."""
+        wanted = sorted({str(i) for i in item_ids})
+        found: set[str] = set()
+        with self._transaction("look up item ids") as conn:
+            for start in range(0, len(wanted), 1000):
+                chunk = wanted[start : start + 1000]
+                stmt = sa.select(ItemRow.item_id).where(ItemRow.dataset == dataset, ItemRow.item_id.in_(chunk))
+                found.update(str(i) for i in conn.execute(stmt).scalars())
+        return found
 
     def list_items(
         self, dataset: str, *, offset: int = 0, limit: int = 50, query: str | None = None

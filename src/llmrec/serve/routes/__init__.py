@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from llmrec.serve.routes import chat, feedback, interactions, items, keys, recommendations, system, users
+from llmrec.serve.routes import chat, feedback, interactions, items, keys, privacy, recommendations, system, users
 
 __all__ = ["ROUTERS"]
 
@@ -17,4 +17,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     feedback.router,
     chat.router,
     keys.router,
+    privacy.router,
 )

@@ -29,14 +29,10 @@ def ingest_interactions(body: InteractionsIn, service: ServiceDep, caller: Calle
                 ],
             )
     rows = [row.model_dump() | {"timestamp": row.seconds()} for row in body.interactions]
-    frame = pd.DataFrame(rows, dtype=object)
+    frame = pd.DataFrame(rows, dtype=object)  # a missing value stays None: the service applies the feedback rules
     # A row repeated within the batch is skipped like one already stored (one event per user, item, time, event).
     repeated = frame.duplicated(subset=["user_id", "item_id", "timestamp", "event"])
     frame = frame[~repeated].reset_index(drop=True)
-    if frame["value"].isna().all():
-        frame = frame.drop(columns="value")
-    else:
-        frame["value"] = frame["value"].where(frame["value"].notna(), 1.0)
     try:
         report = service.ingest_interactions(frame)
     except DataValidationError as exc:
