@@ -560,6 +560,36 @@ def _cpu_share(before: tuple[float, float, float], after: tuple[float, float, fl
     return 100 * (after[1] - before[1]) / wall, 100 * (after[2] - before[2]) / wall
 
 
+RSS_EVERY_S = 2.0
+"""How often the server's resident memory is sampled during a measured window."""
+
+
+def rss_trend(samples: Sequence[tuple[float, float]]) -> dict[str, float]:
+    """Start, end and peak server RSS of a window, and its least-squares slope in MB per minute.
+
+    A server whose memory is bounded shows a slope near zero once warm; a leak (a copy of a model per request, an
+    unbounded cache) shows as a steady positive slope. NaN with fewer than three samples.
+    """
+    if len(samples) < 3:
+        return {
+            "rss_start_mb": math.nan,
+            "rss_end_mb": math.nan,
+            "peak_rss_mb": math.nan,
+            "rss_slope_mb_per_min": math.nan,
+        }
+    import numpy as np
+
+    t = np.array([s[0] for s in samples]) / 60.0
+    mb = np.array([s[1] for s in samples])
+    slope = float(np.polyfit(t, mb, 1)[0]) if np.ptp(t) > 0 else math.nan
+    return {
+        "rss_start_mb": round(float(mb[0]), 1),
+        "rss_end_mb": round(float(mb[-1]), 1),
+        "peak_rss_mb": round(float(mb.max()), 1),
+        "rss_slope_mb_per_min": round(slope, 2),
+    }
+
+
 def _own_cpu() -> float:
     times = os.times()
     return times.user + times.system
@@ -581,18 +611,31 @@ def measure(scenario: Scenario, server: Server, user_ids: Sequence[str], args: a
         f"(warm-up {warm_s:.1f} s)[/]"
     )
     marks: dict[str, tuple[float, float, float]] = {}
+    rss: list[tuple[float, float]] = []  # (seconds into the window, server RSS in MB)
+
+    def sample_rss() -> None:
+        import gevent
+
+        while "end" not in marks:
+            rss.append((time.perf_counter() - marks["start"][0], server.rss_mb()))
+            gevent.sleep(RSS_EVERY_S)
 
     def on_window(edge: str) -> None:
         marks[edge] = (time.perf_counter(), server.cpu_seconds(), _own_cpu())
+        if edge == "start":
+            import gevent
+
+            gevent.spawn(sample_rss)
 
     cls = user_class(scenario, server, user_ids, args.k, args.seed)
     samples, window_s, client_cpu_warning = run_scenario(scenario, cls, args.spawn_rate, on_window)
     server_cpu, client_cpu = _cpu_share(marks["start"], marks["end"]) if len(marks) == 2 else (math.nan, math.nan)
+    memory = rss_trend(rss)
     results = []
     for name in samples.ms:
         metrics = summarise(samples.ms[name], samples.errors[name], window_s)
         metrics["errors"] += samples.exceptions
-        metrics |= {"server_cpu_pct": round(server_cpu, 1), "client_cpu_pct": round(client_cpu, 1)}
+        metrics |= {"server_cpu_pct": round(server_cpu, 1), "client_cpu_pct": round(client_cpu, 1)} | memory
         config = {
             "scenario": scenario.name,
             "request": name,

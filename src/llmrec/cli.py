@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -774,9 +776,61 @@ def serve(
     console.print(f"serving {settings.dataset} at http://{host}:{port}/v1 (docs: http://{host}:{port}/docs)")
     from llmrec.privacy.logs import uvicorn_log_config
 
+    _log_request_ids(log_level)
+    started = time.monotonic()
     # uvicorn sets up its own log handlers (the access log quotes URLs): they get the scrubbing filter too.
-    app_ = create_app(service, warm=warm)
-    uvicorn.run(app_, host=host, port=port, log_level=log_level, log_config=uvicorn_log_config())
+    uvicorn.run(
+        create_app(service, warm=warm),
+        host=host,
+        port=port,
+        log_level=log_level,
+        log_config=uvicorn_log_config(),
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+    )
+    _stop_lingering_threads(deadline=time.monotonic() + SHUTDOWN_GRACE_S / 2, since=started)
+
+
+SHUTDOWN_GRACE_S = 6
+"""On SIGTERM, how long requests in flight may take to finish (then uvicorn cancels them); the worker threads of
+cancelled requests get half of it again before the process exits anyway: stopped within 10 s in all."""
+
+
+def _log_request_ids(level: str) -> None:
+    """Log llmrec's lines (the access log of the API among them) with the request id of each."""
+    from llmrec.privacy.logs import PiiLogFilter
+    from llmrec.serve.middleware import RequestIdFilter
+
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdFilter())
+    handler.addFilter(PiiLogFilter())  # this handler takes llmrec's lines from the root's: it scrubs them too
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
+    logger = logging.getLogger("llmrec")
+    logger.addHandler(handler)
+    logger.setLevel(level.upper() if level.upper() in logging.getLevelNamesMapping() else logging.INFO)
+    logger.propagate = False
+
+
+def _stop_lingering_threads(deadline: float, since: float) -> None:
+    """Exit now if worker threads still compute answers nobody waits for (a fit, a model call of a cancelled request).
+
+    Python waits for every non-daemon thread at exit, and the pool's threads cannot be interrupted: without this, a
+    stopped server kept running for minutes.
+    """
+    import threading
+
+    busy = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]
+    for thread in busy:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    alive = [t.name for t in busy if t.is_alive()]
+    if alive:
+        logging.getLogger(__name__).warning(
+            "stopping with %d worker thread(s) still busy after %.0f s of serving: %s",
+            len(alive),
+            time.monotonic() - since,
+            ", ".join(sorted(set(alive))),
+        )
+        logging.shutdown()
+        os._exit(0)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pandas as pd
 from fastapi.testclient import TestClient
 
 from llmrec.data.dataset import Dataset
@@ -38,3 +39,22 @@ def serve_config(name: str, **overrides: object) -> ServeConfig:
     }
     values.update(overrides)
     return ServeConfig.model_validate(values)
+
+
+_TITLES = ["Space Trip", "Kitchen Tale", "Desert Ride", "Deep Sea", "Court Room", "Night City", "Jungle Run"]
+
+
+def tiny_dataset(name: str = "tiny") -> Dataset:
+    """Seven items, five users: the text encoder embeds it in a blink, so chat and semantic search stay cheap."""
+    items = pd.DataFrame(
+        {
+            "item_id": [str(i) for i in range(1, len(_TITLES) + 1)],
+            "title": _TITLES,
+            "text": [f"{t}: a film about {t.lower()}" for t in _TITLES],
+            "genres": [["Comedy"], ["Drama"], ["Western"], ["Adventure"], ["Drama"], ["Crime"], ["Adventure"]],
+            "year": [1990, 1995, 1970, 2001, 1985, 2010, 1999],
+        }
+    )
+    pairs = [(u, i) for u in range(1, 6) for i in range(1, 8) if (u + i) % 3]
+    inter = pd.DataFrame([(u, i, t) for t, (u, i) in enumerate(pairs)], columns=["user_id", "item_id", "timestamp"])
+    return Dataset(inter.astype({"user_id": str, "item_id": str}), items, name=name)

@@ -12,7 +12,8 @@ from llmrec.serve.routes import ROUTERS
 def _assert_error_model(response: object, status: int, kind: str) -> dict:
     assert response.status_code == status, response.text  # type: ignore[attr-defined]
     body = response.json()  # type: ignore[attr-defined]
-    assert set(body) == {"error"} and set(body["error"]) == {"type", "message", "field", "fix", "fields"}
+    assert set(body) == {"error"} and set(body["error"]) == {"type", "message", "field", "fix", "fields", "request_id"}
+    assert body["error"]["request_id"] == response.headers["x-request-id"]  # type: ignore[attr-defined]
     assert body["error"]["type"] == kind and body["error"]["message"]
     assert "Traceback" not in response.text  # type: ignore[attr-defined]
     return body["error"]

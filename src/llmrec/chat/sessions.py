@@ -133,7 +133,11 @@ class SqlSessionStore:
             ) from exc
 
     def save(self, session: ChatSession) -> None:
-        """Insert or replace ``session``."""
+        """Replace ``session``, or insert it when it is new (no turns yet).
+
+        A session with turns that is no longer stored was deleted: saving it raises :class:`UnknownIdError` instead
+        of bringing it back (a turn that was in flight while the session was deleted).
+        """
         table = self._table()
         row = {
             "dataset": session.dataset,
@@ -143,12 +147,17 @@ class SqlSessionStore:
             "updated_at": datetime.now(UTC),
         }
 
-        def write(conn: Any) -> None:
+        def write(conn: Any) -> bool:
             done = conn.execute(table.update().where(table.c.id == session.id).values(**row)).rowcount
-            if not done:
-                conn.execute(table.insert().values(id=session.id, **row))
+            if done:
+                return True
+            if session.turns:
+                return False
+            conn.execute(table.insert().values(id=session.id, **row))
+            return True
 
-        self._run("save chat session", write)
+        if not self._run("save chat session", write):
+            raise UnknownIdError(f"chat session '{session.id}' was deleted", field="session_id", fix="start a new one")
 
     def load(self, session_id: str) -> ChatSession:
         """The stored session with this id."""

@@ -8,8 +8,9 @@ edited through the API, and replayed. Each user turn produces a :class:`StateUpd
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 __all__ = ["DialogueState", "StateUpdate"]
 
@@ -20,6 +21,19 @@ def _merge(first: Sequence[str], more: Sequence[str], without: Sequence[str] = (
     out = [x for x in first if x not in gone]
     out += [x for x in dict.fromkeys(more) if x not in gone and x not in out]
     return out
+
+
+def _whole(value: object) -> object:
+    """A JSON integer (``5`` or ``5.0``) as an int; ``true``, ``"5"`` and ``5.5`` are refused, not read as numbers."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("a whole number is expected")
+    return value
+
+
+_Whole = Annotated[int, BeforeValidator(_whole)]
+_Year = Annotated[int, Field(ge=0, le=9999), BeforeValidator(_whole)]
 
 
 class _Preferences(BaseModel):
@@ -34,8 +48,8 @@ class _Preferences(BaseModel):
     genres_include: list[str] = Field(default_factory=list)
     genres_all: list[str] = Field(default_factory=list)
     genres_exclude: list[str] = Field(default_factory=list)
-    year_min: int | None = None
-    year_max: int | None = None
+    year_min: _Year | None = None
+    year_max: _Year | None = None
     query: str | None = None
     avoid: list[str] = Field(default_factory=list)
 
@@ -83,7 +97,7 @@ class DialogueState(_Preferences):
     """
 
     recommended: list[str] = Field(default_factory=list)
-    turns: int = 0
+    turns: _Whole = Field(default=0, ge=0)
 
     def apply(self, update: StateUpdate) -> DialogueState:
         """The state after ``update``: later statements win (liking a disliked item moves it to liked)."""

@@ -3,7 +3,7 @@
 A request carries its key as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. User keys are made by the
 admin (``POST /v1/keys``), shown once, and stored as their SHA-256 only: the key is 32 random bytes, so a hash
 without salt cannot be reversed, and a request costs one indexed lookup. The admin key is compared in constant
-time.
+time. A user key may expire (``expires_in_s`` when made): past it, it answers 401 like a revoked one.
 
 The dependencies are ``async``: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop each
 (a list request in-process: 4.6 -> 4.4 ms without three of them). Only the key lookup touches the database, so
@@ -19,16 +19,19 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from llmrec.serve.errors import Forbidden, Unauthorized
+from llmrec.serve.errors import ApiError, Forbidden, Unauthorized
+from llmrec.serve.schemas import PathId
 
 if TYPE_CHECKING:
     from llmrec.data.store import ApiKeyRecord
+    from llmrec.serve.ratelimit import RateLimiter
     from llmrec.serve.service import RecommenderService
 
 __all__ = [
@@ -85,11 +88,17 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def issue_user_key(service: RecommenderService, user_id: str) -> tuple[str, ApiKeyRecord]:
-    """Make a key for ``user_id`` of the served dataset; returns the key (shown once) and its stored record."""
+def issue_user_key(
+    service: RecommenderService, user_id: str, expires_in_s: int | None = None
+) -> tuple[str, ApiKeyRecord]:
+    """Make a key for ``user_id`` of the served dataset; returns the key (shown once) and its stored record.
+
+    ``expires_in_s``: the key answers 401 that many seconds from now (``None``: it never expires).
+    """
     key_id = secrets.token_hex(6)
     key = f"{_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
-    record = service.store.add_api_key(key_id, hash_key(key), service.dataset, str(user_id))
+    expires = None if expires_in_s is None else datetime.now(UTC) + timedelta(seconds=expires_in_s)
+    record = service.store.add_api_key(key_id, hash_key(key), service.dataset, str(user_id), expires_at=expires)
     return key, record
 
 
@@ -114,15 +123,41 @@ async def principal(
     service = _service(request)
     admin = service.config.admin_key
     if admin is not None and hmac.compare_digest(key.encode(), admin.get_secret_value().encode()):
+        _limit(request, "admin")
         return Principal("admin")
     record = None
     if key.startswith(f"{_PREFIX}_"):
         record = await run_in_threadpool(service.store.api_key_by_hash, hash_key(key))
     if record is None or record.dataset != service.dataset:
+        _limit(request, f"addr:{request.client.host if request.client else '-'}")  # guessing keys costs too
         raise Unauthorized("unknown API key; ask the admin for one (POST /v1/keys)")
-    if not record.active:
+    _limit(request, f"key:{record.key_id}")
+    if record.revoked_at is not None:
         raise Unauthorized(f"API key {record.key_id} was revoked; ask the admin for a new one")
+    if record.expired:
+        raise Unauthorized(f"API key {record.key_id} expired; ask the admin for a new one")
     return Principal("user", record.user_id, record.key_id)
+
+
+def _limit(request: Request, identity: str) -> None:
+    """Count a request of ``identity`` against the app's rate limiter (when one is configured).
+
+    Raises:
+        ApiError: 429 ``rate_limited`` with ``Retry-After``.
+
+    """
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is None:
+        return
+    wait = limiter.acquire(identity)
+    if wait > 0:
+        retry = limiter.retry_after(wait)
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"too many requests with this key; retry in {retry} s (limit: {limiter.rate * 60:g} per minute)",
+            headers={"Retry-After": retry},
+        )
 
 
 async def require_admin(caller: Annotated[Principal, Depends(principal)]) -> Principal:
@@ -137,7 +172,7 @@ async def require_admin(caller: Annotated[Principal, Depends(principal)]) -> Pri
     return caller
 
 
-async def require_user_access(user_id: str, caller: Annotated[Principal, Depends(principal)]) -> Principal:
+async def require_user_access(user_id: PathId, caller: Annotated[Principal, Depends(principal)]) -> Principal:
     """The caller, who must be the admin or hold the key of the path's ``user_id``.
 
     Raises:

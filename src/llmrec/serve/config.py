@@ -47,6 +47,13 @@ class ServeConfig(BaseModel):
         admin_key: The admin key; ``None`` disables admin access (only user keys work).
         max_request_bytes: Largest accepted request body.
         seed: Seed of every fit.
+        threads: Worker threads for blocking requests (database reads, fits, model calls); ``None``: four per CPU
+            core, at least 8. Sized to the machine rather than anyio's fixed 40, so a burst of slow requests cannot
+            start dozens of model computations that fight over the cores.
+        rate_limit_per_minute: Requests a key (or, without a key, a client address) may make per minute, with
+            bursts up to ``rate_limit_burst``; more answer 429 with ``Retry-After``. ``None`` (default): no limit.
+        rate_limit_burst: Requests a key may make at once before the per-minute rate applies (``None``: a tenth
+            of the per-minute rate, at least 1).
         model: A saved pipeline folder (``llmrec train --out DIR``, :meth:`~llmrec.pipeline.Pipeline.save`): the
             default retriever is loaded from it instead of fitted, and the dataset is the one it was fitted on
             until the next refit. ``pipeline.retriever`` must be the saved one (:meth:`for_model` sees to it).
@@ -66,7 +73,14 @@ class ServeConfig(BaseModel):
     admin_key: SecretStr | None = None
     max_request_bytes: int = Field(default=1_048_576, ge=1)
     seed: int = 42
+    threads: int | None = Field(default=None, ge=1, le=1024)
+    rate_limit_per_minute: int | None = Field(default=None, ge=1)
+    rate_limit_burst: int | None = Field(default=None, ge=1)
     model: str | None = None
+
+    def worker_threads(self) -> int:
+        """The size of the thread pool that runs blocking requests (``threads``, or four per core, at least 8)."""
+        return self.threads or max(8, 4 * (os.cpu_count() or 1))
 
     @model_validator(mode="after")
     def _default_retriever_allowed(self) -> Self:

@@ -14,19 +14,26 @@ no or unknown API key      401     ``unauthorized``
 another user's data        403     ``forbidden``
 unknown id / route         404     ``not_found``
 id already stored          409     ``conflict``
+unsupported method         405     ``method_not_allowed`` (``Allow`` lists the path's methods)
 body over the limit        413     ``payload_too_large``
+too many requests          429     ``rate_limited`` (``Retry-After`` set; per key, when limits are configured)
 other llmrec errors        400     ``bad_request`` (a config choice, a model that cannot do what was asked)
 language model failed      502     ``lm_bad_gateway`` (its server answered an error, 5xx, or unreadable text)
-store unreachable          503     ``store_unavailable``
+store unreachable or busy  503     ``store_unavailable`` (``Retry-After`` set)
 language model unavailable 503     ``lm_unavailable`` (down, timed out, 429/503 upstream; ``Retry-After`` set)
 anything else              500     ``internal_error`` (logged with its traceback; the response never has one)
 =========================  ======  ==========================================================================
+
+Every body carries ``request_id`` (also sent as ``X-Request-ID`` and written in the log lines of the request).
+Messages never show where the server keeps its data: database URLs and file paths are replaced by ``<url>`` and
+``<path>``, and a 5xx says only what happened, the details go to the log under the request id.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -54,11 +61,13 @@ __all__ = [
     "FieldError",
     "Forbidden",
     "Unauthorized",
+    "allowed_methods",
     "data_problem_fields",
     "error_of",
     "error_response",
     "error_responses",
     "install_error_handlers",
+    "redact",
     "retry_after_of",
 ]
 
@@ -80,6 +89,9 @@ class ErrorDetail(BaseModel):
     field: str | None = Field(default=None, description="The setting or argument at fault, when one is.")
     fix: str | None = Field(default=None, description="What to do about it, when the server knows.")
     fields: list[FieldError] = Field(default_factory=list, description="Field-level problems, when any.")
+    request_id: str | None = Field(
+        default=None, description="The request's id (also the X-Request-ID header): quote it when reporting."
+    )
 
 
 class ErrorBody(BaseModel):
@@ -139,11 +151,34 @@ def error_response(
     *,
     detail: ErrorDetail | None = None,
 ) -> JSONResponse:
-    """A JSON response in the error model (``detail``, when given, is the body as is)."""
+    """A JSON response in the error model (``detail``, when given, is the body as is), redacted, with the request id.
+
+    Every error body of the API is made here, so no message reaches a client with a URL or path in it.
+    """
     from fastapi.responses import JSONResponse
 
-    body = ErrorBody(error=detail or ErrorDetail(type=type, message=message, fields=list(fields)))
-    return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
+    from llmrec.serve.middleware import current_request_id
+
+    detail = detail or ErrorDetail(type=type, message=message, fields=list(fields))
+    detail = detail.model_copy(
+        update={
+            "message": redact(detail.message),
+            "fix": None if detail.fix is None else redact(detail.fix),
+            "fields": [FieldError(loc=f.loc, msg=redact(f.msg)) for f in detail.fields],
+            "request_id": current_request_id(),
+        }
+    )
+    return JSONResponse(ErrorBody(error=detail).model_dump(mode="json"), status_code=status, headers=headers)
+
+
+_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+# An absolute path of two or more parts (/srv/data/llmrec.db, C:\\data\\x.db), but not the API's own routes.
+_PATH = re.compile(r"(?<![\w/.<])(?:/(?!v1/|v1\b)[\w.@~+-]+(?:/[\w.@~+-]*)+|[A-Za-z]:\\[^\s'\"]+)")
+
+
+def redact(text: str) -> str:
+    """``text`` without database URLs or file paths: they tell a client where and how the server keeps its data."""
+    return _PATH.sub("<path>", _URL.sub("<url>", text))
 
 
 def data_problem_fields(exc: DataValidationError, prefix: Sequence[str | int] = ()) -> list[FieldError]:
@@ -181,6 +216,9 @@ def _status_of(exc: LlmrecError) -> tuple[int, str]:
 
 DEFAULT_RETRY_AFTER_S = 10
 """``Retry-After`` of a 503 when the language model's server did not say how long to wait."""
+
+STORE_RETRY_AFTER_S = 1
+"""``Retry-After`` of a 503 from the store (a busy SQLite file, a PostgreSQL restart)."""
 
 
 def error_of(exc: LlmrecError) -> tuple[int, ErrorDetail]:
@@ -228,6 +266,21 @@ _HTTP_TYPES = {
 }
 
 
+_UNION_TAG = re.compile(r"[\[(<]|^(constrained|function|lax|strict|json)-|^(int|str|float|bool|datetime|none)$")
+
+
+def _readable_loc(error: Any) -> list[str | int]:
+    """A validation error's location without pydantic's union-branch tags (``function-after[...]``, ``int``).
+
+    A discriminated union's unknown tag (feedback ``kind``) is located at the tag's field, not at the whole body.
+    """
+    loc = error.get("loc", ())
+    out = [p if isinstance(p, int) else str(p) for p in loc if isinstance(p, int) or not _UNION_TAG.search(str(p))]
+    if error.get("type") in ("union_tag_invalid", "union_tag_not_found"):
+        out.append(str(error.get("ctx", {}).get("discriminator", "")).strip("'"))
+    return out
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Make every error response of ``app`` follow the error model (see the module docstring)."""
     from fastapi.exceptions import RequestValidationError
@@ -239,25 +292,39 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        fields = [
-            FieldError(loc=[p if isinstance(p, int) else str(p) for p in err.get("loc", ())], msg=str(err.get("msg")))
-            for err in exc.errors()
-        ]
+        fields = [FieldError(loc=_readable_loc(err), msg=str(err.get("msg"))) for err in exc.errors()]
         where = ", ".join(".".join(str(p) for p in f.loc) for f in fields[:5])
         return error_response(422, "validation_error", f"the request is invalid at: {where}", fields)
 
     async def on_llmrec(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, LlmrecError)
         status, body = error_of(exc)
+        headers = retry_after_of(exc)
         if status >= 500:
             log.warning("%s %s: %s", request.method, request.url.path, exc)
-        return error_response(status, body.type, body.message, headers=retry_after_of(exc), detail=body)
+        if isinstance(exc, StoreError):  # the details (driver message, URL) are for the log only
+            body = ErrorDetail(
+                type=body.type,
+                message="the database is unavailable or busy; nothing was changed. Fix: retry in a moment",
+                fix="retry in a moment",
+            )
+            headers = {"Retry-After": str(STORE_RETRY_AFTER_S)}
+        return error_response(status, body.type, body.message, headers=headers, detail=body)
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            # FastAPI's answer to a body that is not JSON at all (bad bytes): a validation error like the others.
+            fields = [FieldError(loc=["body"], msg="not a JSON document in UTF-8")]
+            return error_response(422, "validation_error", "the request body is not valid JSON", fields)
         kind = _HTTP_TYPES.get(exc.status_code, "http_error")
         message = str(exc.detail) if exc.status_code != 404 else f"no such resource: {request.url.path}"
-        return error_response(exc.status_code, kind, message, headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            allowed = allowed_methods(request)
+            headers["Allow"] = ", ".join(allowed)
+            message = f"{request.method} is not allowed here; use {' or '.join(allowed) or 'another path'}"
+        return error_response(exc.status_code, kind, message, headers=headers or None)
 
     async def on_crash(request: Request, exc: Exception) -> JSONResponse:
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
@@ -268,6 +335,18 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(LlmrecError, on_llmrec)
     app.add_exception_handler(HTTPException, on_http)
     app.add_exception_handler(Exception, on_crash)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app answers at the request's path (a path has one route per method)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        route_methods = getattr(route, "methods", None)
+        if route_methods and route.matches(request.scope)[0] != Match.NONE:  # PARTIAL: the path, not the method
+            methods |= set(route_methods)
+    return sorted(methods)
 
 
 def error_responses(*statuses: int, streamed: bool = False) -> dict[int | str, dict[str, Any]]:
@@ -283,6 +362,7 @@ def error_responses(*statuses: int, streamed: bool = False) -> dict[int | str, d
         409: "The id is already stored",
         413: "Request body over the size limit",
         422: "Invalid request (fields name each problem)",
+        429: "Too many requests with this key (see Retry-After)",
         502: "The language model's server answered with an error or unreadable text",
         503: "The store or the language model's server is unreachable or overloaded (see Retry-After)",
     }

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+import re
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import Path, Query
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from llmrec.chat.state import DialogueState
-from llmrec.feedback import FeedbackKind
 
 if TYPE_CHECKING:
     from llmrec.chat import ChatSession, Reply
@@ -17,11 +18,14 @@ if TYPE_CHECKING:
     from llmrec.serve.service import RecommendationResult
 
 __all__ = [
+    "ID_PATTERN",
     "MAX_OFFSET",
     "MAX_TIMESTAMP",
     "ChatFeedbackIn",
     "ChatItemOut",
+    "ChatMarkIn",
     "ChatMessageIn",
+    "ChatRatingIn",
     "ChatReplyOut",
     "ChatSessionIn",
     "ChatSessionOut",
@@ -30,7 +34,9 @@ __all__ = [
     "DeletedOut",
     "ExplanationOut",
     "FeedbackIn",
+    "FeedbackMarkIn",
     "FeedbackOut",
+    "FeedbackRatingIn",
     "HealthOut",
     "IngestOut",
     "InteractionIn",
@@ -45,6 +51,8 @@ __all__ = [
     "KeyIn",
     "KeyOut",
     "KeysOut",
+    "PathId",
+    "QueryId",
     "RecommendationsOut",
     "RecommendedItemOut",
     "RefitIn",
@@ -52,6 +60,7 @@ __all__ = [
     "UserIn",
     "UserOut",
     "UserPage",
+    "UtcDatetime",
     "WhoAmIOut",
 ]
 
@@ -62,15 +71,85 @@ MAX_OFFSET = 2**31 - 1
 MAX_TIMESTAMP = 253_402_300_799
 """The largest ``since`` accepted: 9999-12-31T23:59:59Z in seconds since the epoch."""
 
-Id = Field(
-    min_length=1,
-    max_length=256,
-    # Printable, no surrounding spaces, no control characters: " pad-1 " was stored but every read of it failed,
-    # and a NUL character is storable on SQLite but not on PostgreSQL.
-    pattern=r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$",
-    description="1-256 printable characters, no leading or trailing spaces.",
-)
+ID_PATTERN = r"^[^\s\ufeff\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\ufeff\x00-\x1f\x7f-\x9f])?$"
+"""Every id the API takes (body, path, query): printable, no surrounding spaces, no control characters.
+
+" pad-1 " was stored but every read of it failed, and a NUL character is storable on SQLite but not on PostgreSQL.
+C1 controls (\x85...) and the BOM are named outright, because what ``\\s`` covers differs between the server's
+regex engine and a client's (ECMA-262)."""
+_ID_DESCRIPTION = "1-256 printable characters, no leading or trailing spaces."
+
+Id = Field(min_length=1, max_length=256, pattern=ID_PATTERN, description=_ID_DESCRIPTION)
+PathId = Annotated[str, Path(min_length=1, max_length=256, pattern=ID_PATTERN, description=_ID_DESCRIPTION)]
+"""An id in a route's path (NUL and other control characters answer 422 before any lookup)."""
+QueryId = Annotated[str | None, Query(min_length=1, max_length=256, pattern=ID_PATTERN, description=_ID_DESCRIPTION)]
+"""An optional id in a query string."""
+MAX_NESTING = 32
+"""Deepest nesting of lists and objects an ``attributes`` value may have (an item nested 300 deep was stored, then
+every read of it failed: the JSON writer stops at a depth limit)."""
+
+
+def _shallow(value: dict[str, Any]) -> dict[str, Any]:
+    """``value`` if its lists and objects nest at most :data:`MAX_NESTING` deep (checked without recursion)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise ValueError(f"attributes nest deeper than {MAX_NESTING} levels; flatten them")
+        if isinstance(node, dict):
+            stack.extend((child, depth + 1) for child in node.values())
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node)
+    return value
+
+
 Attributes = dict[str, Any]
+AttributesIn = Annotated[dict[str, Any], AfterValidator(_shallow)]
+"""Attributes a request sends: nested at most :data:`MAX_NESTING` deep."""
+
+
+def _as_utc(value: datetime) -> datetime:
+    """A naive time (SQLite stores times without a zone; every stored time is UTC) as UTC; aware ones as they are."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+"""A response time: always written with its zone (``...Z``), as the ``date-time`` format of the spec requires."""
+
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+"""A JSON number (``true``/``false`` and numeric strings are refused, not read as 1/0 or parsed)."""
+
+
+def _whole_number(value: object) -> object:
+    """A JSON integer (``5`` or ``5.0``) as an int; anything else (``true``, ``"5"``, ``5.5``) is refused."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("a whole number is expected")
+    return value
+
+
+Timestamp = Annotated[int, Field(ge=0, le=MAX_TIMESTAMP), BeforeValidator(_whole_number)]
+"""Seconds since 1970-01-01, up to 9999-12-31."""
+
+_FROM_1970 = r"^(19[7-9][0-9]|[2-9][0-9]{3})-"
+
+
+def _date_text(value: object) -> object:
+    """Only text is read as a date/time (a number is seconds, never a date), and only from 1970 on."""
+    if not isinstance(value, str):
+        raise ValueError("a date/time is written as ISO-8601 text")
+    if not re.match(_FROM_1970, value):
+        raise ValueError("a date/time from 1970-01-01 on, written as ISO-8601 text (2018-09-24T10:00:00Z)")
+    return value
+
+
+DateTimeText = Annotated[
+    datetime,
+    BeforeValidator(_date_text),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": _FROM_1970}),
+]
+"""An ISO-8601 date/time from 1970 on (what a timestamp in seconds can say too)."""
 
 
 class _In(BaseModel):
@@ -84,7 +163,7 @@ class ItemIn(_In):
     item_id: str = Id
     title: str = Field(default="", max_length=10_000)
     text: str = Field(default="", max_length=100_000)
-    attributes: Attributes = Field(default_factory=dict, description="Other fields, e.g. genres, year.")
+    attributes: AttributesIn = Field(default_factory=dict, description="Other fields, e.g. genres, year.")
 
 
 class ItemPatch(_In):
@@ -92,7 +171,7 @@ class ItemPatch(_In):
 
     title: str | None = Field(default=None, max_length=10_000)
     text: str | None = Field(default=None, max_length=100_000)
-    attributes: Attributes | None = None
+    attributes: AttributesIn | None = None
 
 
 class ItemOut(BaseModel):
@@ -134,7 +213,7 @@ class UserIn(_In):
 
     user_id: str = Id
     profile: str = Field(default="", max_length=10_000, description="Free text about the user's tastes.")
-    attributes: Attributes = Field(default_factory=dict)
+    attributes: AttributesIn = Field(default_factory=dict)
 
 
 class UserOut(BaseModel):
@@ -166,13 +245,21 @@ class InteractionIn(_In):
 
     user_id: str = Id
     item_id: str = Id
-    timestamp: int | str = Field(description="Seconds since 1970-01-01, or an ISO-8601 date/time.")
-    value: float | None = Field(
+    timestamp: Timestamp | DateTimeText = Field(
+        description="Seconds since 1970-01-01, or an ISO-8601 date/time (UTC when it names no zone)."
+    )
+    value: Number | None = Field(
         default=None,
-        allow_inf_nan=False,
         description="A rating within the served rating range; 1 when left out. Feedback events (`thumbs_up`, "
         "`rating`...) follow the feedback route's rules.",
     )
+
+    def seconds(self) -> int:
+        """The timestamp as seconds since the epoch (a date/time without a zone is read as UTC)."""
+        if isinstance(self.timestamp, datetime):
+            return int(_as_utc(self.timestamp).timestamp())
+        return self.timestamp
+
     event: str = Field(default="interaction", min_length=1, max_length=64)
 
 
@@ -251,7 +338,7 @@ class RecommendationsOut(BaseModel):
     retriever: str
     reranked: bool
     known_user: bool = Field(description="False: the user was not in the fitted data and gets the cold-start list.")
-    fitted_at: datetime
+    fitted_at: UtcDatetime
     excluded_recent: list[str] = Field(description="Items left out because of feedback or interactions since the fit.")
     items: list[RecommendedItemOut]
 
@@ -280,13 +367,31 @@ class RecommendationsOut(BaseModel):
 
 
 # -- feedback ----------------------------------------------------------------------------------------------------
-class FeedbackIn(_In):
-    """Feedback on an item; stored as an interaction whose event is the kind."""
+class FeedbackRatingIn(_In):
+    """A rating of an item; stored as an interaction with the rating as its value."""
 
-    user_id: str | None = Field(default=None, min_length=1, description="Left out: the user of the key.")
+    user_id: str | None = Field(
+        default=None, min_length=1, max_length=256, pattern=ID_PATTERN, description="Left out: the user of the key."
+    )
     item_id: str = Id
-    kind: FeedbackKind
-    value: float | None = Field(default=None, description="The rating (kind=rating only).")
+    kind: Literal["rating"]
+    value: Number = Field(description="The rating, on the dataset's scale (the spec states its bounds).")
+
+
+class FeedbackMarkIn(_In):
+    """A thumbs-up, thumbs-down or "seen it" on an item: a mark that takes no value."""
+
+    user_id: str | None = Field(
+        default=None, min_length=1, max_length=256, pattern=ID_PATTERN, description="Left out: the user of the key."
+    )
+    item_id: str = Id
+    kind: Literal["thumbs_up", "thumbs_down", "seen"]
+    value: None = Field(default=None, description="Only a rating takes a value.")
+
+
+FeedbackIn = Annotated[FeedbackRatingIn | FeedbackMarkIn, Field(discriminator="kind")]
+"""Feedback on an item, stored as an interaction whose event is the kind. A rating needs a value, a mark takes none:
+the spec says so (one schema per kind), so a request the spec allows is one the server accepts."""
 
 
 class FeedbackOut(BaseModel):
@@ -305,7 +410,11 @@ class ChatSessionIn(_In):
     """A new conversation."""
 
     user_id: str | None = Field(
-        default=None, min_length=1, description="Its user (a user key's own when left out; admin: anonymous)."
+        default=None,
+        min_length=1,
+        max_length=256,
+        pattern=ID_PATTERN,
+        description="Its user (a user key's own when left out; admin: anonymous).",
     )
 
 
@@ -315,12 +424,24 @@ class ChatMessageIn(_In):
     text: str = Field(min_length=1, max_length=2000, pattern=r"\S", examples=["something funny from the 90s"])
 
 
-class ChatFeedbackIn(_In):
-    """Feedback on an item of the conversation; the next answer reflects it."""
+class ChatRatingIn(_In):
+    """A rating of an item of the conversation; the next answer reflects it."""
 
     item_id: str = Id
-    kind: FeedbackKind
-    value: float | None = Field(default=None, description="The rating (kind=rating only).")
+    kind: Literal["rating"]
+    value: Number = Field(description="The rating, on the dataset's scale (the spec states its bounds).")
+
+
+class ChatMarkIn(_In):
+    """A thumbs-up, thumbs-down or "seen it" on an item of the conversation; the next answer reflects it."""
+
+    item_id: str = Id
+    kind: Literal["thumbs_up", "thumbs_down", "seen"]
+    value: None = Field(default=None, description="Only a rating takes a value.")
+
+
+ChatFeedbackIn = Annotated[ChatRatingIn | ChatMarkIn, Field(discriminator="kind")]
+"""Feedback on an item of the conversation (a rating with its value, or a mark without one)."""
 
 
 class ChatItemOut(BaseModel):
@@ -378,6 +499,10 @@ class KeyIn(_In):
     """A key to make."""
 
     user_id: str = Id
+    expires_in_s: Annotated[int, Field(ge=1, le=10 * 366 * 86_400), BeforeValidator(_whole_number)] | None = Field(
+        default=None,
+        description="The key stops working this many seconds from now (401 after); left out: it never expires.",
+    )
 
 
 class KeyOut(BaseModel):
@@ -385,9 +510,10 @@ class KeyOut(BaseModel):
 
     key_id: str
     user_id: str
-    created_at: datetime
-    revoked_at: datetime | None
-    active: bool
+    created_at: UtcDatetime
+    revoked_at: UtcDatetime | None
+    expires_at: UtcDatetime | None = Field(description="When the key stops working; null: never.")
+    active: bool = Field(description="Neither revoked nor expired.")
 
     @classmethod
     def of(cls, record: ApiKeyRecord) -> KeyOut:
@@ -397,6 +523,7 @@ class KeyOut(BaseModel):
             user_id=record.user_id,
             created_at=record.created_at,
             revoked_at=record.revoked_at,
+            expires_at=record.expires_at,
             active=record.active,
         )
 
@@ -432,7 +559,7 @@ class HealthOut(BaseModel):
     version: str
     dataset: str
     loaded: bool
-    fitted_at: datetime | None
+    fitted_at: UtcDatetime | None
     pipelines: list[str]
     items: int | None
     users: int | None

@@ -27,13 +27,14 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from llmrec.data.dataset import Dataset
 from llmrec.data.filters import ItemFilters
@@ -65,6 +66,22 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+def _not_bool(value: object) -> object:
+    """Refuse ``true``/``false`` as numbers (pydantic would read them as 1/0); read ``5.0`` as 5.
+
+    Query-string digits are parsed as usual.
+    """
+    if isinstance(value, bool):
+        raise ValueError("a number is expected, not true/false")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+_Int = Annotated[int, BeforeValidator(_not_bool)]
+_Year = Annotated[int, Field(ge=0, le=9999), BeforeValidator(_not_bool)]
+
+
 class RecommendationOptions(BaseModel):
     """What a recommendation request may choose (the same fields as the API's query string and JSON body).
 
@@ -84,7 +101,7 @@ class RecommendationOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    k: int = Field(default=10, ge=1, le=1000)
+    k: _Int = Field(default=10, ge=1, le=1000)
     retriever: str | None = None
     rerank: bool = False
     explain: bool = False
@@ -92,8 +109,8 @@ class RecommendationOptions(BaseModel):
     exclude_items: list[str] = Field(default_factory=list, max_length=10_000)
     genres: list[str] = Field(default_factory=list, max_length=100)
     exclude_genres: list[str] = Field(default_factory=list, max_length=100)
-    year_min: int | None = None
-    year_max: int | None = None
+    year_min: _Year | None = None
+    year_max: _Year | None = None
 
 
 @dataclass(frozen=True)
@@ -156,6 +173,49 @@ class ServiceStatus:
     items: int | None
     users: int | None
     interactions: int | None
+
+
+class _KeyedLocks:
+    """One lock per key, made on first use and dropped when no thread holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    def get(self, key: str) -> _KeyedLock:
+        """A lock for ``key``; use it as a context manager (``with locks.get(key):``)."""
+        return _KeyedLock(self, key)
+
+    def _acquire(self, key: str) -> threading.Lock:
+        with self._guard:
+            lock, users = self._locks.get(key, (None, 0))
+            lock = lock or threading.Lock()
+            self._locks[key] = (lock, users + 1)
+        lock.acquire()
+        return lock
+
+    def _release(self, key: str) -> None:
+        with self._guard:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+        lock.release()
+
+
+class _KeyedLock:
+    """The context manager of one key of :class:`_KeyedLocks`."""
+
+    def __init__(self, locks: _KeyedLocks, key: str) -> None:
+        self._locks = locks
+        self._key = key
+
+    def __enter__(self) -> None:
+        self._locks._acquire(self._key)
+
+    def __exit__(self, *exc: object) -> None:
+        self._locks._release(self._key)
 
 
 @dataclass
@@ -231,6 +291,11 @@ class RecommenderService:
         self._load_lock = threading.Lock()
         self._content: tuple[_Snapshot, Content] | None = None
         self._chat: tuple[_Snapshot, ConversationalRecommender] | None = None
+        # Single-flight builds: the first request after start or a refit builds, concurrent ones wait for it
+        # (before, each built its own copy: 1.5 -> 5 GB and chat silent for minutes under load).
+        self._content_lock = threading.Lock()
+        self._chat_lock = threading.Lock()
+        self._session_locks = _KeyedLocks()
         # Users deleted since the snapshot was loaded -> the deletion's sequence number (see forget_user): the
         # fitted data still holds them, so every path treats them as unknown until a refit loaded after it.
         self._forgotten: dict[str, int] = {}
@@ -768,35 +833,55 @@ class RecommenderService:
         return out
 
     def _content_on(self, snap: _Snapshot) -> Content:
-        """The text-search scorer over the snapshot's catalogue (fitted on first use)."""
+        """The text-search scorer over the snapshot's catalogue (built once per snapshot, single-flight)."""
         with self._lock:
             if self._content is not None and self._content[0] is snap:
                 return self._content[1]
-        from llmrec.encode.cache import EmbeddingCache
-        from llmrec.models.content import Content
+        with self._content_lock:
+            with self._lock:  # built while we waited?
+                if self._content is not None and self._content[0] is snap:
+                    return self._content[1]
+            from llmrec.encode.cache import EmbeddingCache
+            from llmrec.models.content import Content
 
-        content = Content(embedding_cache=EmbeddingCache(self._store)).fit(snap.data, self.options)
-        with self._lock:
-            self._content = (snap, content)
-        return content
+            started = time.perf_counter()
+            content = Content(embedding_cache=EmbeddingCache(self._store)).fit(snap.data, self.options)
+            seconds = time.perf_counter() - started
+            log.info("text search index over %d items built in %.1f s", snap.data.n_items, seconds)
+            with self._lock:
+                if self._snapshot is snap or self._snapshot is None:
+                    self._content = (snap, content)
+            return content
 
     # -- chat -----------------------------------------------------------------------------------------------------
     def chat(self) -> ConversationalRecommender:
-        """The conversational recommender over the default retriever (built on first use, rebuilt after a refit).
+        """The conversational recommender over the default retriever (built once, rebuilt once after a refit).
 
         Sessions live in the store (``chat_sessions``), so they outlive refits and restarts; feedback given in a
-        user's session is stored as that user's interactions, which the next list and the next fit see.
+        user's session is stored as that user's interactions, which the next list and the next fit see. Concurrent
+        first calls build it once (a single-flight lock); the others wait for that build.
         """
         snap = self.snapshot()
         with self._lock:
             if self._chat is not None and self._chat[0] is snap:
                 return self._chat[1]
+        with self._chat_lock:
+            with self._lock:
+                if self._chat is not None and self._chat[0] is snap:
+                    return self._chat[1]
+            chat = self._build_chat(snap)
+            with self._lock:
+                if self._snapshot is snap:
+                    self._chat = (snap, chat)
+            return chat
+
+    def _build_chat(self, snap: _Snapshot) -> ConversationalRecommender:
         from llmrec.chat import ConversationalRecommender, SqlSessionStore
 
         config = self.config.chat
         pipe = self._pipeline_on(snap, self._retriever(None), config.rerank)
         searcher = self._content_on(snap) if self.config.chat_text_search else None
-        chat = ConversationalRecommender(
+        return ConversationalRecommender(
             pipe,
             sessions=SqlSessionStore(self._store),
             store=self._store,
@@ -807,9 +892,50 @@ class RecommenderService:
             recent=self.recent_taste,
             rating_range=self.config.rating_range,
         )
-        with self._lock:
-            self._chat = (snap, chat)
-        return chat
+
+    def session_lock(self, session_id: str) -> AbstractContextManager[None]:
+        """The lock that orders the writes of one chat session in this process (turns, feedback, edits, delete).
+
+        A turn reads the session, answers, and writes it back; two turns at once would each write their own
+        copy and one would be lost. The routes hold this lock around each of them.
+        """
+        return self._session_locks.get(session_id)
+
+    def warm_up(self, *, chat: bool = True) -> None:
+        """Do at start what the first requests would otherwise wait for.
+
+        Stores the dataset when missing, loads it, fits the default pipeline (and builds the language model when
+        the default pipeline uses one); with ``chat``, also builds the chat recommender with its text-search index
+        (the text encoder loads and embeds the catalogue: the slow part on a first start, cached in the store after).
+        """
+        started = time.perf_counter()
+        self.prepare()
+        self.pipeline()
+        if self.config.pipeline.rerank is not None or self.config.pipeline.explain_with_lm:
+            _ = self.lm  # built now, not by the first request
+        if chat:
+            self.chat()
+        log.info("warmed up %s in %.1f s (chat: %s)", self.dataset, time.perf_counter() - started, chat)
+
+    def warm_up_in_background(self) -> threading.Thread:
+        """Build the chat recommender and its text-search index in a daemon thread (see :meth:`warm_up`).
+
+        The server answers meanwhile; a chat request that comes before it is done waits for this same build (the
+        single-flight lock), never starts its own. A daemon thread: a server stopped meanwhile does not wait for it.
+        """
+
+        def build() -> None:
+            started = time.perf_counter()
+            try:
+                self.chat()
+            except Exception:  # logged: the first chat request will try again and answer the error
+                log.exception("building the chat of %s at start failed", self.dataset)
+                return
+            log.info("chat and text search of %s ready in %.1f s", self.dataset, time.perf_counter() - started)
+
+        thread = threading.Thread(target=build, name="llmrec-warm-chat", daemon=True)
+        thread.start()
+        return thread
 
     def create_user(self, user_id: str, profile: str, attributes: Mapping[str, Any]) -> UserRecord:
         """Store a new user (until their first interactions, recommendations follow what their profile says).

@@ -712,8 +712,15 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_on_begin(conn: sa.Connection) -> None:
-    """Start a real transaction, so migrations (DDL) roll back as a whole too (SQLAlchemy's pysqlite recipe)."""
-    conn.exec_driver_sql("BEGIN")
+    """Start a real transaction, so migrations (DDL) roll back as a whole too (SQLAlchemy's pysqlite recipe).
+
+    ``IMMEDIATE`` takes the write lock at the start: a deferred transaction that reads and then writes while
+    another writes cannot wait for it (SQLite answers "database is locked" at once, whatever the busy timeout), so
+    concurrent API writes failed with 503. Now a transaction waits its turn (up to the connection's 30 s timeout).
+    Every transaction takes the lock, reads too, so SQLite serves one transaction at a time; many concurrent
+    writers are what PostgreSQL is for.
+    """
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _mask(text: str, password: str | None = None) -> str:

@@ -156,6 +156,7 @@ class ApiKeyRow(Base):
     role: Mapped[str] = mapped_column(sa.Text, default="user")
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
     revoked_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True), nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True), nullable=True)
 
 
 class AuditRow(Base):

@@ -60,11 +60,20 @@ class ApiKeyRecord:
     role: str
     created_at: datetime
     revoked_at: datetime | None = None
+    expires_at: datetime | None = None
+
+    @property
+    def expired(self) -> bool:
+        """Whether the key is past its expiry time (a key without one never expires)."""
+        if self.expires_at is None:
+            return False
+        expires = self.expires_at if self.expires_at.tzinfo else self.expires_at.replace(tzinfo=UTC)
+        return expires <= datetime.now(UTC)
 
     @property
     def active(self) -> bool:
-        """Whether the key still grants access."""
-        return self.revoked_at is None
+        """Whether the key still grants access (neither revoked nor expired)."""
+        return self.revoked_at is None and not self.expired
 
 
 @dataclass(frozen=True)
@@ -105,7 +114,7 @@ def _user(row: Any) -> UserRecord:
 
 
 def _key(row: Any) -> ApiKeyRecord:
-    return ApiKeyRecord(row.key_id, row.dataset, row.user_id, row.role, row.created_at, row.revoked_at)
+    return ApiKeyRecord(row.key_id, row.dataset, row.user_id, row.role, row.created_at, row.revoked_at, row.expires_at)
 
 
 class RecordAccess:
@@ -313,8 +322,19 @@ class RecordAccess:
             return int(conn.execute(stmt).scalar_one() or 0)
 
     # -- API keys -------------------------------------------------------------------------------------------
-    def add_api_key(self, key_id: str, key_hash: str, dataset: str, user_id: str, role: str = "user") -> ApiKeyRecord:
-        """Store an API key's hash for ``user_id`` of ``dataset`` (the dataset row is created when new)."""
+    def add_api_key(
+        self,
+        key_id: str,
+        key_hash: str,
+        dataset: str,
+        user_id: str,
+        role: str = "user",
+        expires_at: datetime | None = None,
+    ) -> ApiKeyRecord:
+        """Store an API key's hash for ``user_id`` of ``dataset`` (the dataset row is created when new).
+
+        ``expires_at``: when the key stops granting access (``None``: never).
+        """
         from llmrec.data.store.models import DatasetRow
 
         with self._transaction(f"store an API key for user '{user_id}'") as conn:
@@ -323,7 +343,12 @@ class RecordAccess:
                 conn.execute(sa.insert(DatasetRow).values(name=dataset))
             conn.execute(
                 sa.insert(ApiKeyRow).values(
-                    key_id=key_id, key_hash=key_hash, dataset=dataset, user_id=str(user_id), role=role
+                    key_id=key_id,
+                    key_hash=key_hash,
+                    dataset=dataset,
+                    user_id=str(user_id),
+                    role=role,
+                    expires_at=expires_at,
                 )
             )
             row = conn.execute(sa.select(ApiKeyRow).where(ApiKeyRow.key_id == key_id)).one()

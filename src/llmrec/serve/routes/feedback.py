@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from llmrec.serve.deps import Caller, ServiceDep
-from llmrec.serve.errors import ApiError, FieldError, error_responses
+from llmrec.serve.errors import FieldError, Forbidden, error_responses
 from llmrec.serve.schemas import FeedbackIn, FeedbackOut
 
 __all__ = ["router"]
@@ -17,12 +17,10 @@ router = APIRouter(prefix="/feedback", tags=["feedback"], responses=error_respon
 def give_feedback(body: FeedbackIn, service: ServiceDep, caller: Caller) -> FeedbackOut:
     """Record feedback of a user on an item (a user key gives its own user's; ``user_id`` may be left out)."""
     user_id = body.user_id or caller.user_id
-    if user_id is None:
-        raise ApiError(
-            422,
-            "validation_error",
-            "user_id is required with the admin key",
-            [FieldError(loc=["body", "user_id"], msg="required")],
+    if user_id is None:  # only a user key has a user of its own
+        raise Forbidden(
+            "the admin key has no user of its own: name the user in user_id",
+            [FieldError(loc=["body", "user_id"], msg="required with the admin key")],
         )
     caller.check_user(user_id, ("body", "user_id"))
     result = service.record_feedback(user_id, body.item_id, body.kind, body.value)

@@ -28,11 +28,14 @@ def ingest_interactions(body: InteractionsIn, service: ServiceDep, caller: Calle
                     for i in others[:50]
                 ],
             )
-    rows = [row.model_dump() for row in body.interactions]
+    rows = [row.model_dump() | {"timestamp": row.seconds()} for row in body.interactions]
     frame = pd.DataFrame(rows, dtype=object)  # a missing value stays None: the service applies the feedback rules
+    # A row repeated within the batch is skipped like one already stored (one event per user, item, time, event).
+    repeated = frame.duplicated(subset=["user_id", "item_id", "timestamp", "event"])
+    frame = frame[~repeated].reset_index(drop=True)
     try:
         report = service.ingest_interactions(frame)
     except DataValidationError as exc:
         fields = data_problem_fields(exc, ("body", "interactions"))
         raise ApiError(422, "data_validation_error", f"the batch was not stored: {exc.first}", fields) from exc
-    return IngestOut(inserted=report.inserted, skipped=report.skipped)
+    return IngestOut(inserted=report.inserted, skipped=report.skipped + int(repeated.sum()))

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from llmrec.serve.deps import Admin, Caller, ServiceDep
 from llmrec.serve.errors import error_responses
-from llmrec.serve.schemas import MAX_OFFSET, DeletedOut, ItemIn, ItemOut, ItemPage, ItemPatch
+from llmrec.serve.schemas import MAX_OFFSET, DeletedOut, ItemIn, ItemOut, ItemPage, ItemPatch, PathId
 
 __all__ = ["router"]
 
@@ -50,19 +50,19 @@ def create_item(body: ItemIn, service: ServiceDep, _admin: Admin) -> ItemOut:
 
 
 @router.get("/{item_id}", response_model=ItemOut, responses=error_responses(404))
-def get_item(item_id: str, service: ServiceDep, _caller: Caller) -> ItemOut:
+def get_item(item_id: PathId, service: ServiceDep, _caller: Caller) -> ItemOut:
     """One item."""
     return ItemOut.of(service.get_item(item_id))
 
 
 @router.patch("/{item_id}", response_model=ItemOut, responses=error_responses(403, 404))
-def update_item(item_id: str, body: ItemPatch, service: ServiceDep, _admin: Admin) -> ItemOut:
+def update_item(item_id: PathId, body: ItemPatch, service: ServiceDep, _admin: Admin) -> ItemOut:
     """Change an item's title, text or attributes (attributes merge; null removes one)."""
     return ItemOut.of(service.update_item(item_id, title=body.title, text=body.text, attributes=body.attributes))
 
 
 @router.delete("/{item_id}", response_model=DeletedOut, responses=error_responses(403, 404))
-def delete_item(item_id: str, service: ServiceDep, _admin: Admin) -> DeletedOut:
+def delete_item(item_id: PathId, service: ServiceDep, _admin: Admin) -> DeletedOut:
     """Delete an item and its interactions; it is not recommended again."""
     service.delete_item(item_id)
     return DeletedOut(deleted=item_id)

@@ -5,13 +5,24 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from pydantic import ConfigDict
 
 from llmrec.serve.deps import ServiceDep, UserAccess
 from llmrec.serve.errors import error_responses
-from llmrec.serve.schemas import RecommendationsOut
+from llmrec.serve.schemas import PathId, RecommendationsOut
 from llmrec.serve.service import RecommendationOptions
 
-__all__ = ["router"]
+__all__ = ["RecommendationBody", "router"]
+
+
+class RecommendationBody(RecommendationOptions):
+    """The options as a JSON body, typed strictly (``0`` is not ``false``, ``"5"`` is not ``5``).
+
+    Unlike the query string, where every value arrives as text and is parsed.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
 
 router = APIRouter(
     prefix="/users/{user_id}/recommendations",
@@ -22,7 +33,7 @@ router = APIRouter(
 
 @router.get("", response_model=RecommendationsOut)
 def recommendations(
-    user_id: str, options: Annotated[RecommendationOptions, Query()], service: ServiceDep, _caller: UserAccess
+    user_id: PathId, options: Annotated[RecommendationOptions, Query()], service: ServiceDep, _caller: UserAccess
 ) -> RecommendationsOut:
     """Top-k for a user; list parameters repeat (``?genres=Comedy&genres=Drama``).
 
@@ -33,7 +44,7 @@ def recommendations(
 
 @router.post("", response_model=RecommendationsOut)
 def recommendations_post(
-    user_id: str, options: RecommendationOptions, service: ServiceDep, _caller: UserAccess
+    user_id: PathId, options: RecommendationBody, service: ServiceDep, _caller: UserAccess
 ) -> RecommendationsOut:
     """Top-k for a user, with the options as a JSON body (for long exclude lists)."""
     return RecommendationsOut.of(service.recommend(user_id, options))

@@ -13,6 +13,7 @@ from llmrec.serve.schemas import (
     MAX_TIMESTAMP,
     InteractionOut,
     InteractionsOut,
+    PathId,
     UserIn,
     UserOut,
     UserPage,
@@ -48,14 +49,14 @@ def create_user(body: UserIn, service: ServiceDep, _admin: Admin) -> UserOut:
 
 
 @router.get("/{user_id}", response_model=UserOut, responses=error_responses(404))
-def get_user(user_id: str, service: ServiceDep, _caller: UserAccess) -> UserOut:
+def get_user(user_id: PathId, service: ServiceDep, _caller: UserAccess) -> UserOut:
     """One user."""
     return UserOut.of(service.get_user(user_id))
 
 
 @router.get("/{user_id}/interactions", response_model=InteractionsOut, responses=error_responses(404))
 def user_interactions(
-    user_id: str,
+    user_id: PathId,
     service: ServiceDep,
     _caller: UserAccess,
     since: Annotated[
