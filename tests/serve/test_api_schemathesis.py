@@ -12,7 +12,10 @@ Two allowances, each a status the spec documents:
 * 413 counts as rejecting a schema-violating body (a text longer than ``maxLength`` is also over the body limit);
 * on the recommendations routes a schema-valid request may get 400: a genre must be one of the catalogue's (data,
   not schema), and with ``rerank`` ``k`` may not exceed the pipeline's candidates (one field bounding another).
-  The 400 names the field and the fix. Every other operation must accept every schema-valid request.
+  The 400 names the field and the fix;
+* ``POST /v1/interactions`` may answer 422 ``data_validation_error``: every item must be in the catalogue, and a
+  feedback event (``thumbs_up``...) takes the feedback route's values (data and cross-field rules the spec cannot
+  state; the value's range is in the spec). Every other operation must accept every schema-valid request.
 """
 
 from __future__ import annotations
@@ -60,7 +63,16 @@ def _run(app: object) -> tuple[list[str], int, float]:
                         },
                         "negative_data_rejection": {"expected-statuses": rejected},
                     },
-                }
+                },
+                {
+                    "include-path": "/v1/interactions",
+                    "checks": {
+                        "positive_data_acceptance": {
+                            "expected-statuses": [*POSITIVE_DATA_ACCEPTANCE_EXPECTED_STATUSES, "422"]
+                        },
+                        "negative_data_rejection": {"expected-statuses": rejected},
+                    },
+                },
             ],
         }
     )

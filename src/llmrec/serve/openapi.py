@@ -81,6 +81,11 @@ def _add_served_limits(spec: dict[str, Any], config: ServeConfig) -> None:
         value = schemas.get(name, {}).get("properties", {}).get("value")
         if value is not None:
             value["minimum"], value["maximum"] = low, high
+    value = schemas.get("InteractionIn", {}).get("properties", {}).get("value")
+    if value is not None:  # a value is a rating on the served scale (nullable: left out means 1)
+        for branch in value.get("anyOf", [value]):
+            if branch.get("type") == "number":
+                branch["minimum"], branch["maximum"] = low, high
     for path in spec.get("paths", {}).values():
         for op in path.values():
             for param in op.get("parameters", []):
