@@ -128,7 +128,7 @@ async function loadRecommendations() {
     for (const item of result.items) state.titles.set(item.item_id, item.title);
     state.shown = ids;
     const how = `${result.retriever}${result.reranked ? " + language-model rerank" : ""}`;
-    const cold = result.known_user ? "" : " · new user: popular items until the next refit";
+    const cold = result.known_user ? "" : " · new user: from your profile and feedback (popular items without them) until the next refit";
     $("recs-meta").textContent = `${how}${cold}${changes(before, ids)}`;
   } finally {
     list.setAttribute("aria-busy", "false");
