@@ -333,17 +333,14 @@ class ConversationalRecommender:
 
     def allowed(self, state: DialogueState) -> list[str] | None:
         """Item ids meeting the state's hard constraints (``None``: no constraints, every item)."""
-        filters = self.catalogue.filters()
-        keep = filters.mask(
+        keep = self.catalogue.filters().mask(
             genres=state.genres_include,
             exclude_genres=state.genres_exclude,
             year_min=state.year_min,
             year_max=state.year_max,
             strict=False,  # a genre the catalogue lacks ("film noir" here) matches nothing: the answer says so
+            all_genres=state.genres_all,  # "a sci-fi thriller": every one of them
         )
-        for genre in state.genres_all:  # "a sci-fi thriller": every one of them
-            both = filters.mask(genres=[genre], strict=False)
-            keep = both if keep is None else keep & both
         return None if keep is None else [str(i) for i in self.catalogue.item_ids[keep]]
 
     def query(self, user_id: str | None, state: DialogueState) -> Query | None:

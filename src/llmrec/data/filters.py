@@ -57,8 +57,9 @@ class ItemFilters:
         year_min: int | None = None,
         year_max: int | None = None,
         strict: bool = True,
+        all_genres: Sequence[str] = (),
     ) -> np.ndarray | None:
-        """Items with at least one of ``genres``, none of ``exclude_genres``, within the year bounds.
+        """Items with at least one of ``genres``, every one of ``all_genres``, none of ``exclude_genres``, in years.
 
         Args:
             genres: Keep items with at least one of these (any case).
@@ -67,6 +68,7 @@ class ItemFilters:
             year_max: Keep items up to this year.
             strict: Raise for a genre or year the catalogue lacks (an API request: the caller mistyped it);
                 ``False`` lets an unknown genre or a year-less catalogue match no item (a conversation).
+            all_genres: Keep only items with every one of these ("a sci-fi thriller": both).
 
         Returns:
             A boolean mask over item indices, or ``None`` when nothing was asked (every item passes).
@@ -82,6 +84,8 @@ class ItemFilters:
                 continue
             hit = np.logical_or.reduce([self._genre(field_name, g, strict) for g in wanted])
             keep = _and(keep, hit if include else ~hit)
+        for genre in all_genres:
+            keep = _and(keep, self._genre("all_genres", genre, strict))
         if year_min is not None or year_max is not None:
             low = -np.inf if year_min is None else year_min
             high = np.inf if year_max is None else year_max

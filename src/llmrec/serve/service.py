@@ -610,17 +610,14 @@ class RecommenderService:
                             exclude=(*query.exclude, *seen))  # fmt: skip
         if options.genres or options.exclude_genres or options.year_min is not None or options.year_max is not None:
             return query
-        filters = snap.filters()
-        wanted = filters.mask(
+        wanted = snap.filters().mask(
             genres=profile.genres_include,
             exclude_genres=profile.genres_exclude,
             year_min=profile.year_min,
             year_max=profile.year_max,
             strict=False,
+            all_genres=profile.genres_all,
         )
-        for genre in profile.genres_all:
-            both = filters.mask(genres=[genre], strict=False)
-            wanted = both if wanted is None else wanted & both
         if wanted is None:
             return query
         narrowed = wanted if query.candidates is None else wanted & vocab.mask(query.candidates)
