@@ -23,10 +23,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from llmrec.catalogue import Catalogue
 from llmrec.data.movielens import load_movielens
 from llmrec.eval.dialogue import SLOTS, load_utterances, score_utterances
 from llmrec.eval.provenance import provenance
-from llmrec.llm.explain import Catalogue
 
 TARGET_F1 = 0.9
 DEFAULT_SET = Path(__file__).resolve().parent.parent / "tests" / "chat" / "data" / "utterances.jsonl"

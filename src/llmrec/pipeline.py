@@ -35,11 +35,11 @@ from llmrec.data.dataset import Dataset
 from llmrec.errors import ArtifactError, ConfigError, NotFittedError
 from llmrec.llm.explain import ExplainConfig, Explainer, Explanation, ExplanationStream
 from llmrec.llm.fewshot import FewShotConfig, FewShotPool
-from llmrec.llm.prompts import short_title
 from llmrec.llm.rerank import LMReranker, RerankConfig, blend
 from llmrec.models.base import Recommendations, Scorer, TrainOptions, mask_scores, top_k
 from llmrec.models.registry import get_scorer
 from llmrec.query import Query, as_queries
+from llmrec.text.titles import short_title
 
 if TYPE_CHECKING:
     from llmrec.llm.base import LanguageModel

@@ -22,8 +22,8 @@ from llmrec.adapt.instructions import (
 from llmrec.data.dataset import Dataset
 from llmrec.data.splits import Split, leave_last_out, temporal_split
 from llmrec.errors import ConfigError, DataValidationError, LeakageError
-from llmrec.llm.prompts import short_title
 from llmrec.llm.rerank import LMReranker, RerankConfig
+from llmrec.text.titles import short_title
 
 HELD_OUT = {t.id for t in TEMPLATES if t.held_out}
 

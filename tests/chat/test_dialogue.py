@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
+from llmrec.catalogue import Catalogue
 from llmrec.chat import ConversationalRecommender, DialogueState
 from llmrec.chat.link import normalize_title
 from llmrec.chat.parse import TurnParse, parse_turn
 from llmrec.data.dataset import Dataset
 from llmrec.eval.dialogue import SLOTS, load_utterances, score_utterances
-from llmrec.llm.explain import Catalogue
 from llmrec.pipeline import Pipeline, PipelineConfig, RetrieverSpec
 
 UTTERANCES = Path(__file__).parent / "data" / "utterances.jsonl"

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from llmrec.catalogue import Catalogue
 from llmrec.chat.parse import TurnParse, parse_turn
 from llmrec.data.dataset import Dataset
-from llmrec.llm.explain import Catalogue
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from llmrec.catalogue import Catalogue
 from llmrec.chat import ChatConfig, ConversationalRecommender, SqlSessionStore
 from llmrec.data.dataset import Dataset
 from llmrec.data.store import Store
 from llmrec.errors import ConfigError, UnknownIdError
-from llmrec.llm.explain import Catalogue, check
+from llmrec.llm.explain import check
 from llmrec.pipeline import Pipeline, PipelineConfig, RetrieverSpec
 
 FAST = PipelineConfig(retriever=RetrieverSpec(name="itemknn"), candidates=20, rerank=None)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from llmrec.catalogue import Catalogue
 from llmrec.data.dataset import Dataset
 from llmrec.data.filters import ItemFilters
 from llmrec.errors import ConfigError
-from llmrec.llm.explain import Catalogue
 
 
 def test_masks_combine_genres_exclusions_and_inclusive_years() -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from llmrec.catalogue import Catalogue
 from llmrec.data.movielens import load_movielens
 from llmrec.data.redial import Dialogue, load_redial, load_redial_mapping
 from llmrec.eval.crs import CRSSample, build_samples, dialogue_states, evaluate_ranker, recall_at, render_message
-from llmrec.llm.explain import Catalogue
 from llmrec.pipeline import Pipeline, PipelineConfig, RetrieverSpec
 from llmrec.query import Query
 from required import skip_or_fail

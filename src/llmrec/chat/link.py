@@ -2,7 +2,7 @@
 
 People shorten titles ("Lord of the Rings", "Kill Bill", "Eternal Sunshine"), misspell them ("Jurasic Park",
 "Forest Gump"), and punctuate them differently ("Spiderman", "Wall-E", "Monsters Inc", "Dumb and Dumber",
-"Leon the Professional"). The catalogue's exact mention index (:meth:`llmrec.llm.explain.Catalogue.mentions`)
+"Leon the Professional"). The catalogue's exact mention index (:meth:`llmrec.catalogue.Catalogue.mentions`)
 finds none of those, so the chat also looks titles up here:
 
 1. Every short title is normalised (accents and apostrophes dropped, ``&`` read as "and", punctuation as space,
@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Literal
 from llmrec.text.extract import GENRE_VOCABULARY, STOPWORDS
 
 if TYPE_CHECKING:
-    from llmrec.llm.explain import Catalogue
+    from llmrec.catalogue import Catalogue
 
 __all__ = ["LinkKind", "TitleIndex", "TitleLink", "normalize_title"]
 

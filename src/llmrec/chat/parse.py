@@ -1,6 +1,6 @@
 """Understanding one user turn: what it asks for, and what it adds to the dialogue state.
 
-Rules over the catalogue's own mention index (:meth:`llmrec.llm.explain.Catalogue.mentions`: titles, genres,
+Rules over the catalogue's own mention index (:meth:`llmrec.catalogue.Catalogue.mentions`: titles, genres,
 years) and the tolerant title index (:class:`llmrec.chat.link.TitleIndex`: shortened, misspelled and differently
 punctuated titles), applied clause by clause so "I loved Heat but hated Alien" likes one film and dislikes the
 other:
@@ -40,7 +40,7 @@ from llmrec.chat.state import StateUpdate
 from llmrec.text.extract import GENRE_VOCABULARY, STOPWORDS
 
 if TYPE_CHECKING:
-    from llmrec.llm.explain import Catalogue
+    from llmrec.catalogue import Catalogue
 
 __all__ = ["MOOD_GENRES", "Intent", "TurnParse", "parse_turn"]
 

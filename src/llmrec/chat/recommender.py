@@ -28,12 +28,13 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from llmrec.catalogue import Catalogue
 from llmrec.chat.parse import Intent, parse_turn
 from llmrec.chat.sessions import ChatSession, MemorySessionStore, SessionStore, Turn, new_session_id
 from llmrec.chat.state import DialogueState, StateUpdate
 from llmrec.errors import ConfigError, UnknownIdError
 from llmrec.feedback import DEFAULT_RATING_RANGE, FeedbackKind, Taste, polarity, validate_feedback
-from llmrec.llm.explain import Catalogue, Explainer
+from llmrec.llm.explain import Explainer
 from llmrec.privacy.at_rest import TextProtection
 from llmrec.query import Query, RecommendedItem
 from llmrec.text.pii import PiiKind

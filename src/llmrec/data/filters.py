@@ -2,7 +2,7 @@
 
 One implementation behind the API's list filters (``?genres=Comedy&year_min=1990``) and a conversation's
 constraints ("something funny from the 90s, no horror"), so both read a catalogue the same way. Both build it from
-the catalogue's key facts (:meth:`llmrec.llm.explain.Catalogue.filters`: the ``genres`` field or genre words in
+the catalogue's key facts (:meth:`llmrec.catalogue.Catalogue.filters`: the ``genres`` field or genre words in
 the text; the ``year`` column or a bracketed year in the title), matched in any case; an item of unknown year
 meets no year bound.
 """

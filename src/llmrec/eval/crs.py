@@ -37,7 +37,7 @@ from llmrec.chat.state import DialogueState, StateUpdate
 from llmrec.data.redial import MENTION_PATTERN, Dialogue, Message
 
 if TYPE_CHECKING:
-    from llmrec.llm.explain import Catalogue
+    from llmrec.catalogue import Catalogue
 
 __all__ = [
     "VARIANTS",

@@ -3,7 +3,7 @@
 Each labelled utterance (one JSON object per line) gives the text and the slots a careful reader would fill:
 
 - ``liked``, ``disliked``, ``seen``: catalogue titles written ``"Short Title (Year)"`` (as
-  :meth:`~llmrec.llm.explain.Catalogue.title` and ``year`` give them), so a label names one item exactly;
+  :meth:`~llmrec.catalogue.Catalogue.title` and ``year`` give them), so a label names one item exactly;
 - ``genres_in``: genres asked for, one value per alternative; genres asked for together are one value joined by
   ``+`` in alphabetical order (``"Sci-Fi+Thriller"`` for "a sci-fi thriller");
 - ``genres_out``: genres ruled out;
@@ -34,7 +34,7 @@ from llmrec.errors import ConfigError
 from llmrec.text.extract import STOPWORDS
 
 if TYPE_CHECKING:
-    from llmrec.llm.explain import Catalogue
+    from llmrec.catalogue import Catalogue
 
 __all__ = ["SLOTS", "SlotScore", "label_slots", "load_utterances", "parse_slots", "score_utterances"]
 

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from llmrec.chat import ChatSession, Reply
     from llmrec.data.store import ApiKeyRecord, ItemRecord, UserRecord
     from llmrec.llm.explain import Explanation
-    from llmrec.serve.service import RecommendationResult
+    from llmrec.serve.results import RecommendationResult
 
 __all__ = [
     "ID_PATTERN",

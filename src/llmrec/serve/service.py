@@ -7,44 +7,52 @@ The service is plain Python (no web framework), so the HTTP routes, the chat lay
 * the **marker** of the snapshot (the id of the newest interaction row it holds). What a user did after the marker
   (feedback, new interactions) is read from the store on every recommendation call, so the very next list reflects
   it without waiting for a refit: every such item is left out, and the liked ones (thumbs-up, high ratings; see
-  :func:`llmrec.feedback.polarity`) are folded into the retriever with the history it was fitted on
-  (:meth:`~llmrec.pipeline.Pipeline.recommend_history`), so the rest of the list re-ranks around them;
+  :func:`llmrec.feedback.polarity`) are folded into the retriever with the history it was fitted on (a
+  :class:`~llmrec.query.Query` with ``liked`` set), so the rest of the list re-ranks around them;
 * :meth:`RecommenderService.refit`, which reloads the store and refits every pipeline in use, then swaps them in at
   once (requests keep being answered from the old snapshot meanwhile).
 
 With ``ServeConfig.model`` (``llmrec serve --model DIR``) the first snapshot is a saved pipeline instead: its data
 and its fitted retriever are loaded, not fitted, so the server answers at once; a refit then works as always.
 
-Recommendations come from :meth:`llmrec.pipeline.Pipeline.recommend` (or ``recommend_history`` after new
-feedback) and explanations from
-:meth:`~llmrec.pipeline.Pipeline.explain`; filters only choose the ``candidates`` handed to it.
+Recommendations come from :meth:`llmrec.pipeline.Pipeline.recommend` and explanations from
+:meth:`~llmrec.pipeline.Pipeline.explain`; filters only choose the ``candidates`` handed to it. Item, user and
+interaction records and the data subject's rights are :class:`~llmrec.serve.records.RecordsMixin`'s; request
+and result types are in :mod:`llmrec.serve.results`.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from llmrec.data.dataset import Dataset
-from llmrec.data.filters import ItemFilters
-from llmrec.data.store import AuditRecord, ForgetReport, IngestReport, ItemRecord, Page, Store, UserRecord
-from llmrec.errors import ConfigError, ConflictError, UnknownIdError
+from llmrec.data.store import ItemRecord, Store
+from llmrec.errors import ConfigError, UnknownIdError
 from llmrec.feedback import FeedbackKind, Taste, taste_of, validate_feedback
 from llmrec.models.base import TrainOptions
 from llmrec.pipeline import Pipeline, RetrieverSpec
 from llmrec.query import Query, RecommendedItem
 from llmrec.serve.config import ServeConfig
+from llmrec.serve.locks import KeyedLocks
+from llmrec.serve.records import RecordsMixin
+from llmrec.serve.results import (
+    FeedbackResult,
+    RecommendationOptions,
+    RecommendationResult,
+    RefitReport,
+    ServiceStatus,
+)
+from llmrec.serve.snapshot import Snapshot
 
 if TYPE_CHECKING:
     from llmrec.chat import ConversationalRecommender
@@ -66,198 +74,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def _not_bool(value: object) -> object:
-    """Refuse ``true``/``false`` as numbers (pydantic would read them as 1/0); read ``5.0`` as 5.
-
-    Query-string digits are parsed as usual.
-    """
-    if isinstance(value, bool):
-        raise ValueError("a number is expected, not true/false")
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-_Int = Annotated[int, BeforeValidator(_not_bool)]
-_Year = Annotated[int, Field(ge=0, le=9999), BeforeValidator(_not_bool)]
-
-
-class RecommendationOptions(BaseModel):
-    """What a recommendation request may choose (the same fields as the API's query string and JSON body).
-
-    Attributes:
-        k: List length.
-        retriever: A retriever of ``ServeConfig.retrievers``; the default pipeline's when ``None``.
-        rerank: Rerank the retriever's candidates with the language model.
-        explain: Add a grounded explanation to each item.
-        exclude_seen: Leave out items the user already interacted with.
-        exclude_items: Item ids never to recommend in this list.
-        genres: Only items with at least one of these genres (case-insensitive).
-        exclude_genres: No items with any of these genres.
-        year_min: Only items from this year on.
-        year_max: Only items up to this year.
-
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    k: _Int = Field(default=10, ge=1, le=1000)
-    retriever: str | None = None
-    rerank: bool = False
-    explain: bool = False
-    exclude_seen: bool = True
-    exclude_items: list[str] = Field(default_factory=list, max_length=10_000)
-    genres: list[str] = Field(default_factory=list, max_length=100)
-    exclude_genres: list[str] = Field(default_factory=list, max_length=100)
-    year_min: _Year | None = None
-    year_max: _Year | None = None
-
-
-@dataclass(frozen=True)
-class RecommendationResult:
-    """A user's list and how it was made.
-
-    Attributes:
-        user_id: The user.
-        items: Best first.
-        retriever: The retriever used.
-        reranked: Whether the language model reranked the candidates.
-        known_user: Whether the user was in the fitted data (unknown users get the retriever's cold-start list,
-            steered by their stored profile when it names titles, genres or years).
-        excluded_recent: Items left out because the user interacted with them after the last fit.
-        fitted_at: When the data behind the list was loaded.
-
-    """
-
-    user_id: str
-    items: list[RecommendedItem]
-    retriever: str
-    reranked: bool
-    known_user: bool
-    excluded_recent: list[str]
-    fitted_at: datetime
-
-
-@dataclass(frozen=True)
-class FeedbackResult:
-    """A stored piece of feedback (``stored`` is false when the identical event was already stored)."""
-
-    user_id: str
-    item_id: str
-    kind: str
-    value: float
-    timestamp: int
-    stored: bool
-
-
-@dataclass(frozen=True)
-class RefitReport:
-    """What a refit loaded and fitted."""
-
-    dataset: str
-    users: int
-    items: int
-    interactions: int
-    pipelines: list[str]
-    seconds: float
-
-
-@dataclass(frozen=True)
-class ServiceStatus:
-    """The service's state, for health checks."""
-
-    dataset: str
-    loaded: bool
-    fitted_at: datetime | None
-    pipelines: list[str]
-    items: int | None
-    users: int | None
-    interactions: int | None
-
-
-class _KeyedLocks:
-    """One lock per key, made on first use and dropped when no thread holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._guard = threading.Lock()
-        self._locks: dict[str, tuple[threading.Lock, int]] = {}
-
-    def get(self, key: str) -> _KeyedLock:
-        """A lock for ``key``; use it as a context manager (``with locks.get(key):``)."""
-        return _KeyedLock(self, key)
-
-    def _acquire(self, key: str) -> threading.Lock:
-        with self._guard:
-            lock, users = self._locks.get(key, (None, 0))
-            lock = lock or threading.Lock()
-            self._locks[key] = (lock, users + 1)
-        lock.acquire()
-        return lock
-
-    def _release(self, key: str) -> None:
-        with self._guard:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
-        lock.release()
-
-
-class _KeyedLock:
-    """The context manager of one key of :class:`_KeyedLocks`."""
-
-    def __init__(self, locks: _KeyedLocks, key: str) -> None:
-        self._locks = locks
-        self._key = key
-
-    def __enter__(self) -> None:
-        self._locks._acquire(self._key)
-
-    def __exit__(self, *exc: object) -> None:
-        self._locks._release(self._key)
-
-
-@dataclass
-class _Snapshot:
-    """The dataset as loaded from the store, and what has been fitted on it."""
-
-    data: Dataset
-    marker: int
-    loaded_at: datetime
-    removed: set[str] = field(default_factory=set)
-    pipelines: dict[tuple[str, bool], Pipeline] = field(default_factory=dict)
-    fit_locks: dict[tuple[str, bool], threading.Lock] = field(default_factory=dict)
-    saved: Pipeline | None = None
-    """The saved pipeline this snapshot came from (``ServeConfig.model``); ``None`` when loaded from the store."""
-    _filters: ItemFilters | None = None
-    _records: list[dict[str, Any]] | None = None
-
-    def filters(self) -> ItemFilters:
-        """Genre and year masks of the items (built on first use)."""
-        if self._filters is None:
-            from llmrec.llm.explain import Catalogue
-
-            self._filters = Catalogue.of(self.data).filters()
-        return self._filters
-
-    def record(self, idx: int) -> dict[str, Any]:
-        """Title and JSON-safe attributes of item ``idx``."""
-        if self._records is None:
-            from llmrec.data.store.core import _json_safe
-
-            items = self.data.items
-            attrs = [c for c in items.columns if c not in ("item_id", "title", "text")]
-            titles = items["title"].fillna("").astype(str).tolist()
-            columns = {c: items[c].tolist() for c in attrs}
-            self._records = [
-                {"title": titles[i], "attributes": {c: _json_safe(columns[c][i]) for c in attrs}}
-                for i in range(len(items))
-            ]
-        return self._records[idx]
-
-
-class RecommenderService:
+class RecommenderService(RecordsMixin):
     """One dataset of a store, served: records, fitted pipelines, feedback (see the module docstring).
 
     Args:
@@ -286,16 +103,16 @@ class RecommenderService:
         self.config = config or ServeConfig()
         self._lm = lm
         self.options = options or TrainOptions(seed=self.config.seed)
-        self._snapshot: _Snapshot | None = None
+        self._snapshot: Snapshot | None = None
         self._lock = threading.RLock()
         self._load_lock = threading.Lock()
-        self._content: tuple[_Snapshot, Content] | None = None
-        self._chat: tuple[_Snapshot, ConversationalRecommender] | None = None
+        self._content: tuple[Snapshot, Content] | None = None
+        self._chat: tuple[Snapshot, ConversationalRecommender] | None = None
         # Single-flight builds: the first request after start or a refit builds, concurrent ones wait for it
         # (before, each built its own copy: 1.5 -> 5 GB and chat silent for minutes under load).
         self._content_lock = threading.Lock()
         self._chat_lock = threading.Lock()
-        self._session_locks = _KeyedLocks()
+        self._session_locks = KeyedLocks()
         # Users deleted since the snapshot was loaded -> the deletion's sequence number (see forget_user): the
         # fitted data still holds them, so every path treats them as unknown until a refit loaded after it.
         self._forgotten: dict[str, int] = {}
@@ -306,11 +123,6 @@ class RecommenderService:
     def store(self) -> Store:
         """The store the service reads and writes."""
         return self._store
-
-    @property
-    def dataset(self) -> str:
-        """Name of the served dataset."""
-        return self.config.dataset
 
     @property
     def lm(self) -> LanguageModel:
@@ -339,12 +151,12 @@ class RecommenderService:
         log.info("ingesting the built-in %s into %s", self.dataset, self._store.display_url)
         self._store.ingest(BUILTIN_DATASETS[self.dataset](), name=self.dataset, show_progress=show_progress)
 
-    def _load(self) -> _Snapshot:
+    def _load(self) -> Snapshot:
         marker = self._store.last_interaction_id(self.dataset)  # read first: rows after it are "recent"
         data = self._store.load(self.dataset)
-        return _Snapshot(data, marker, datetime.now(UTC))
+        return Snapshot(data, marker, datetime.now(UTC))
 
-    def _load_saved(self, path: str) -> _Snapshot:
+    def _load_saved(self, path: str) -> Snapshot:
         """The first snapshot of a service started from a saved pipeline: its data and retriever, no fit.
 
         Interactions stored after the saved data was read count as recent (left out, liked ones folded in) when the
@@ -369,9 +181,9 @@ class RecommenderService:
             marker = saved_marker
         fitted = datetime.fromisoformat(pipe.fitted_at) if pipe.fitted_at else datetime.now(UTC)
         log.info("loaded model from %s (fitted %s, no refit): %r", path, pipe.fitted_at, pipe.data)
-        return _Snapshot(pipe.data, marker, fitted, saved=pipe)
+        return Snapshot(pipe.data, marker, fitted, saved=pipe)
 
-    def snapshot(self) -> _Snapshot:
+    def snapshot(self) -> Snapshot:
         """The loaded dataset (loaded on first use: from ``config.model`` when set, else from the store)."""
         snap = self._snapshot
         if snap is not None:
@@ -407,7 +219,7 @@ class RecommenderService:
             update={"retriever": spec, "rerank": None, "candidates": max(base.candidates, self.config.max_k)}
         )
 
-    def _fit(self, snap: _Snapshot, retriever: str, rerank: bool) -> Pipeline:
+    def _fit(self, snap: Snapshot, retriever: str, rerank: bool) -> Pipeline:
         config = self._pipeline_config(retriever, rerank)
         needs_lm = rerank or config.explain_with_lm
         if snap.saved is not None and config.retriever == snap.saved.config.retriever:
@@ -419,7 +231,7 @@ class RecommenderService:
         log.info("fitted %s (rerank=%s) on %r in %.1f s", retriever, rerank, snap.data, time.perf_counter() - started)
         return pipe
 
-    def _pipeline_on(self, snap: _Snapshot, retriever: str, rerank: bool) -> Pipeline:
+    def _pipeline_on(self, snap: Snapshot, retriever: str, rerank: bool) -> Pipeline:
         key = (retriever, rerank)
         with self._lock:
             pipe = snap.pipelines.get(key)
@@ -492,7 +304,7 @@ class RecommenderService:
             return True
         return not self._store.user_interactions(self.dataset, str(user_id)).empty
 
-    def _allowed(self, snap: _Snapshot, options: RecommendationOptions) -> tuple[str, ...] | None:
+    def _allowed(self, snap: Snapshot, options: RecommendationOptions) -> tuple[str, ...] | None:
         """The item ids meeting the request's attribute filters, or ``None`` when every item does."""
         keep = snap.filters().mask(
             genres=options.genres,
@@ -512,7 +324,7 @@ class RecommenderService:
         snap = self.snapshot()
         return self._query(snap, str(user_id), self._taste(snap, str(user_id)), options)
 
-    def _query(self, snap: _Snapshot, user_id: str, taste: Taste, options: RecommendationOptions) -> Query:
+    def _query(self, snap: Snapshot, user_id: str, taste: Taste, options: RecommendationOptions) -> Query:
         excluded = taste.touched if options.exclude_seen else []
         return Query(
             user=user_id,
@@ -581,7 +393,7 @@ class RecommenderService:
         excluded = taste.touched if options.exclude_seen else []
         return RecommendationResult(user_id, items, retriever, options.rerank, known, excluded, snap.loaded_at)
 
-    def _profile_taste(self, snap: _Snapshot, user_id: str) -> StateUpdate | None:
+    def _profile_taste(self, snap: Snapshot, user_id: str) -> StateUpdate | None:
         """What a stored profile says ("I love sci-fi", "heist films and 90s comedies"), read like a chat message.
 
         For a user with no interactions at all; ``None`` without a profile, or when it states nothing usable.
@@ -589,14 +401,14 @@ class RecommenderService:
         record = self._store.get_user(self.dataset, user_id)
         if record is None or not record.profile.strip():
             return None
+        from llmrec.catalogue import Catalogue
         from llmrec.chat.parse import parse_turn
-        from llmrec.llm.explain import Catalogue
 
         parsed = parse_turn(record.profile[:2000], Catalogue.of(snap.data), popularity=snap.data.item_popularity)
         return None if parsed.intent != "recommend" or parsed.update.empty else parsed.update
 
     @staticmethod
-    def _profile_query(snap: _Snapshot, query: Query, profile: StateUpdate, options: RecommendationOptions) -> Query:
+    def _profile_query(snap: Snapshot, query: Query, profile: StateUpdate, options: RecommendationOptions) -> Query:
         """The query of a user known only by a profile: its titles as the history, its genres and years as a wish.
 
         The profile is a preference, not a filter the person asked for in this request: its genres and years
@@ -629,7 +441,7 @@ class RecommenderService:
         """What a user did since the last fit (feedback, new interactions), read from the store now."""
         return self._taste(self.snapshot(), str(user_id))
 
-    def _taste(self, snap: _Snapshot, user_id: str) -> Taste:
+    def _taste(self, snap: Snapshot, user_id: str) -> Taste:
         return taste_of(self._store.user_events(self.dataset, user_id, after_id=snap.marker))
 
     def explain(self, user_id: str, item_ids: Sequence[str], retriever: str | None = None) -> list[Explanation]:
@@ -683,128 +495,6 @@ class RecommenderService:
         report = self._store.ingest_interactions(self.dataset, frame)
         return FeedbackResult(str(user_id), str(item_id), kind, stored_value, stamp, report.inserted == 1)
 
-    def ingest_interactions(self, rows: pd.DataFrame) -> IngestReport:
-        """Validate and store a batch of interactions in one transaction (a bad batch stores nothing).
-
-        The rules of feedback apply to every row: the item must be in the catalogue (an unknown id would otherwise
-        become an item at the next refit, around the admin-only item routes); a row whose ``event`` is a feedback
-        kind gets the value :func:`llmrec.feedback.validate_feedback` gives it (a rating within
-        ``config.rating_range``, no value for the others); any other value must lie within ``rating_range``.
-        A missing value (NaN) is 1 for events that are not feedback.
-
-        Raises:
-            DataValidationError: Rows have problems (row and field named); nothing was stored.
-
-        """
-        return self._store.ingest_interactions(self.dataset, self._checked_interactions(rows))
-
-    def _checked_interactions(self, rows: pd.DataFrame) -> pd.DataFrame:
-        """``rows`` with their values settled by the feedback rules; a :class:`DataValidationError` otherwise."""
-        from llmrec.errors import DataProblem, DataValidationError
-        from llmrec.feedback import FEEDBACK_KINDS
-
-        if not isinstance(rows, pd.DataFrame) or "item_id" not in rows:
-            return rows  # the store's own validation names what is missing
-        rows = rows.copy()
-        low, high = self.config.rating_range
-        items = rows["item_id"].astype(str).tolist()
-        stored = self._store.stored_item_ids(self.dataset, items)
-        events = rows["event"].tolist() if "event" in rows else ["interaction"] * len(rows)
-        given = rows["value"].tolist() if "value" in rows else [None] * len(rows)
-        values: list[float] = []
-        problems: list[DataProblem] = []
-        for line, (item, event, value) in enumerate(zip(items, events, given, strict=True), 1):
-            missing = value is None or (isinstance(value, float) and np.isnan(value))
-            if item not in stored:
-                problems.append(
-                    DataProblem("<request>", line, "item_id", f"item {item!r} is not in the catalogue", "check the id")
-                )
-            try:
-                if event in FEEDBACK_KINDS:
-                    values.append(validate_feedback(event, None if missing else value, (low, high)))
-                elif missing:
-                    values.append(1.0)
-                else:
-                    values.append(validate_feedback("rating", value, (low, high)))
-            except ConfigError as exc:
-                problems.append(DataProblem("<request>", line, "value", exc.reason, exc.fix or "check the value"))
-                values.append(1.0)
-        if problems:
-            raise DataValidationError(problems)
-        rows["value"] = values
-        return rows
-
-    def user_interactions(self, user_id: str, since: int | None = None) -> pd.DataFrame:
-        """A user's stored interactions, oldest first (from ``since`` on, seconds since the epoch)."""
-        return self._store.user_interactions(self.dataset, str(user_id), since=since)
-
-    # -- items and users ----------------------------------------------------------------------------------------
-    def create_item(self, item_id: str, title: str, text: str, attributes: Mapping[str, Any]) -> ItemRecord:
-        """Store a new item (recommendable after the next refit).
-
-        Raises:
-            ConflictError: An item with that id is stored.
-            DataValidationError: The item is invalid.
-
-        """
-        if not self._store.add_item(self.dataset, item_id, title, text, attributes):
-            raise ConflictError(f"item {item_id!r} already exists; update it with PATCH /v1/items/{item_id}")
-        with self._lock:
-            if self._snapshot is not None:
-                self._snapshot.removed.discard(str(item_id))
-        record = self._store.get_item(self.dataset, item_id)
-        assert record is not None
-        return record
-
-    def get_item(self, item_id: str) -> ItemRecord:
-        """A stored item.
-
-        Raises:
-            UnknownIdError: It is not stored.
-
-        """
-        record = self._store.get_item(self.dataset, str(item_id))
-        if record is None:
-            raise UnknownIdError(
-                f"item {item_id!r} is not in dataset {self.dataset!r}", field="item_id", fix="check the id"
-            )
-        return record
-
-    def update_item(
-        self, item_id: str, *, title: str | None, text: str | None, attributes: Mapping[str, Any] | None
-    ) -> ItemRecord:
-        """Change a stored item's fields (attributes merge; ``None`` removes one). Lists use it after a refit.
-
-        Raises:
-            UnknownIdError: It is not stored.
-
-        """
-        record = self._store.update_item(self.dataset, str(item_id), title=title, text=text, attributes=attributes)
-        if record is None:
-            raise UnknownIdError(
-                f"item {item_id!r} is not in dataset {self.dataset!r}", field="item_id", fix="check the id"
-            )
-        return record
-
-    def delete_item(self, item_id: str) -> None:
-        """Delete a stored item and its interactions; it is never recommended again.
-
-        Raises:
-            UnknownIdError: It is not stored.
-
-        """
-        if not self._store.delete_item(self.dataset, str(item_id)):
-            raise UnknownIdError(
-                f"item {item_id!r} is not in dataset {self.dataset!r}", field="item_id", fix="check the id"
-            )
-        with self._lock:
-            if self._snapshot is not None:
-                self._snapshot.removed.add(str(item_id))
-
-    def list_items(self, offset: int = 0, limit: int = 50, query: str | None = None) -> Page[ItemRecord]:
-        """Stored items in catalogue order; with ``query``, those whose title or text holds every word."""
-        return self._store.list_items(self.dataset, offset=offset, limit=limit, query=query)
-
     def catalogue_size(self) -> int:
         """Items in the fitted catalogue (the most a semantic search can rank)."""
         return self.snapshot().data.n_items
@@ -829,7 +519,7 @@ class RecommenderService:
                 out.append((record, float(score)))
         return out
 
-    def _content_on(self, snap: _Snapshot) -> Content:
+    def _content_on(self, snap: Snapshot) -> Content:
         """The text-search scorer over the snapshot's catalogue (built once per snapshot, single-flight)."""
         with self._lock:
             if self._content is not None and self._content[0] is snap:
@@ -872,7 +562,7 @@ class RecommenderService:
                     self._chat = (snap, chat)
             return chat
 
-    def _build_chat(self, snap: _Snapshot) -> ConversationalRecommender:
+    def _build_chat(self, snap: Snapshot) -> ConversationalRecommender:
         from llmrec.chat import ConversationalRecommender, SqlSessionStore
 
         config = self.config.chat
@@ -934,100 +624,4 @@ class RecommenderService:
         thread.start()
         return thread
 
-    def create_user(self, user_id: str, profile: str, attributes: Mapping[str, Any]) -> UserRecord:
-        """Store a new user (until their first interactions, recommendations follow what their profile says).
-
-        Raises:
-            ConflictError: A user with that id is stored.
-
-        """
-        if not self._store.add_user(self.dataset, user_id, profile, attributes):
-            raise ConflictError(f"user {user_id!r} already exists")
-        record = self._store.get_user(self.dataset, user_id)
-        assert record is not None
-        return record
-
-    def get_user(self, user_id: str) -> UserRecord:
-        """A stored user (one known only from interactions gets an empty profile).
-
-        Raises:
-            UnknownIdError: The user is not known.
-
-        """
-        record = self._store.get_user(self.dataset, str(user_id))
-        if record is not None:
-            return record
-        if self.user_exists(str(user_id)):
-            return UserRecord(str(user_id), "", {})
-        raise UnknownIdError(
-            f"user {user_id!r} is not in dataset {self.dataset!r}", field="user_id", fix="check the id"
-        )
-
-    def list_users(self, offset: int = 0, limit: int = 50) -> Page[UserRecord]:
-        """Stored users in the order they were first stored."""
-        return self._store.list_users(self.dataset, offset=offset, limit=limit)
-
     # -- data subject rights --------------------------------------------------------------------------------------
-    def _may_chat(self, user_id: str) -> bool:
-        """Whether a session may belong to ``user_id``: a known user not deleted since the fit.
-
-        A chat folds in the fitted history, so a user deleted and created again chats only after the next refit.
-        """
-        return str(user_id) not in self._forgotten and self.user_exists(user_id)
-
-    def forget_user(self, user_id: str, actor: str) -> ForgetReport:
-        """Delete everything stored about a user and stop using their fitted data at once.
-
-        Deletes their profile, interactions and feedback, chat sessions, API keys and embedding-cache rows of their
-        texts, with an audit row naming ``actor`` (:func:`llmrec.privacy.forget_user`). Until the next refit the
-        fitted data still holds them, so from now on every path treats them as unknown: their lists are cold-start
-        lists, explanations and chats refuse them; the next refit loads no trace of them. Kept language-model
-        prompts are dropped.
-
-        Args:
-            user_id: The user.
-            actor: Who asks, for the audit log (``admin``, ``key:<id>``).
-
-        Raises:
-            UnknownIdError: The user is not known (nothing was deleted).
-
-        """
-        from llmrec.privacy import forget_user
-
-        user_id = str(user_id)
-        if not self.user_exists(user_id):
-            raise UnknownIdError(
-                f"user {user_id!r} is not in dataset {self.dataset!r}", field="user_id", fix="check the id"
-            )
-        with self._lock:  # before the rows go, so no request folds in a half-deleted history
-            self._forget_seq += 1
-            self._forgotten[user_id] = self._forget_seq
-        report = forget_user(self._store, self.dataset, user_id, actor=actor)
-        local = sys.modules.get("llmrec.llm.local")
-        if local is not None:
-            local.clear_prompt_caches()
-        log.info("deleted the data of a user of %s (audit entry %d)", self.dataset, report.audit_id)
-        return report
-
-    def export_user(self, user_id: str, actor: str) -> dict[str, Any]:
-        """Everything stored about a user (:meth:`Store.export_user`), with an audit row naming ``actor``.
-
-        Raises:
-            UnknownIdError: The user is not known.
-
-        """
-        from llmrec.privacy import export_user
-
-        user_id = str(user_id)
-        if not self.user_exists(user_id):
-            raise UnknownIdError(
-                f"user {user_id!r} is not in dataset {self.dataset!r}", field="user_id", fix="check the id"
-            )
-        data = export_user(self._store, self.dataset, user_id, actor=actor)
-        data["in_fitted_model"] = user_id in self.snapshot().data.user_vocab
-        data["fitted_at"] = self.snapshot().loaded_at
-        return data
-
-    def audit_log(self, user_id: str | None = None, offset: int = 0, limit: int = 50) -> Page[AuditRecord]:
-        """Who deleted or exported whose data, newest first (about ``user_id`` only, when given)."""
-        return self._store.audit_log(self.dataset, user_id=user_id, offset=offset, limit=limit)

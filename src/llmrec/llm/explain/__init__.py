@@ -32,7 +32,7 @@ check and the result types), ``generate`` (template, prompt, repair, streaming),
 
 from __future__ import annotations
 
-from llmrec.llm.explain.catalogue import Catalogue
+from llmrec.catalogue import Catalogue
 from llmrec.llm.explain.check import CheckResult, Citation, Explanation, Problem, check
 from llmrec.llm.explain.config import ExplainConfig
 from llmrec.llm.explain.evidence import Evidence, History, HistoryLink, build_evidence
@@ -44,7 +44,8 @@ from llmrec.llm.explain.generate import (
     stream_explanation,
     template_explanation,
 )
-from llmrec.llm.explain.text import EXPLANATION_WORDS, looks_like_instruction, split_sentences
+from llmrec.llm.explain.text import EXPLANATION_WORDS, split_sentences
+from llmrec.text.matching import looks_like_instruction
 
 __all__ = [
     "EXPLANATION_WORDS",

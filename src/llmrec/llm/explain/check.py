@@ -14,11 +14,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from llmrec.llm.explain.catalogue import _ARTICLES, Catalogue, _title_variants
-from llmrec.llm.explain.config import ExplainConfig
+from llmrec.catalogue import _ARTICLES, Catalogue, _title_variants
+from llmrec.llm.explain.config import ExplainConfig, settings_of
 from llmrec.llm.explain.evidence import Evidence, HistoryLink
-from llmrec.llm.explain.text import _MARKUP, _QUOTED, _TOKEN, EXPLANATION_WORDS, _key, _sentence_spans, _tokens
+from llmrec.llm.explain.text import _QUOTED, EXPLANATION_WORDS, _sentence_spans
 from llmrec.text.extract import STOPWORDS
+from llmrec.text.matching import _MARKUP, _TOKEN, _key, _tokens
 
 Source = Literal["lm", "template", "repaired"]
 CitationKind = Literal["item", "genre", "tag", "year"]
@@ -128,7 +129,7 @@ def check(text: str, evidence: Evidence, catalogue: Catalogue, *, config: Explai
     Returns:
         The problems, and the evidence the text names (as citations).
     """
-    config = config or catalogue.config
+    config = config or settings_of(catalogue)
     problems: list[Problem] = []
     citations: dict[Citation, None] = {}
     # Items in evidence, and every catalogue item sharing a title with one of them (remakes, duplicates).

@@ -1,12 +1,23 @@
 """Settings of grounded explanations: :class:`ExplainConfig` and the shared default instance.
 
-Every other part of :mod:`llmrec.llm.explain` (catalogue, evidence, check, generation) reads its limits from one
-frozen config, so the settings live alone at the bottom of the import graph and depend on nothing else here.
+Every other part of :mod:`llmrec.llm.explain` (evidence, check, generation) reads its limits from one frozen
+config, so the settings live alone at the bottom of the import graph and depend on nothing else here. The
+catalogue's own settings (tags, title length) are :class:`~llmrec.catalogue.CatalogueConfig`'s, with the same
+defaults, so an :class:`ExplainConfig` can be handed to :meth:`~llmrec.catalogue.Catalogue.of` as it is.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field
+
+from llmrec.catalogue import CatalogueConfig
+
+if TYPE_CHECKING:
+    from llmrec.catalogue import Catalogue
+
+_CATALOGUE = CatalogueConfig()
 
 
 class ExplainConfig(BaseModel):
@@ -48,9 +59,9 @@ class ExplainConfig(BaseModel):
     min_value: float | None = None
     max_genres: int = Field(default=3, ge=0)
     max_tags: int = Field(default=4, ge=0)
-    max_tag_words: int = Field(default=3, ge=1)
-    max_tag_chars: int = Field(default=30, ge=1)
-    tag_noise: str = r"netflix|queue|watchlist|to see|seen it|owned|dvd|bd-r|imdb|tivo|want to|must see|^r:|^pg"
+    max_tag_words: int = Field(default=_CATALOGUE.max_tag_words, ge=1)
+    max_tag_chars: int = Field(default=_CATALOGUE.max_tag_chars, ge=1)
+    tag_noise: str = _CATALOGUE.tag_noise
     genre_weight: float = Field(default=1.0, ge=0)
     tag_weight: float = Field(default=2.0, ge=0)
     similarity_weight: float = Field(default=1.0, ge=0)
@@ -60,8 +71,13 @@ class ExplainConfig(BaseModel):
     max_sentences: int = Field(default=2, ge=1)
     require_reference: bool = True
     flag_quoted: bool = True
-    min_title_chars: int = Field(default=4, ge=1)
+    min_title_chars: int = Field(default=_CATALOGUE.min_title_chars, ge=1)
     strict_words: bool = True
 
 
 _DEFAULT_CONFIG = ExplainConfig()
+
+
+def settings_of(catalogue: Catalogue) -> ExplainConfig:
+    """The explanation settings a catalogue was built with, or the defaults when it was built for another use."""
+    return catalogue.config if isinstance(catalogue.config, ExplainConfig) else _DEFAULT_CONFIG

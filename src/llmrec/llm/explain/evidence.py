@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from llmrec.catalogue import Catalogue
 from llmrec.errors import ConfigError, UnknownIdError
-from llmrec.llm.explain.catalogue import Catalogue
 from llmrec.llm.explain.config import _DEFAULT_CONFIG, ExplainConfig
 
 if TYPE_CHECKING:

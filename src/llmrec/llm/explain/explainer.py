@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from llmrec.catalogue import Catalogue
 from llmrec.llm.base import LanguageModel
-from llmrec.llm.explain.catalogue import Catalogue
 from llmrec.llm.explain.check import CheckResult, Explanation, check
 from llmrec.llm.explain.config import _DEFAULT_CONFIG, ExplainConfig
 from llmrec.llm.explain.evidence import Evidence, History, build_evidence

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from llmrec.catalogue import Catalogue
 from llmrec.llm.base import LanguageModel, Message
-from llmrec.llm.explain.catalogue import Catalogue
 from llmrec.llm.explain.check import Citation, Explanation, Problem, Source, check
-from llmrec.llm.explain.config import ExplainConfig
+from llmrec.llm.explain.config import ExplainConfig, settings_of
 from llmrec.llm.explain.evidence import Evidence
 from llmrec.llm.explain.text import _close_unfinished, _complete, _join_titles, split_sentences
 from llmrec.llm.prompts import DATA_NOTICE, data_block, sanitize
@@ -95,7 +95,7 @@ def repair(text: str, evidence: Evidence, catalogue: Catalogue, *, config: Expla
     Returns:
         An :class:`Explanation` with source ``"lm"`` (kept whole), ``"repaired"`` or ``"template"``.
     """
-    process = _SentenceFilter(evidence, catalogue, config or catalogue.config, raw=text)
+    process = _SentenceFilter(evidence, catalogue, config or settings_of(catalogue), raw=text)
     sentences = split_sentences(text, catalogue)
     for i, sentence in enumerate(sentences):
         process.feed(sentence, final=i == len(sentences) - 1)
@@ -225,7 +225,7 @@ def stream_explanation(
     Returns:
         An :class:`ExplanationStream` (iterate it, then read ``.explanation``).
     """
-    config = config or catalogue.config
+    config = config or settings_of(catalogue)
     holder: list[Explanation] = []
 
     def pieces() -> Iterator[str]:

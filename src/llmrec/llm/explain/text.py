@@ -1,9 +1,8 @@
-"""Text helpers of grounded explanations: word tokens, sentence splitting, and the patterns the check uses.
+"""Text helpers of grounded explanations: sentence splitting, the words explanations are made of, quotes.
 
-Tokenizing (:func:`_tokens`, :func:`_key`), cutting text into sentences without splitting a title
-(:func:`split_sentences`), spotting instruction-like item text (:func:`looks_like_instruction`) and the regular
-expressions for markup, years and quotes are shared by the catalogue's mention index, the faithfulness check and
-the sentence-by-sentence stream, so they sit in one module that depends on nothing else in the package.
+Cutting text into sentences without splitting a title (:func:`split_sentences`), the quoted-phrase pattern and
+the explanation vocabulary are shared by the faithfulness check and the sentence-by-sentence stream. Word keys
+and the instruction detector live below the language-model layer, in :mod:`llmrec.text.matching`.
 """
 
 from __future__ import annotations
@@ -12,25 +11,10 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from llmrec.llm.prompts import sanitize
-from llmrec.text.clean import clean_text
-
 if TYPE_CHECKING:
-    from llmrec.llm.explain.catalogue import Catalogue
+    from llmrec.catalogue import Catalogue
 
 
-_TOKEN = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
-_INSTRUCTION = re.compile(
-    r"\b(?:ignore|disregard|forget|override)\b.{0,40}\b(?:instructions?|prompts?|rules|above|previous|prior)\b"
-    r"|\b(?:new|system|hidden)\s+(?:instructions?|prompt|rules)\b"
-    r"|\byou\s+(?:are\s+now|must|should)\b"
-    r"|\b(?:say|print|output|respond\s+with|reply\s+with|repeat)\s+[\"'“]?[A-Z]{3,}\b"
-    r"|^\s*(?:system|assistant|user)\b\s*[:>-]?"
-    r"|\bjailbreak\b|\bprompt\s+injection\b",
-    re.IGNORECASE,
-)
-_MARKUP = re.compile(r"<\|[^|>]{0,40}\|>|</?[A-Za-z_][\w-]{0,30}>|\[/?INST\]|<</?SYS>>|</?s>")
-_YEAR = re.compile(r"(?<![\w$€£#.,/-])(1[89]\d\d|20\d\d)(?![\w%/-]|[.,]\d)")
 _QUOTED = re.compile(r"[\"“”]([^\"“”\n]{2,80})[\"“”]")
 _ABBREVIATION = re.compile(r"(?:\b(?:[A-Za-z]|Dr|Mr|Mrs|Ms|St|Jr|Sr|vs|Vol|No|Mt|Lt|Col|Gen|Prof|etc)\.)$")
 #: Words an explanation may use besides the evidence's own words and function words (see ``strict_words``).
@@ -44,29 +28,6 @@ _EXPLANATION_TEXT = """
     classic favourite favorite favourites favorites suit suits suited"""
 EXPLANATION_WORDS: frozenset[str] = frozenset(_EXPLANATION_TEXT.split())
 _SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s)|\n")
-
-
-def _tokens(text: str) -> list[str]:
-    return [t.casefold().replace("’", "'") for t in _TOKEN.findall(text)]
-
-
-def _key(text: str) -> tuple[str, ...]:
-    return tuple(_tokens(text))
-
-
-def looks_like_instruction(text: object) -> bool:
-    """Whether item or user text reads like an instruction to a model or carries chat-control markup.
-
-    Such text is still data (it is never obeyed), but it is not worth quoting either: a title or tag that says
-    "ignore previous instructions" is left out of the evidence, so neither the prompt nor the template repeats
-    it. Markup is detected on the raw text (``sanitize`` would already have removed it).
-    """
-    raw = clean_text(text)
-    if not raw:
-        return False
-    if _MARKUP.search(raw) or sanitize(raw, max_chars=10_000) != " ".join(raw.split()):
-        return True
-    return bool(_INSTRUCTION.search(raw))
 
 
 def _sentence_spans(text: str, protected: Sequence[tuple[int, int]] = ()) -> list[tuple[int, int]]:

@@ -9,8 +9,8 @@ from pydantic import ConfigDict
 
 from llmrec.serve.deps import ServiceDep, UserAccess
 from llmrec.serve.errors import error_responses
+from llmrec.serve.results import RecommendationOptions
 from llmrec.serve.schemas import PathId, RecommendationsOut
-from llmrec.serve.service import RecommendationOptions
 
 __all__ = ["RecommendationBody", "router"]
 

@@ -1,9 +1,10 @@
-"""The catalogue of grounded explanations: per-item facts and the index of what a text mentions.
+"""The catalogue: per-item facts (short titles, years, genres, tags) and the index of what a text mentions.
 
 :class:`Catalogue` reads an items table once (short safe titles, years, genres, filtered tags) and builds the
 token index that finds the titles, genres, tags and years a text names (:meth:`Catalogue.mentions`). Evidence
-retrieval, the faithfulness check, conversational parsing and hard filters all use it, so it is built once per
-items table and cached.
+retrieval, the faithfulness check, conversational parsing, dialogue evaluation and hard filters all use it, so it
+is built once per items table and cached, and it sits below the language-model layer (it imports nothing from
+:mod:`llmrec.llm`).
 """
 
 from __future__ import annotations
@@ -15,21 +16,74 @@ import weakref
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from llmrec.data.filters import ItemFilters
-from llmrec.llm.explain.config import _DEFAULT_CONFIG, ExplainConfig
-from llmrec.llm.explain.text import _TOKEN, _YEAR, _key, _tokens, looks_like_instruction
-from llmrec.llm.prompts import sanitize, short_title
 from llmrec.text.clean import clean_text
 from llmrec.text.extract import GENRE_VOCABULARY, STOPWORDS, extract_genres, keyphrases
+from llmrec.text.matching import _TOKEN, _YEAR, _key, _tokens, looks_like_instruction
+from llmrec.text.titles import sanitize, short_title
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from llmrec.data.dataset import Dataset
+
+
+__all__ = ["Catalogue", "CatalogueConfig", "CatalogueSettings"]
+
+
+class CatalogueConfig(BaseModel):
+    """Which tags count as item facts and which titles are matched in text.
+
+    Attributes:
+        max_tag_words: Longer tags are dropped (user tags can be whole sentences).
+        max_tag_chars: Longer tags are dropped.
+        tag_noise: Regular expression (case-insensitive) of tags that say nothing about the item
+            ("In Netflix queue"); matching tags are dropped.
+        min_title_chars: Titles of one word shorter than this are not matched (too ambiguous).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_tag_words: int = Field(default=3, ge=1)
+    max_tag_chars: int = Field(default=30, ge=1)
+    tag_noise: str = r"netflix|queue|watchlist|to see|seen it|owned|dvd|bd-r|imdb|tivo|want to|must see|^r:|^pg"
+    min_title_chars: int = Field(default=4, ge=1)
+
+
+class CatalogueSettings(Protocol):
+    """What a catalogue reads from its settings.
+
+    :class:`CatalogueConfig` has these fields, and so has :class:`~llmrec.llm.explain.ExplainConfig`, so an
+    explainer's catalogue follows the explainer's settings.
+    """
+
+    @property
+    def max_tag_words(self) -> int:
+        """Longer tags are dropped."""
+        ...
+
+    @property
+    def max_tag_chars(self) -> int:
+        """Longer tags are dropped."""
+        ...
+
+    @property
+    def tag_noise(self) -> str:
+        """Regular expression of tags that say nothing about the item."""
+        ...
+
+    @property
+    def min_title_chars(self) -> int:
+        """One-word titles shorter than this are not matched."""
+        ...
+
+
+_DEFAULT_CONFIG = CatalogueConfig()
 
 
 @dataclass(frozen=True)
@@ -58,11 +112,11 @@ class Catalogue:
         config: Tag filtering and title-length settings.
     """
 
-    _cache: dict[int, tuple[weakref.ref[pd.DataFrame], ExplainConfig, Catalogue]] = {}  # noqa: RUF012
+    _cache: dict[int, tuple[weakref.ref[pd.DataFrame], CatalogueSettings, Catalogue]] = {}  # noqa: RUF012
     _cache_lock = threading.Lock()
 
-    def __init__(self, data: Dataset, config: ExplainConfig | None = None) -> None:
-        self.config = config or _DEFAULT_CONFIG
+    def __init__(self, data: Dataset, config: CatalogueSettings | None = None) -> None:
+        self.config: CatalogueSettings = config or _DEFAULT_CONFIG
         items = data.items
         self.item_ids: np.ndarray = data.item_vocab.ids
         self.dataset = data.name
@@ -98,7 +152,7 @@ class Catalogue:
         self._max_tag_len = max((len(k) for k in self._tag_index), default=0)
 
     @classmethod
-    def of(cls, data: Dataset, config: ExplainConfig | None = None) -> Catalogue:
+    def of(cls, data: Dataset, config: CatalogueSettings | None = None) -> Catalogue:
         """The catalogue of ``data``, cached per items table and catalogue settings (tag filter, title length).
 
         Subsets of one dataset share their items table, so a training split and the full data share it too;
@@ -267,7 +321,7 @@ class Catalogue:
 _ARTICLES = frozenset({"the", "a", "an"})
 
 
-def _catalogue_settings(config: ExplainConfig) -> tuple[object, ...]:
+def _catalogue_settings(config: CatalogueSettings) -> tuple[object, ...]:
     """The settings a :class:`Catalogue` depends on (the rest only matters per explanation)."""
     return (config.max_tag_words, config.max_tag_chars, config.tag_noise, config.min_title_chars)
 
