@@ -44,7 +44,7 @@ def tuned(registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow  # trains an adapter, then recommends with it
 def test_tune_lora_writes_a_named_adapter_that_recommend_uses(tuned: Path) -> None:
-    from llmrec.llm.local import _LOADED
+    from llmrec.llm.local.loading import _LOADED
 
     meta = read_metadata(tuned)
     assert meta["kind"] == "lora" and meta["steps"] == 2 and meta["dataset"] == "movielens-small"
@@ -95,7 +95,7 @@ def test_prompt_tuning_from_the_cli_and_the_leakage_guard(registry: Path) -> Non
 
 @pytest.mark.slow  # trains an adapter, then recommends with it
 def test_tune_collm_then_recommend_with_it(registry: Path) -> None:
-    from llmrec.llm.local import _LOADED
+    from llmrec.llm.local.loading import _LOADED
 
     fast = ["--examples", "4", "--history", "2", "--batch-size", "2", "--threads", "1", "--steps", "1"]
     args = ["tune", "collm", "--name", "cli-collm", *fast, "--scorer-config", '{"factors": 8, "iterations": 2}']

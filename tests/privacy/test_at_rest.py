@@ -183,8 +183,9 @@ def test_a_deletion_can_drop_every_kept_prompt(monkeypatch: pytest.MonkeyPatch) 
     from types import SimpleNamespace
 
     from llmrec.llm import local
+    from llmrec.llm.local import loading
 
     kept = OrderedDict({(1, 2, 3): "prompt of a user", (4, 5): "another"})
     fake = SimpleNamespace(lock=threading.RLock(), prompt_cache=kept)
-    monkeypatch.setattr(local, "_LOADED", {("m", "cpu", None, "fp32"): fake})
+    monkeypatch.setattr(loading, "_LOADED", {("m", "cpu", None, "fp32"): fake})
     assert local.clear_prompt_caches() == 2 and not kept
