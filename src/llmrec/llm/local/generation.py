@@ -157,6 +157,18 @@ class GenerationMixin:
         """Continue raw ``text`` (no chat template): what an OpenAI ``/v1/completions`` call does."""
         return "".join(self._stream_text(text, max_new_tokens, temperature, stop, seed))
 
+    def stream_complete(
+        self,
+        text: str,
+        *,
+        max_new_tokens: int = 16,
+        temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+        seed: int | None = None,
+    ) -> Iterator[str]:
+        """The continuation of raw ``text`` as pieces, as they are produced (a streamed :meth:`complete`)."""
+        return self._stream_text(text, max_new_tokens, temperature, stop, seed)
+
     def _stream_text(
         self, text: str, max_new_tokens: int, temperature: float, stop: Sequence[str] | None, seed: int | None
     ) -> Iterator[str]:
