@@ -22,6 +22,7 @@ def _run_evaluation(
     seed: int,
     seeds: int = 1,
     compare_to: str | None = None,
+    trials: Any = None,
 ) -> Any:
     from llmrec.eval.runner import evaluate_models
     from llmrec.models.base import TrainOptions
@@ -58,6 +59,7 @@ def _run_evaluation(
             seeds=seeds,
             compare_to=compare_to,
             on_progress=step,
+            trials=trials,
         )
 
 
@@ -88,15 +90,31 @@ def evaluate(
     out: Annotated[Path, typer.Option(help="Where to write the results JSON.")] = Path("results.json"),
     html: Annotated[Path | None, typer.Option(help="Also write an HTML report with plots here.")] = None,
     db: Annotated[str | None, typer.Option(help="Store URL for ingested datasets (default: LLMREC_DB_URL).")] = None,
+    ray: Annotated[
+        bool, typer.Option("--ray", help="Run the tuning trials in parallel on Ray Tune (same numbers and choices).")
+    ] = False,
+    address: Annotated[
+        str | None, typer.Option(help="With --ray: a running cluster (auto, HOST:PORT); default a private local Ray.")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="With --ray: tuning trials at once.")] = 2,
 ) -> None:
     """Evaluate scorers on a time-respecting split with full ranking; write JSON (and HTML)."""
     from llmrec.data.registry import load_named
+
+    trials = None
+    if ray:
+        from llmrec.scale import RayOptions
+        from llmrec.scale.tune import RayTuneTrials
+
+        trials = RayTuneTrials(RayOptions(address=address, workers=workers))
+    elif address is not None:
+        raise ConfigError("--address needs --ray (it names the Ray cluster the tuning trials run on)")
 
     data = load_named(dataset, db, prefer_store=False)
     names = [m.strip() for m in models.split(",") if m.strip()]
     if compare_to is not None and compare_to not in names:
         raise ConfigError(f"--compare-to {compare_to!r} is not among --models ({', '.join(names)}); add it to --models")
-    results = _run_evaluation(data, names, k, protocol, tune, seed, seeds, compare_to)
+    results = _run_evaluation(data, names, k, protocol, tune, seed, seeds, compare_to, trials)
     results.write_json(out)
     console.print(metrics_table(results))
     if results.comparisons:

@@ -13,7 +13,8 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import scipy.sparse as sp
@@ -32,6 +33,46 @@ from llmrec.query import Query
 if TYPE_CHECKING:
     from llmrec.llm.base import LanguageModel
     from llmrec.pipeline import PipelineConfig
+
+
+TrialFn = Callable[[dict[str, Any]], dict[str, float]]
+"""One tuning trial: a scorer config in, its validation metrics out."""
+
+
+class TrialExecutor(Protocol):
+    """Runs tuning trials: the validation metrics of each config, in the configs' order.
+
+    :class:`SerialTrials` runs them one after another in this process; :class:`llmrec.scale.tune.RayTuneTrials`
+    runs them in parallel as Ray Tune trials. Either way the best config is chosen here, from the same numbers.
+    """
+
+    def map(self, fn: TrialFn, configs: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
+        """``[fn(config) for config in configs]``, however it is scheduled."""
+        ...
+
+
+class SerialTrials:
+    """Tuning trials one after another in this process (the default)."""
+
+    def map(self, fn: TrialFn, configs: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
+        """Each config's validation metrics, in order."""
+        return [fn(config) for config in configs]
+
+
+def _valid_trial(
+    config: dict[str, Any],
+    *,
+    name: str,
+    split: Split,
+    stage: _Stage,
+    k: int,
+    options: TrainOptions,
+    features: sp.csr_matrix,
+) -> dict[str, float]:
+    """Validation metrics of one config (a module-level function, so a trial can run in another process)."""
+    parts, _, _, _ = _run(name, config, split, "valid", stage, k, options, features)
+    return {key: float(value) for key, value in parts.summary().items()}
+
 
 __all__ = [
     "MAX_QUERIES_PER_USER",
@@ -173,6 +214,7 @@ def evaluate_models(
     seeds: int = 1,
     compare_to: str | None = None,
     on_progress: Callable[[str], None] | None = None,
+    trials: TrialExecutor | None = None,
 ) -> EvalResults:
     """Evaluate scorers on a time-respecting split with full ranking over all items, with intervals.
 
@@ -193,6 +235,8 @@ def evaluate_models(
         compare_to: The reference model label of the comparisons; ``None`` = the best classical baseline
             evaluated (by NDCG@k), or no comparisons when none was.
         on_progress: Called with a short message before each fit (the CLI drives a progress bar with it).
+        trials: How tuning trials run: :class:`SerialTrials` (default) or in parallel, e.g.
+            :class:`llmrec.scale.tune.RayTuneTrials`; the chosen configs and every number are the same.
 
     Returns:
         :class:`EvalResults` with test metrics, intervals and comparisons.
@@ -233,15 +277,27 @@ def evaluate_models(
                 tuning, tried = False, searched[1]
                 score = max(t[f"ndcg@{k}"] for t in tried)
                 best = (score, searched[0], {f"ndcg@{k}": score})
-        for config in candidates if tuning else []:
-            if on_progress:
-                on_progress(f"{name}: tuning {config or 'defaults'}")
-            valid_parts, _, _, _ = _run(name, config, split, "valid", stages["valid"], k, options, features)
-            valid_metrics = valid_parts.summary()
-            score = valid_metrics[f"ndcg@{k}"]
-            tried.append({"config": config, f"ndcg@{k}": score})
-            if best is None or score > best[0]:
-                best = (score, config, valid_metrics)
+        if tuning:
+            trial = partial(
+                _valid_trial, name=name, split=split, stage=stages["valid"], k=k, options=options, features=features
+            )
+            if trials is None or isinstance(trials, SerialTrials):
+
+                def each(config: dict[str, Any], trial: TrialFn = trial, name: str = name) -> dict[str, float]:
+                    if on_progress:
+                        on_progress(f"{name}: tuning {config or 'defaults'}")
+                    return trial(config)
+
+                measured = [each(config) for config in candidates]
+            else:
+                if on_progress:
+                    on_progress(f"{name}: tuning {len(candidates)} configs in parallel")
+                measured = trials.map(trial, candidates)
+            for config, valid_metrics in zip(candidates, measured, strict=True):
+                score = valid_metrics[f"ndcg@{k}"]
+                tried.append({"config": config, f"ndcg@{k}": score})
+                if best is None or score > best[0]:
+                    best = (score, config, valid_metrics)
         config = best[1] if best else candidates[0]
         seed_list = [options.seed]
         if seeds > 1 and get_scorer(name, **config).depends_on_seed():
