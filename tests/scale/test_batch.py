@@ -64,6 +64,31 @@ def test_a_saved_scorer_and_a_user_subset_with_unknown_users(
     assert "nobody" in set(pd.read_parquet(out)["user_id"])  # an unknown user gets the popularity fallback
 
 
+def test_batch_rerank_gives_the_pipelines_reranked_lists(
+    local_ray: Any, synth_data: Dataset, saved_scorer: Path, tmp_path: Path
+) -> None:
+    """The language model loads once in the actor and reranks as the pipeline does in this process."""
+    from llmrec.models.base import TrainOptions
+    from llmrec.pipeline import PipelineConfig
+
+    config = PipelineConfig.model_validate({"retriever": {"name": "itemknn"}, "candidates": 5})
+    folder = tmp_path / "reranked"
+    Pipeline(config).fit(synth_data, TrainOptions(seed=1)).save(folder)
+    users = ["u1", "u2", "u3"]
+    want = Pipeline.load(folder).recommend(users, 3, rerank=True).to_frame()
+    plain = Pipeline.load(folder).recommend(users, 3, rerank=False).to_frame()
+    out = tmp_path / "reranked.parquet"
+    report = batch_recommend(
+        folder, users=users, k=3, out=out, batch_size=2, options=RayOptions(workers=1), rerank=True
+    )
+    got = pd.read_parquet(out)
+    assert report.users == 3 and list(got["item_id"]) == list(want["item_id"])
+    np.testing.assert_allclose(got["score"].to_numpy(), want["score"].to_numpy(), rtol=1e-4)
+    assert list(want["item_id"]) != list(plain["item_id"])  # the rerank changed something, so the check bites
+    with pytest.raises(ConfigError, match="no language model"):
+        batch_recommend(saved_scorer, users=users, out=out, rerank=True)
+
+
 def test_model_users_are_the_vocabulary_in_order(saved_pipeline: Path, synth_data: Dataset) -> None:
     assert np.array_equal(model_users(saved_pipeline), synth_data.user_vocab.ids.astype(str))
 

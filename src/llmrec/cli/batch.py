@@ -1,4 +1,4 @@
-"""``llmrec batch recommend|embed``: the batch jobs of :mod:`llmrec.scale` on Ray."""
+"""``llmrec batch recommend|rerank|embed``: the batch jobs of :mod:`llmrec.scale` on Ray."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from llmrec.errors import ConfigError
 # --------------------------------------------------------------------------------------------------------------
 
 batch_app = typer.Typer(
-    help="Batch jobs on Ray: top-k for every user, a catalogue's embeddings. Local unless --address names a cluster.",
+    help="Batch jobs on Ray: top-k for every user (reranked or not), a catalogue's embeddings. Local unless --address.",
     no_args_is_help=True,
 )
 app.add_typer(batch_app, name="batch")
@@ -40,27 +40,29 @@ def _write_report(report: Any, path: Path | None) -> None:
         path.write_text(json.dumps(fields, indent=2) + "\n", encoding="utf-8")
 
 
-@batch_app.command("recommend")
-@_friendly_errors
-def batch_recommend_command(
-    model: Annotated[Path, typer.Option(help="A folder written by `llmrec train --out DIR` (or Scorer.save).")],
-    out: Annotated[Path | None, typer.Option(help="Parquet file of user_id, rank, item_id, score.")] = None,
-    k: Annotated[int, typer.Option(help="List length.")] = 10,
-    store: Annotated[bool, typer.Option(help="Also store the lists in the store's recommendations table.")] = False,
-    run: Annotated[str | None, typer.Option(help="Run name in the store (default: the model folder's name).")] = None,
-    db: DbOpt = None,
-    address: AddressOpt = None,
-    workers: WorkersOpt = 2,
-    cpus_per_worker: CpusOpt = 1.0,
-    batch_size: Annotated[int, typer.Option(help="Users per task.")] = 200,
-    report: ReportOpt = None,
-) -> None:
-    """Top-k for every user of a saved model on Ray: the model loaded once per actor, same lists as one process.
+ModelDirOpt = Annotated[Path, typer.Option(help="A folder written by `llmrec train --out DIR` (or Scorer.save).")]
+OutOpt = Annotated[Path | None, typer.Option(help="Parquet file of user_id, rank, item_id, score.")]
+KOpt = Annotated[int, typer.Option(help="List length.")]
+StoreOpt = Annotated[bool, typer.Option(help="Also store the lists in the store's recommendations table.")]
+RunOpt = Annotated[str | None, typer.Option(help="Run name in the store (default: the model folder's name).")]
+BatchOpt = Annotated[int, typer.Option(help="Users per task.")]
 
-    The lists are the pipeline's retrieval stage (as `llmrec recommend --no-rerank`): the language-model rerank is
-    not run in batch.
-    """
-    from llmrec.scale import RayOptions, batch_recommend
+
+def _batch_lists(
+    model: Path,
+    out: Path | None,
+    k: int,
+    store: bool,
+    run: str | None,
+    db: str | None,
+    options: Any,
+    batch_size: int,
+    report: Path | None,
+    *,
+    rerank: bool,
+) -> None:
+    """What `batch recommend` and `batch rerank` share: check the outputs, run the pool, report."""
+    from llmrec.scale import batch_recommend
 
     if out is None and not store:
         raise ConfigError("nothing to write", field="out", fix="pass --out FILE.parquet, --store, or both")
@@ -69,11 +71,69 @@ def batch_recommend_command(
         from llmrec.data.store import Store
 
         target = Store(db)
-    options = RayOptions(address=address, workers=workers, cpus_per_worker=cpus_per_worker)
     result = batch_recommend(
-        model, k=k, out=out, store=target, run=run, batch_size=batch_size, options=options, show_progress=True
+        model,
+        k=k,
+        out=out,
+        store=target,
+        run=run,
+        batch_size=batch_size,
+        options=options,
+        show_progress=True,
+        rerank=rerank,
     )
     _write_report(result, report)
+
+
+@batch_app.command("recommend")
+@_friendly_errors
+def batch_recommend_command(
+    model: ModelDirOpt,
+    out: OutOpt = None,
+    k: KOpt = 10,
+    store: StoreOpt = False,
+    run: RunOpt = None,
+    db: DbOpt = None,
+    address: AddressOpt = None,
+    workers: WorkersOpt = 2,
+    cpus_per_worker: CpusOpt = 1.0,
+    batch_size: BatchOpt = 200,
+    report: ReportOpt = None,
+) -> None:
+    """Top-k for every user of a saved model on Ray: the model loaded once per actor, same lists as one process.
+
+    The lists are the pipeline's retrieval stage (as `llmrec recommend --no-rerank`); `llmrec batch rerank` adds
+    the language-model rerank.
+    """
+    from llmrec.scale import RayOptions
+
+    options = RayOptions(address=address, workers=workers, cpus_per_worker=cpus_per_worker)
+    _batch_lists(model, out, k, store, run, db, options, batch_size, report, rerank=False)
+
+
+@batch_app.command("rerank")
+@_friendly_errors
+def batch_rerank_command(
+    model: Annotated[Path, typer.Option(help="A pipeline folder with a language model (`llmrec train --out DIR`).")],
+    out: OutOpt = None,
+    k: KOpt = 10,
+    store: StoreOpt = False,
+    run: RunOpt = None,
+    db: DbOpt = None,
+    address: AddressOpt = None,
+    workers: WorkersOpt = 2,
+    cpus_per_worker: CpusOpt = 1.0,
+    batch_size: Annotated[int, typer.Option(help="Users per task (each is a language-model call).")] = 20,
+    report: ReportOpt = None,
+) -> None:
+    """Top-k for every user of a saved pipeline, reranked by its language model, loaded once per actor on Ray.
+
+    The same lists as `llmrec recommend --model DIR --rerank`, user by user.
+    """
+    from llmrec.scale import RayOptions
+
+    options = RayOptions(address=address, workers=workers, cpus_per_worker=cpus_per_worker)
+    _batch_lists(model, out, k, store, run, db, options, batch_size, report, rerank=True)
 
 
 @batch_app.command("embed")

@@ -148,23 +148,28 @@ def as_pipeline(model: Pipeline | Scorer, k: int) -> Pipeline:
 
 
 def recommend_with(
-    model: Pipeline | Scorer, users: Sequence[str] | np.ndarray, k: int, *, exclude_seen: bool = True
+    model: Pipeline | Scorer,
+    users: Sequence[str] | np.ndarray,
+    k: int,
+    *,
+    exclude_seen: bool = True,
+    rerank: bool = False,
 ) -> Recommendations:
     """Top-``k`` lists from a loaded model through :meth:`Pipeline.recommend`, llmrec's one recommend path (the
-    retrieval stage: the LM rerank is not run in batch) -- what every actor runs, and what one process runs to
-    check them. Pass a pipeline (:func:`as_pipeline`) when calling repeatedly: wrapping a scorer indexes every
-    user's history.
+    retrieval stage, or with ``rerank`` the pipeline's language-model rerank of its candidates) -- what every
+    actor runs, and what one process runs to check them. Pass a pipeline (:func:`as_pipeline`) when calling
+    repeatedly: wrapping a scorer indexes every user's history.
     """  # noqa: D205
     from llmrec.query import Query
 
     pipe = as_pipeline(model, k)
-    return pipe.recommend([Query(user=str(u), exclude_seen=exclude_seen) for u in users], k, rerank=False)
+    return pipe.recommend([Query(user=str(u), exclude_seen=exclude_seen) for u in users], k, rerank=rerank)
 
 
 class _RecommendWorker:
     """One actor: the model loaded once from the packed folder, then batches of users answered."""
 
-    def __init__(self, files: dict[str, bytes], k: int, exclude_seen: bool, threads: int) -> None:
+    def __init__(self, files: dict[str, bytes], k: int, exclude_seen: bool, threads: int, rerank: bool) -> None:
         import ray
         from threadpoolctl import threadpool_limits
 
@@ -176,11 +181,12 @@ class _RecommendWorker:
             self.model = as_pipeline(load_model(tmp), k)
         self.k = k
         self.exclude_seen = exclude_seen
+        self.rerank = rerank  # the pipeline's language model loads on the first batch, once per actor
         self.node = ray.get_runtime_context().get_node_id()
 
     def run(self, users: list[str]) -> tuple[dict[str, np.ndarray], str, int]:
         """The lists of ``users`` as columns, this actor's node, and the number of users answered."""
-        recs = recommend_with(self.model, users, self.k, exclude_seen=self.exclude_seen)
+        recs = recommend_with(self.model, users, self.k, exclude_seen=self.exclude_seen, rerank=self.rerank)
         frame = recs.to_frame()
         return {c: frame[c].to_numpy() for c in _COLUMNS}, self.node, len(users)
 
@@ -222,11 +228,13 @@ def batch_recommend(
     run: str | None = None,
     options: RayOptions | None = None,
     show_progress: bool = False,
+    rerank: bool = False,
 ) -> BatchRecommendReport:
     """Top-``k`` for every user (or ``users``) of a saved model, on a Ray actor pool.
 
-    A saved pipeline answers with its retrieval stage (``Pipeline.recommend(..., rerank=False)``): the language
-    model rerank is not run in batch. The folder's bytes travel once through Ray's object store, so it should fit
+    A saved pipeline answers with its retrieval stage (``Pipeline.recommend(..., rerank=False)``), or with
+    ``rerank`` with its language-model rerank of the retrieved candidates (the model loaded once per actor;
+    size ``cpus_per_worker`` for it). The folder's bytes travel once through Ray's object store, so it should fit
     in the object store and in each actor's memory (see :attr:`Scorer.memory_bound <llmrec.models.base.Scorer>`).
 
     Args:
@@ -240,6 +248,7 @@ def batch_recommend(
         run: The run's name in the store (default: the model folder's name).
         options: Where and how wide to run (default: a private local Ray, two actors).
         show_progress: A progress bar over users.
+        rerank: Rerank each list with the saved pipeline's language model.
 
     Returns:
         Counts, timing, and the nodes used.
@@ -255,14 +264,21 @@ def batch_recommend(
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}", field="batch_size")
     folder = Path(model).expanduser()
-    _kind(folder)
+    if _kind(folder) != "pipeline" and rerank:
+        raise ConfigError(
+            f"{folder} is a saved scorer, which has no language model to rerank with",
+            field="model",
+            fix="save a pipeline with a language model (llmrec train --out DIR) and pass that folder",
+        )
     wanted = model_users(folder) if users is None else np.asarray([str(u) for u in users], dtype=object)
     if store is not None and run is None:
         run = folder.name
     target = Path(out).expanduser() if out is not None else None
     with tempfile.TemporaryDirectory(prefix="llmrec-batch-") as scratch:
         parquet = target or Path(scratch) / "recommendations.parquet"
-        rows, nodes, seconds = _run_pool(folder, wanted, k, exclude_seen, batch_size, parquet, options, show_progress)
+        rows, nodes, seconds = _run_pool(
+            folder, wanted, k, exclude_seen, batch_size, parquet, options, show_progress, rerank
+        )
         if store is not None and run is not None:
             dataset = _dataset_name(folder)
             store.replace_recommendations(run, dataset, _parquet_frames(parquet))
@@ -297,6 +313,7 @@ def _run_pool(
     parquet: Path,
     options: RayOptions,
     show_progress: bool,
+    rerank: bool = False,
 ) -> tuple[int, set[str], float]:
     """Send the batches through the actor pool and append each result to ``parquet``; (rows, nodes, seconds)."""
     import pyarrow.parquet as pq
@@ -316,11 +333,15 @@ def _run_pool(
         remote = ray.remote(_RecommendWorker).options(
             num_cpus=options.cpus_per_worker, scheduling_strategy="SPREAD" if options.spread else "DEFAULT"
         )
-        actors = [remote.remote(files_ref, k, exclude_seen, options.threads_per_worker) for _ in range(options.workers)]
+        actors = [
+            remote.remote(files_ref, k, exclude_seen, options.threads_per_worker, rerank)
+            for _ in range(options.workers)
+        ]
         pool = ActorPool(actors)
         writer: Any = None
         try:
-            with progress(show_progress, f"recommending for {len(users)} users", len(users)) as advance:
+            doing = "reranking" if rerank else "recommending"
+            with progress(show_progress, f"{doing} for {len(users)} users", len(users)) as advance:
                 # ActorPool.map takes any iterable (a generator keeps only the batches in flight in memory).
                 batches: Any = _batches(users, batch_size)
                 results = pool.map(lambda actor, batch: actor.run.remote(batch), batches)
