@@ -9,7 +9,6 @@ download never leaves a half-written file under the final name.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import logging
@@ -24,11 +23,9 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
-
 from llmrec.config import get_settings
 from llmrec.errors import DataProblem, DataValidationError, DownloadError
+from llmrec.progress import progress
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -101,18 +98,6 @@ def _default_filename(url: str) -> str:
     return name
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
-
-
 def _stream(url: str, out: BinaryIO, timeout: float, show_progress: bool, label: str) -> str:
     """Copy the body of ``url`` into the binary file ``out``; return the sha256 of what was written."""
     digest = hashlib.sha256()
@@ -120,16 +105,13 @@ def _stream(url: str, out: BinaryIO, timeout: float, show_progress: bool, label:
     with urllib.request.urlopen(request, timeout=timeout) as response:
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
-        with contextlib.ExitStack() as stack:
-            progress = stack.enter_context(_progress()) if show_progress else None
-            task = progress.add_task(label, total=total) if progress is not None else None
+        with progress(show_progress, label, total, unit="bytes", transient=True) as advance:
             received = 0
             while chunk := response.read(_CHUNK):
                 out.write(chunk)
                 digest.update(chunk)
                 received += len(chunk)
-                if progress is not None and task is not None:
-                    progress.update(task, advance=len(chunk))
+                advance(len(chunk))
         if total is not None and received != total:
             raise DownloadError(f"download of {url} was cut short: got {received} of {total} bytes")
     return digest.hexdigest()

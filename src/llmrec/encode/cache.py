@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 import sqlalchemy as sa
 
-from llmrec.encode._progress import progress
 from llmrec.errors import ConfigError, StoreError
+from llmrec.progress import progress
 
 if TYPE_CHECKING:
     from llmrec.data.store import Store

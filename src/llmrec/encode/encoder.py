@@ -31,9 +31,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmrec.config import get_settings
-from llmrec.encode._progress import progress
 from llmrec.encode.quantize import dynamic_int8
 from llmrec.errors import ConfigError
+from llmrec.progress import progress
 
 __all__ = ["Backend", "TextEncoder", "TextEncoderConfig", "default_model_path", "default_onnx_path"]
 

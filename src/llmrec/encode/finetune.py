@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from llmrec.data.dataset import Dataset
 from llmrec.encode.encoder import TextEncoderConfig, default_model_path
 from llmrec.errors import ConfigError
+from llmrec.progress import progress
 
 if TYPE_CHECKING:  # models sits above encode: the type only, never a runtime import upwards
     from llmrec.models.base import TrainOptions
@@ -302,21 +303,6 @@ def _trainable_parameters(model: Any, train_layers: int | None) -> list[Any]:
     return keep
 
 
-def _progress(show: bool) -> Any:
-    """A rich progress bar over steps (a no-op stand-in when hidden)."""
-    if not show:
-        return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("fine-tune encoder"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}"),
-        TimeElapsedColumn(),
-    )
-
-
 def finetune_encoder(
     data: Dataset,
     base: TextEncoderConfig | None,
@@ -411,11 +397,7 @@ def finetune_encoder(
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         model.train()
         losses: list[float] = []
-        progress = _progress(show_progress)
-        task = progress.add_task("fine-tune", total=total, loss=float("nan")) if progress else None
-        if progress:
-            progress.start()
-        try:
+        with progress(show_progress, "fine-tune encoder", total) as advance:
             for batches in epochs:
                 for batch in batches:
                     anchors = [texts[pairs[p][0]] for p in batch]
@@ -428,11 +410,7 @@ def finetune_encoder(
                     optimizer.step()
                     scheduler.step()
                     losses.append(float(loss.detach()))
-                    if progress:
-                        progress.update(task, advance=1, loss=losses[-1])
-        finally:
-            if progress:
-                progress.stop()
+                    advance(1, f"loss {losses[-1]:.3f}")
         model.eval()
         out.mkdir(parents=True, exist_ok=True)
         model.save(str(out), create_model_card=False, safe_serialization=True)

@@ -778,7 +778,7 @@ class GenerativeRetriever:
         uidx = data.user_vocab.index(users_arr, missing="negative")
         idx = np.full((len(users_arr), k), -1, dtype=np.int64)
         vals = np.full((len(users_arr), k), -np.inf, dtype=np.float64)
-        from llmrec.encode._progress import progress
+        from llmrec.progress import progress
 
         with progress(show_progress, "generating recommendations", len(users_arr)) as advance:
             for row, u in enumerate(uidx.tolist()):

@@ -173,7 +173,7 @@ def _embed_chunks(
     show_progress: bool,
 ) -> dict[str, np.ndarray]:
     """``{text_hash: vector}`` of every chunk, embedded by Ray Data ``map_batches`` on an actor pool."""
-    from llmrec.encode._progress import progress
+    from llmrec.progress import progress
 
     total = sum(len(c) for c in texts)
     vectors: dict[str, np.ndarray] = {}

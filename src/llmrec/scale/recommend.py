@@ -318,7 +318,7 @@ def _run_pool(
     """Send the batches through the actor pool and append each result to ``parquet``; (rows, nodes, seconds)."""
     import pyarrow.parquet as pq
 
-    from llmrec.encode._progress import progress
+    from llmrec.progress import progress
 
     files = pack_folder(folder)
     parquet.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,78 @@
+"""Progress of long work: the one progress bar of the library.
+
+Embedding a catalogue, fine-tuning, downloads and batch jobs report through :func:`progress`: a context manager
+that yields ``advance(n=1, status=None)``. It draws a rich bar on stderr (description, bar, done/total or bytes,
+time left, and an optional status such as the running loss) when ``show`` is true, and costs nothing otherwise,
+so library code calls it unconditionally and the caller (the CLI, ``TrainOptions.show_progress``) decides.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any, Literal, Protocol
+
+__all__ = ["Advance", "progress"]
+
+
+class Advance(Protocol):
+    """Advance a bar by ``n`` steps (items or bytes), optionally replacing its status text."""
+
+    def __call__(self, n: float = 1, /, status: str | None = None) -> None:
+        """Advance by ``n``; show ``status`` after the bar when given."""
+        ...
+
+
+def _nothing(n: float = 1, /, status: str | None = None) -> None:
+    return None
+
+
+@contextlib.contextmanager
+def progress(
+    show: bool,
+    description: str,
+    total: float | None,
+    *,
+    unit: Literal["items", "bytes"] = "items",
+    completed: float = 0,
+    transient: bool = False,
+) -> Iterator[Advance]:
+    """Yield an :class:`Advance` for a bar of ``total`` steps (``None``: unknown); nothing is drawn unless ``show``.
+
+    Args:
+        show: Draw the bar (on stderr).
+        description: What is being done ("embedding 512 new texts").
+        total: Steps in all (items, or bytes with ``unit="bytes"``); ``None`` when unknown.
+        unit: ``"bytes"`` shows sizes and the transfer speed instead of counts.
+        completed: Steps already done (a resumed run).
+        transient: Remove the bar when done (for steps inside a larger job).
+    """
+    if not show:
+        yield _nothing
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    columns: list[ProgressColumn] = [TextColumn("{task.description}"), BarColumn()]
+    if unit == "bytes":
+        columns += [DownloadColumn(), TransferSpeedColumn()]
+    else:
+        columns.append(MofNCompleteColumn())
+    columns += [TimeRemainingColumn(), TextColumn("{task.fields[status]}")]
+    with Progress(*columns, console=Console(stderr=True), transient=transient) as bar:
+        task = bar.add_task(description, total=total, completed=int(completed), status="")
+
+        def advance(n: float = 1, /, status: str | None = None) -> None:
+            fields: dict[str, Any] = {} if status is None else {"status": status}
+            bar.update(task, advance=n, **fields)
+
+        yield advance
