@@ -110,3 +110,12 @@ def test_a_user_deleted_through_one_worker_is_unknown_to_the_other_at_once(
     # The next refit prunes every older version, which still holds the deleted user's data.
     b.refit()
     assert [v.version for v in a.store.model_versions(a.dataset)] == [2]
+
+
+def test_an_audit_mark_counts_deletions_committed_out_of_id_order_as_later() -> None:
+    from llmrec.data.store import AuditMark
+
+    mark = AuditMark(10, (8,))  # id 8 was handed out but not committed when the data was read
+    assert mark.covers(9) and mark.covers(7)
+    assert not mark.covers(8) and not mark.covers(11)
+    assert mark.low == 7

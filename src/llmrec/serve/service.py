@@ -25,7 +25,7 @@ and its fitted retriever are loaded, not fitted, so the server answers at once; 
   and each request keeps the snapshot it started with. A worker starting later loads the newest version; the
   first worker of a dataset with none fits and publishes version 1 while the others wait for it;
 * a user deleted through any worker (or ``llmrec forget``) is unknown to every worker at once: each request checks
-  the store's audit log for deletions after the snapshot's ``audit_marker`` (users whose fitted data the snapshot
+  the store's audit log for deletions after the snapshot's audit mark (users whose fitted data the snapshot
   still holds), so nothing about it is kept per process.
 
 Recommendations come from :meth:`llmrec.pipeline.Pipeline.recommend` and explanations from
@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from llmrec.data.dataset import Dataset
-from llmrec.data.store import Deletion, ItemRecord, ModelVersion, Store
+from llmrec.data.store import AuditMark, Deletion, ItemRecord, ModelVersion, Store
 from llmrec.errors import ArtifactError, ConfigError, StoreError, UnknownIdError
 from llmrec.feedback import FeedbackKind, Taste, taste_of, validate_feedback
 from llmrec.models.base import TrainOptions
@@ -88,7 +88,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _DELETION_LOOKBACK = 64
-"""Audit rows re-read below a marker or cursor (deletions committed out of id order; see _deletions_since)."""
+"""Audit ids re-read below the cursor of deletions already read (committed out of id order; see _deletions_since)."""
 
 
 class RecommenderService(RecordsMixin):
@@ -186,10 +186,10 @@ class RecommenderService(RecordsMixin):
         self._store.ingest(BUILTIN_DATASETS[self.dataset](), name=self.dataset, show_progress=show_progress)
 
     def _load(self) -> Snapshot:
-        audit = self._store.last_audit_id(self.dataset)  # read first: users deleted after it may still be in data
+        audit = self._store.audit_mark()  # read first: users deleted after it may still be in the data
         marker = self._store.last_interaction_id(self.dataset)  # read first: rows after it are "recent"
         data = self._store.load(self.dataset)
-        return Snapshot(data, marker, datetime.now(UTC), audit_marker=audit)
+        return Snapshot(data, marker, datetime.now(UTC), audit=audit)
 
     def _load_saved(self, path: str) -> Snapshot:
         """The first snapshot of a service started from a saved pipeline: its data and retriever, no fit.
@@ -215,12 +215,13 @@ class RecommenderService(RecordsMixin):
         if isinstance(saved_marker, int) and 0 <= saved_marker <= marker:
             marker = saved_marker
         # Users deleted after the saved data was read are unknown; without the marker, every logged deletion counts.
-        audit = pipe.metadata.get("audit_marker")
+        audit, gaps = pipe.metadata.get("audit_marker"), pipe.metadata.get("audit_gaps")
+        mark = AuditMark()
+        if isinstance(audit, int) and audit > 0 and isinstance(gaps, list) and all(isinstance(g, int) for g in gaps):
+            mark = AuditMark(audit, tuple(gaps))
         fitted = datetime.fromisoformat(pipe.fitted_at) if pipe.fitted_at else datetime.now(UTC)
         log.info("loaded model from %s (fitted %s, no refit): %r", path, pipe.fitted_at, pipe.data)
-        return Snapshot(
-            pipe.data, marker, fitted, saved=(pipe,), audit_marker=audit if isinstance(audit, int) and audit > 0 else 0
-        )
+        return Snapshot(pipe.data, marker, fitted, saved=(pipe,), audit=mark)
 
     def snapshot(self) -> Snapshot:
         """The served snapshot (loaded on first use: from ``config.model``, else the newest version, else the store).
@@ -344,14 +345,12 @@ class RecommenderService(RecordsMixin):
             return True
 
     # -- deletions ----------------------------------------------------------------------------------------------
-    def _deletions_since(self, marker: int) -> list[Deletion]:
-        """User deletions logged after audit row ``marker``: the cached ones plus any new (one range read).
+    def _deletions_since(self, low: int) -> list[Deletion]:
+        """User deletions logged after audit row ``low``: the cached ones plus any new (one range read).
 
-        Reads reach ``_DELETION_LOOKBACK`` rows below the marker and the cursor: PostgreSQL hands out row ids before
-        commit, so a deletion committing late can carry a lower id than one already read. A deletion from just
-        before the marker counted too only means a re-created user's fitted history waits for the next refit.
+        The read reaches ``_DELETION_LOOKBACK`` ids below what was read before: PostgreSQL hands out row ids before
+        commit, so a deletion committing late can carry a lower id than one already read.
         """
-        low = max(0, marker - _DELETION_LOOKBACK)
         with self._deletions_lock:
             if low < self._deletions_from:  # an older snapshot than the cache covers (a request during a swap)
                 return self._store.deletions_after(self.dataset, low)
@@ -376,7 +375,8 @@ class RecommenderService(RecordsMixin):
             return True
         if user_id not in snap.data.user_vocab:
             return False
-        return any(d.names(self.dataset, user_id) for d in self._deletions_since(snap.audit_marker))
+        mark = snap.audit
+        return any(not mark.covers(d.id) and d.names(self.dataset, user_id) for d in self._deletions_since(mark.low))
 
     @property
     def data(self) -> Dataset:

@@ -13,6 +13,7 @@ from typing import Any
 
 from llmrec.data.dataset import Dataset
 from llmrec.data.filters import ItemFilters
+from llmrec.data.store.versions import AuditMark
 from llmrec.pipeline import Pipeline
 
 __all__ = ["Snapshot"]
@@ -33,8 +34,8 @@ class Snapshot:
     are loaded, not fitted; empty when the data was loaded from the store."""
     version: int | None = None
     """The published model version this snapshot is (``None``: fitted or loaded in this process only)."""
-    audit_marker: int = 0
-    """The newest audit-log row id when the data was read: users deleted after it are still in ``data``."""
+    audit: AuditMark = field(default_factory=AuditMark)
+    """Where the audit log stood when the data was read: users deleted after it are still in ``data``."""
     _filters: ItemFilters | None = None
     _records: list[dict[str, Any]] | None = None
 

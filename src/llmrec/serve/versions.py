@@ -13,7 +13,7 @@ reads the same versions, so one refit reaches them all:
   made before a user's deletion (its folder still holds that user's data), from the store and then the folder.
 
 Layout: ``<artifacts>/<dataset slug>/v000003/<retriever>/`` is a saved pipeline (``llmrec serve --model`` reads it
-too), with ``store_marker`` and ``audit_marker`` in its metadata.
+too), with ``store_marker`` and the audit mark (``audit_marker``, ``audit_gaps``) in its metadata.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import hashlib
 import logging
 import re
 import shutil
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +42,14 @@ def _slug(dataset: str) -> str:
     """A folder name for ``dataset``: its safe characters and a short hash (two names never share a folder)."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", dataset).strip("._")[:60] or "dataset"
     return f"{safe}-{hashlib.sha256(dataset.encode()).hexdigest()[:8]}"
+
+
+def _fitted_at(pipe: Pipeline, default: datetime) -> datetime:
+    """When ``pipe`` was fitted (UTC), as saved; ``default`` when it does not say."""
+    if not pipe.fitted_at:
+        return default
+    fitted = datetime.fromisoformat(pipe.fitted_at)
+    return fitted.replace(tzinfo=UTC) if fitted.tzinfo is None else fitted
 
 
 class ArtifactFolder:
@@ -78,7 +87,12 @@ class ArtifactFolder:
         if not pipelines:
             raise ArtifactError(f"nothing to publish for {self.dataset!r}: no pipeline is fitted")
         tmp = self.folder / f".tmp-{uuid.uuid4().hex}"
-        meta = {"store_marker": snap.marker, "audit_marker": snap.audit_marker, "dataset": self.dataset}
+        meta = {
+            "store_marker": snap.marker,
+            "audit_marker": snap.audit.marker,
+            "audit_gaps": list(snap.audit.gaps),
+            "dataset": self.dataset,
+        }
         try:
             try:
                 for name, pipe in pipelines.items():
@@ -92,6 +106,7 @@ class ArtifactFolder:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         snap.version = version.version
+        snap.loaded_at = _fitted_at(next(iter(pipelines.values())), snap.loaded_at)  # as every loader reads it
         log.info("published model version %d of %s (%s)", version.version, self.dataset, ", ".join(pipelines))
         self.prune()
         return version
@@ -110,7 +125,7 @@ class ArtifactFolder:
                 number,
                 final.relative_to(self.root).as_posix(),
                 store_marker=snap.marker,
-                audit_marker=snap.audit_marker,
+                audit=snap.audit,
                 retrievers=retrievers,
                 created_by=worker_name(),
             )
@@ -140,16 +155,13 @@ class ArtifactFolder:
         if not pipes:
             raise ArtifactError(f"model version {version.version} of {self.dataset!r} holds no pipeline")
         first = pipes[0]
-        fitted = datetime.fromisoformat(first.fitted_at) if first.fitted_at else version.created_at
-        if fitted.tzinfo is None:
-            fitted = fitted.replace(tzinfo=UTC)
         return Snapshot(
             first.data,
             version.store_marker,
-            fitted,
+            _fitted_at(first, version.created_at),
             saved=tuple(pipes),
             version=version.version,
-            audit_marker=version.audit_marker,
+            audit=version.audit,
         )
 
     def prune(self) -> list[int]:
@@ -162,6 +174,7 @@ class ArtifactFolder:
             The version numbers removed.
 
         """
+        self._remove_stale_temporaries()
         versions = self.store.model_versions(self.dataset)
         if len(versions) <= 1:
             return []
@@ -169,10 +182,8 @@ class ArtifactFolder:
         drop = {v.version for v in older[self.keep - 1 :]}
         kept_old = [v for v in older if v.version not in drop]
         if kept_old:
-            deletions = self.store.deletions_after(self.dataset, min(v.audit_marker for v in kept_old))
-            if deletions:
-                last = deletions[-1].id
-                drop |= {v.version for v in kept_old if v.audit_marker < last}
+            deletions = self.store.deletions_after(self.dataset, min(v.audit.low for v in kept_old))
+            drop |= {v.version for v in kept_old if any(not v.audit.covers(d.id) for d in deletions)}
         if not drop:
             return []
         self.store.delete_model_versions(self.dataset, drop)
@@ -181,3 +192,15 @@ class ArtifactFolder:
                 shutil.rmtree(self.root / v.path, ignore_errors=True)
         log.info("removed model versions %s of %s", sorted(drop), self.dataset)
         return sorted(drop)
+
+    def _remove_stale_temporaries(self, older_than_s: float = 3600.0) -> None:
+        """Remove half-written versions left by publishers that died (``.tmp-*`` untouched for an hour)."""
+        if not self.folder.is_dir():
+            return
+        now = time.time()
+        for tmp in self.folder.glob(".tmp-*"):
+            try:
+                if now - tmp.stat().st_mtime > older_than_s:
+                    shutil.rmtree(tmp, ignore_errors=True)
+            except OSError:  # removed by another worker meanwhile
+                continue

@@ -8,9 +8,10 @@ PostgreSQL database) serve one dataset coherently through three things kept here
   two publishers can never both claim a number. Workers poll :meth:`VersionAccess.latest_model_version`.
 * :meth:`VersionAccess.refit_lock`: single-flight refits across processes and nodes (a PostgreSQL advisory lock,
   or an OS file lock beside a SQLite file), so two refits never fit at once and versions follow the data's order.
-* :meth:`VersionAccess.deletions_after`: the audit log's user deletions after a row id, so every worker treats a
-  user deleted through any worker (or ``llmrec forget``) as unknown at once, although its fitted data still holds
-  them until the next refit. The log names users only by salted digests: a worker checks a user id against them.
+* :meth:`VersionAccess.audit_mark` and :meth:`VersionAccess.deletions_after`: where the audit log stood when data
+  was read, and the user deletions logged since, so every worker treats a user deleted through any worker (or
+  ``llmrec forget``) as unknown at once, although its fitted data still holds them until the next refit. The log
+  names users only by salted digests: a worker checks a user id against them.
 """
 
 from __future__ import annotations
@@ -34,10 +35,40 @@ from llmrec.errors import ConflictError
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
-__all__ = ["Deletion", "ModelVersion", "VersionAccess"]
+__all__ = ["AuditMark", "Deletion", "ModelVersion", "VersionAccess"]
+
+_GAP_WINDOW = 64
+"""Audit ids below the newest one checked for gaps (ids handed out, not yet committed: see :class:`AuditMark`)."""
 
 _LOCAL_LOCKS: dict[tuple[int, str], threading.Lock] = {}
 _LOCAL_LOCKS_GUARD = threading.Lock()
+
+
+@dataclass(frozen=True)
+class AuditMark:
+    """Where the audit log stood when data was read: which deletions that data already reflects.
+
+    PostgreSQL hands out row ids before commit, so a deletion committing late can carry a lower id than the newest
+    one seen. ``gaps`` are the ids below ``marker`` (within a window) not yet visible then: a deletion with one of
+    them, or with an id above ``marker``, happened after the read.
+
+    Attributes:
+        marker: The newest audit-log row id (any dataset) visible.
+        gaps: Ids below it, within the last ``_GAP_WINDOW``, not visible (in flight, or rolled back).
+
+    """
+
+    marker: int = 0
+    gaps: tuple[int, ...] = ()
+
+    def covers(self, deletion_id: int) -> bool:
+        """Whether data read at this mark already reflects the deletion logged as ``deletion_id``."""
+        return deletion_id <= self.marker and deletion_id not in self.gaps
+
+    @property
+    def low(self) -> int:
+        """Every deletion with a higher id may be one this mark does not cover."""
+        return min(self.gaps) - 1 if self.gaps else self.marker
 
 
 @dataclass(frozen=True)
@@ -49,7 +80,7 @@ class ModelVersion:
         version: Its number (1, 2, ... per dataset; the highest is the one served).
         path: Its folder, relative to the artifact folder of the workers.
         store_marker: The newest interaction row id in its fitted data.
-        audit_marker: The newest audit-log row id when its data was read.
+        audit: Where the audit log stood when its data was read (deletions after it are not reflected).
         retrievers: The retrievers saved in it (one subfolder each).
         created_by: Which worker published it (``host:pid``).
         created_at: When it was published (UTC).
@@ -60,7 +91,7 @@ class ModelVersion:
     version: int
     path: str
     store_marker: int
-    audit_marker: int
+    audit: AuditMark
     retrievers: tuple[str, ...]
     created_by: str
     created_at: datetime
@@ -88,7 +119,7 @@ def _version(row: Any) -> ModelVersion:
         int(row.version),
         row.path,
         int(row.store_marker),
-        int(row.audit_marker),
+        AuditMark(int(row.audit_marker), tuple(int(g) for g in (row.audit_gaps or ()))),
         tuple(str(r) for r in (row.retrievers or ())),
         row.created_by,
         at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC),
@@ -146,7 +177,7 @@ class VersionAccess:
         path: str,
         *,
         store_marker: int,
-        audit_marker: int,
+        audit: AuditMark,
         retrievers: Sequence[str],
         created_by: str,
     ) -> ModelVersion | None:
@@ -160,7 +191,8 @@ class VersionAccess:
             "version": int(version),
             "path": path,
             "store_marker": int(store_marker),
-            "audit_marker": int(audit_marker),
+            "audit_marker": int(audit.marker),
+            "audit_gaps": list(audit.gaps),
             "retrievers": list(retrievers),
             "created_by": created_by,
         }
@@ -189,11 +221,13 @@ class VersionAccess:
             return int(conn.execute(stmt).rowcount or 0)
 
     # -- deletions ----------------------------------------------------------------------------------------------
-    def last_audit_id(self, dataset: str) -> int:
-        """The newest audit-log row id of ``dataset`` (0 when none): read before loading data, as a marker."""
-        stmt = sa.select(sa.func.max(AuditRow.id)).where(AuditRow.dataset == dataset)
-        with self._transaction(f"read the audit marker of '{dataset}'") as conn:
-            return int(conn.execute(stmt).scalar_one() or 0)
+    def audit_mark(self) -> AuditMark:
+        """Where the audit log stands now (read before loading data: later deletions are not reflected in it)."""
+        with self._transaction("read the audit log's position") as conn:
+            marker = int(conn.execute(sa.select(sa.func.max(AuditRow.id))).scalar_one() or 0)
+            low = max(0, marker - _GAP_WINDOW)
+            seen = set(conn.execute(sa.select(AuditRow.id).where(AuditRow.id > low)).scalars())
+        return AuditMark(marker, tuple(i for i in range(low + 1, marker) if i not in seen))
 
     def deletions_after(self, dataset: str, after_id: int) -> list[Deletion]:
         """User deletions of ``dataset`` logged after audit row ``after_id``, oldest first (a range read on the key)."""

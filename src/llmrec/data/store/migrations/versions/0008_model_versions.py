@@ -28,6 +28,7 @@ def upgrade() -> None:
         sa.Column("path", sa.Text(), nullable=False),
         sa.Column("store_marker", sa.BigInteger(), nullable=False),
         sa.Column("audit_marker", sa.BigInteger(), nullable=False),
+        sa.Column("audit_gaps", sa.JSON(), nullable=False),
         sa.Column("retrievers", sa.JSON(), nullable=False),
         sa.Column("created_by", sa.Text(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
