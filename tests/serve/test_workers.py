@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from llmrec.data.dataset import Dataset
 from llmrec.data.store import Store
@@ -108,3 +109,24 @@ def test_one_refit_reaches_both_llmrec_serve_workers(tmp_path: Path, ml_sample: 
         assert deleted.status_code == 200, deleted.text
         gone = httpx.get(f"{b}/v1/users/{other}/recommendations", headers=HEADERS, timeout=30)
         assert gone.status_code == 404, gone.text
+
+
+@pytest.mark.slow  # ~30 s on 2 cores: uvicorn starts each worker as a fresh interpreter
+def test_llmrec_serve_workers_2_serve_one_version_after_a_refit(tmp_path: Path, ml_sample: Dataset) -> None:
+    """``--workers 2`` (uvicorn's workers, built from the environment): every answer after a refit is version 2."""
+    db = f"sqlite:///{tmp_path / 'pool.db'}"
+    Store(db).ingest(ml_sample, name="sample")
+    args = ["--dataset", "sample", "--db", db, "--retriever", "popular", "--workers", "2", "--port", "0"]
+    with _server(tmp_path, "pool", [*args, "--no-warm"]) as (base, log):
+        user = str(ml_sample.user_vocab.ids[0])
+        assert {_recs(base, user)["model_version"] for _ in range(4)} == {1}
+        assert (tmp_path / "pool-models").is_dir()  # the default artifact folder, beside the SQLite file
+        assert httpx.post(f"{base}/v1/admin/refit", headers=HEADERS, timeout=120).json()["version"] == 2
+        time.sleep(1.2)  # past the poll interval: the next request of each worker notices version 2
+        for _ in range(6):
+            httpx.get(f"{base}/v1/health", timeout=5)
+        deadline = time.monotonic() + 20
+        while {_recs(base, user)["model_version"] for _ in range(6)} != {2}:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.3)
+        assert log.read_text().count("Started server process") == 2

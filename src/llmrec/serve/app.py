@@ -31,13 +31,14 @@ from llmrec.serve.routes import ROUTERS
 from llmrec.serve.service import RecommenderService
 from llmrec.serve.web import mount_page
 
-__all__ = ["API_PREFIX", "app_from_environment", "create_app", "worker_environment"]
+__all__ = ["API_PREFIX", "app_from_environment", "create_app", "log_request_ids", "worker_environment"]
 
 API_PREFIX = "/v1"
 SERVE_CONFIG_ENV = "LLMREC_SERVE_CONFIG"
 """The JSON :class:`ServeConfig` of every worker of ``llmrec serve --workers N`` (set by the parent process)."""
 SERVE_DB_ENV = "LLMREC_SERVE_DB"
 SERVE_WARM_ENV = "LLMREC_SERVE_WARM"
+SERVE_LOG_LEVEL_ENV = "LLMREC_SERVE_LOG_LEVEL"
 log = logging.getLogger(__name__)
 
 _DESCRIPTION = """Recommendations with language models: items, users, interactions, recommendations with grounded
@@ -108,7 +109,24 @@ def create_app(
     return app
 
 
-def worker_environment(config: ServeConfig, db: str | None, *, warm: bool = True) -> dict[str, str]:
+def log_request_ids(level: str) -> None:
+    """Log llmrec's lines (the access log of the API among them) with the request id of each, PII scrubbed."""
+    from llmrec.privacy.logs import PiiLogFilter
+    from llmrec.serve.middleware import RequestIdFilter
+
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdFilter())
+    handler.addFilter(PiiLogFilter())  # this handler takes llmrec's lines from the root's: it scrubs them too
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
+    logger = logging.getLogger("llmrec")
+    logger.addHandler(handler)
+    logger.setLevel(level.upper() if level.upper() in logging.getLevelNamesMapping() else logging.INFO)
+    logger.propagate = False
+
+
+def worker_environment(
+    config: ServeConfig, db: str | None, *, warm: bool = True, log_level: str = "info"
+) -> dict[str, str]:
     """The environment that makes :func:`app_from_environment` build ``config``'s app over the store at ``db``.
 
     The admin key travels in it as it does in ``LLMREC_ADMIN_KEY`` (the process's own environment); language
@@ -116,7 +134,7 @@ def worker_environment(config: ServeConfig, db: str | None, *, warm: bool = True
     """
     values = _without_api_keys(config.model_dump(mode="json"))
     values["admin_key"] = config.admin_key.get_secret_value() if config.admin_key is not None else None
-    env = {SERVE_CONFIG_ENV: json.dumps(values), SERVE_WARM_ENV: "1" if warm else "0"}
+    env = {SERVE_CONFIG_ENV: json.dumps(values), SERVE_WARM_ENV: "1" if warm else "0", SERVE_LOG_LEVEL_ENV: log_level}
     if db:
         env[SERVE_DB_ENV] = db
     return env
@@ -141,6 +159,7 @@ def app_from_environment() -> FastAPI:
             "Fix: start the server with `llmrec serve --workers N`"
         )
     config = ServeConfig.model_validate_json(raw)
+    log_request_ids(os.environ.get(SERVE_LOG_LEVEL_ENV, "info"))
     store = Store(os.environ.get(SERVE_DB_ENV) or None)
     return create_app(RecommenderService(store, config), warm=os.environ.get(SERVE_WARM_ENV, "1") == "1")
 
