@@ -47,9 +47,8 @@ def forget(
 ) -> None:
     """Delete everything stored about a user (profile, interactions, feedback, chats, keys, cached embeddings).
 
-    The deletion is written to the audit log (actor `cli`), which names the user only by a salted digest. A running
-    server keeps the user's fitted history until it refits: delete through its API (DELETE /v1/users/ID) instead,
-    so its lists stop using it at once.
+    The deletion is written to the audit log (actor `cli`), which names the user only by a salted digest. Running
+    servers on the same store read the log on every request, so they stop using the user's fitted history at once.
     """
     from llmrec.data.store import Store
     from llmrec.privacy import forget_user

@@ -7,7 +7,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -47,10 +47,22 @@ def serve(
             help="Start from a folder written by `llmrec train --out DIR`: its retriever is loaded, not fitted.",
         ),
     ] = None,
+    artifacts: Annotated[
+        Path | None,
+        typer.Option(
+            help="Artifact folder of published model versions, shared by every worker and node serving the dataset: "
+            "a refit publishes a version there and all of them switch to it (with --workers: beside a SQLite store "
+            "file by default)."
+        ),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes; they share the store and the artifact folder.")
+    ] = 1,
 ) -> None:
     """Serve the HTTP API (/v1, OpenAPI docs at /docs) with uvicorn.
 
     The admin key comes from LLMREC_ADMIN_KEY; without it a random one is made for this run and shown once.
+    With --workers N (or several servers on one store and --artifacts), a refit on any worker reaches them all.
     """
     import secrets
 
@@ -91,10 +103,14 @@ def serve(
         settings.admin_key = SecretStr(made)
         console.print(f"admin key for this run (set LLMREC_ADMIN_KEY to choose one): [bold]{made}[/]")
     store = Store(db)
+    if artifacts is not None:
+        settings.artifacts = str(artifacts)
+    elif workers > 1 and settings.artifacts is None:
+        settings.artifacts = _default_artifacts(store, workers)
     service = RecommenderService(store, settings)
     with console.status(f"preparing {settings.dataset} in {store.display_url}"):
-        service.prepare()
-        if settings.model is not None:
+        service.prepare()  # here, once: workers ingesting a missing dataset at the same time would race
+        if settings.model is not None and workers == 1:
             pipe = service.pipeline()  # load now: a bad folder fails here, with its message, not at the first request
             console.print(
                 escape(f"loaded model from {settings.model} (fitted {_fitted_on(pipe.fitted_at)}, no refit)"),
@@ -106,9 +122,20 @@ def serve(
 
     _log_request_ids(log_level)
     started = time.monotonic()
+    app: Any = "llmrec.serve.app:app_from_environment"
+    if workers > 1:  # uvicorn starts each worker from an import string: the worker builds its app from these
+        from llmrec.serve.app import worker_environment
+
+        os.environ.update(worker_environment(settings, db, warm=warm, log_level=log_level))
+        console.print(f"{workers} workers; model versions in {settings.artifacts}", highlight=False)
+    else:
+        app = create_app(service, warm=warm)
     # uvicorn sets up its own log handlers (the access log quotes URLs): they get the scrubbing filter too.
     uvicorn.run(
-        create_app(service, warm=warm),
+        app,
+        factory=workers > 1,
+        workers=workers,
+        timeout_worker_healthcheck=900,  # a worker fits or loads the model before it answers
         host=host,
         port=port,
         log_level=log_level,
@@ -118,6 +145,18 @@ def serve(
     _stop_lingering_threads(deadline=time.monotonic() + SHUTDOWN_GRACE_S / 2, since=started)
 
 
+def _default_artifacts(store: Any, workers: int) -> str:
+    """The artifact folder of ``--workers N`` without ``--artifacts``: ``<db name>-models`` beside a SQLite file."""
+    database = store.engine.url.database if store.engine.url.get_backend_name() == "sqlite" else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        raise ConfigError(
+            f"--workers {workers} needs an artifact folder every worker reads (the store is not a SQLite file). "
+            "Fix: add --artifacts DIR (a shared folder when the workers run on several machines)"
+        )
+    db_file = Path(database).expanduser()
+    return str(db_file.with_name(f"{db_file.stem}-models"))
+
+
 SHUTDOWN_GRACE_S = 6
 """On SIGTERM, how long requests in flight may take to finish (then uvicorn cancels them); the worker threads of
 cancelled requests get half of it again before the process exits anyway: stopped within 10 s in all."""
@@ -125,17 +164,9 @@ cancelled requests get half of it again before the process exits anyway: stopped
 
 def _log_request_ids(level: str) -> None:
     """Log llmrec's lines (the access log of the API among them) with the request id of each."""
-    from llmrec.privacy.logs import PiiLogFilter
-    from llmrec.serve.middleware import RequestIdFilter
+    from llmrec.serve.app import log_request_ids
 
-    handler = logging.StreamHandler()
-    handler.addFilter(RequestIdFilter())
-    handler.addFilter(PiiLogFilter())  # this handler takes llmrec's lines from the root's: it scrubs them too
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
-    logger = logging.getLogger("llmrec")
-    logger.addHandler(handler)
-    logger.setLevel(level.upper() if level.upper() in logging.getLevelNamesMapping() else logging.INFO)
-    logger.propagate = False
+    log_request_ids(level)
 
 
 def _stop_lingering_threads(deadline: float, since: float) -> None:

@@ -9,9 +9,12 @@ side in one process. More routers (the chat router) plug in through ``create_app
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -28,9 +31,14 @@ from llmrec.serve.routes import ROUTERS
 from llmrec.serve.service import RecommenderService
 from llmrec.serve.web import mount_page
 
-__all__ = ["API_PREFIX", "create_app"]
+__all__ = ["API_PREFIX", "app_from_environment", "create_app", "log_request_ids", "worker_environment"]
 
 API_PREFIX = "/v1"
+SERVE_CONFIG_ENV = "LLMREC_SERVE_CONFIG"
+"""The JSON :class:`ServeConfig` of every worker of ``llmrec serve --workers N`` (set by the parent process)."""
+SERVE_DB_ENV = "LLMREC_SERVE_DB"
+SERVE_WARM_ENV = "LLMREC_SERVE_WARM"
+SERVE_LOG_LEVEL_ENV = "LLMREC_SERVE_LOG_LEVEL"
 log = logging.getLogger(__name__)
 
 _DESCRIPTION = """Recommendations with language models: items, users, interactions, recommendations with grounded
@@ -99,3 +107,67 @@ def create_app(
     if page:
         mount_page(app, API_PREFIX)
     return app
+
+
+def log_request_ids(level: str) -> None:
+    """Log llmrec's lines (the access log of the API among them) with the request id of each, PII scrubbed."""
+    from llmrec.privacy.logs import PiiLogFilter
+    from llmrec.serve.middleware import RequestIdFilter
+
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdFilter())
+    handler.addFilter(PiiLogFilter())  # this handler takes llmrec's lines from the root's: it scrubs them too
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
+    logger = logging.getLogger("llmrec")
+    logger.addHandler(handler)
+    logger.setLevel(level.upper() if level.upper() in logging.getLevelNamesMapping() else logging.INFO)
+    logger.propagate = False
+
+
+def worker_environment(
+    config: ServeConfig, db: str | None, *, warm: bool = True, log_level: str = "info"
+) -> dict[str, str]:
+    """The environment that makes :func:`app_from_environment` build ``config``'s app over the store at ``db``.
+
+    The admin key travels in it as it does in ``LLMREC_ADMIN_KEY`` (the process's own environment); language
+    model API keys are left out, so each worker reads them from its environment, as a loaded pipeline does.
+    """
+    values = _without_api_keys(config.model_dump(mode="json"))
+    values["admin_key"] = config.admin_key.get_secret_value() if config.admin_key is not None else None
+    env = {SERVE_CONFIG_ENV: json.dumps(values), SERVE_WARM_ENV: "1" if warm else "0", SERVE_LOG_LEVEL_ENV: log_level}
+    if db:
+        env[SERVE_DB_ENV] = db
+    return env
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker of ``llmrec serve --workers N`` (uvicorn calls it in each worker process).
+
+    Every worker builds its own service over the same store and artifact folder, so a refit on any of them is
+    published and reaches the others (see :mod:`llmrec.serve.service`).
+
+    Raises:
+        ConfigError: The environment holds no serve config (``llmrec serve --workers N`` sets it).
+
+    """
+    from llmrec.errors import ConfigError
+
+    raw = os.environ.get(SERVE_CONFIG_ENV)
+    if not raw:
+        raise ConfigError(
+            f"{SERVE_CONFIG_ENV} is not set: this factory builds the workers of `llmrec serve --workers N`. "
+            "Fix: start the server with `llmrec serve --workers N`"
+        )
+    config = ServeConfig.model_validate_json(raw)
+    log_request_ids(os.environ.get(SERVE_LOG_LEVEL_ENV, "info"))
+    store = Store(os.environ.get(SERVE_DB_ENV) or None)
+    return create_app(RecommenderService(store, config), warm=os.environ.get(SERVE_WARM_ENV, "1") == "1")
+
+
+def _without_api_keys(value: Any) -> Any:
+    """``value`` (a JSON dump) without its ``api_key`` entries (dumped masked, they would not work)."""
+    if isinstance(value, dict):
+        return {k: _without_api_keys(v) for k, v in value.items() if k != "api_key"}
+    if isinstance(value, list):
+        return [_without_api_keys(v) for v in value]
+    return value

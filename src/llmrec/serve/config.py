@@ -57,6 +57,15 @@ class ServeConfig(BaseModel):
         model: A saved pipeline folder (``llmrec train --out DIR``, :meth:`~llmrec.pipeline.Pipeline.save`): the
             default retriever is loaded from it instead of fitted, and the dataset is the one it was fitted on
             until the next refit. ``pipeline.retriever`` must be the saved one (:meth:`for_model` sees to it).
+        artifacts: The artifact folder of published model versions, shared by every worker serving the dataset
+            (one folder on one machine; a shared folder across nodes). A refit then saves its pipelines there as a
+            new version and registers it in the store; every worker polls the store and switches to the newest
+            version by loading it (no refit), and a worker starting later loads it too. ``None``: pipelines live
+            in this process only (one worker).
+        version_poll_s: Least seconds between two checks of the store for a newer version (a check is one indexed
+            read made by a request; loading the version runs in the background, requests keep the old one).
+        keep_versions: Published versions kept (older ones, and any made before a user's deletion, are removed
+            from the store and the folder after each publish).
 
     """
 
@@ -77,6 +86,9 @@ class ServeConfig(BaseModel):
     rate_limit_per_minute: int | None = Field(default=None, ge=1)
     rate_limit_burst: int | None = Field(default=None, ge=1)
     model: str | None = None
+    artifacts: str | None = None
+    version_poll_s: float = Field(default=1.0, ge=0.0, le=3600.0)
+    keep_versions: int = Field(default=3, ge=1, le=1000)
 
     def worker_threads(self) -> int:
         """The size of the thread pool that runs blocking requests (``threads``, or four per core, at least 8)."""

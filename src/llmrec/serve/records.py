@@ -50,6 +50,10 @@ class RecordsMixin:
         """Whether the user is known (see :meth:`RecommenderService.user_exists`)."""
         raise NotImplementedError
 
+    def _is_forgotten(self, snap: Snapshot, user_id: str) -> bool:
+        """Whether the user was deleted since the snapshot's data was read (see the service's own)."""
+        raise NotImplementedError
+
     def ingest_interactions(self, rows: pd.DataFrame) -> IngestReport:
         """Validate and store a batch of interactions in one transaction (a bad batch stores nothing).
 
@@ -209,16 +213,17 @@ class RecordsMixin:
 
         A chat folds in the fitted history, so a user deleted and created again chats only after the next refit.
         """
-        return str(user_id) not in self._forgotten and self.user_exists(user_id)
+        return not self._is_forgotten(self.snapshot(), str(user_id)) and self.user_exists(user_id)
 
     def forget_user(self, user_id: str, actor: str) -> ForgetReport:
         """Delete everything stored about a user and stop using their fitted data at once.
 
         Deletes their profile, interactions and feedback, chat sessions, API keys and embedding-cache rows of their
         texts, with an audit row naming ``actor`` (:func:`llmrec.privacy.forget_user`). Until the next refit the
-        fitted data still holds them, so from now on every path treats them as unknown: their lists are cold-start
-        lists, explanations and chats refuse them; the next refit loads no trace of them. Kept language-model
-        prompts are dropped.
+        fitted data still holds them, so from now on every path treats them as unknown, on every worker of the store
+        (each checks the audit log's deletions): their lists are cold-start lists, explanations and chats refuse
+        them; the next refit loads no trace of them, and removes the published versions that still hold them. Kept
+        language-model prompts are dropped.
 
         Args:
             user_id: The user.
@@ -237,8 +242,14 @@ class RecordsMixin:
             )
         with self._lock:  # before the rows go, so no request folds in a half-deleted history
             self._forget_seq += 1
-            self._forgotten[user_id] = self._forget_seq
-        report = forget_user(self._store, self.dataset, user_id, actor=actor)
+            seq = self._forget_seq
+            self._forgotten[user_id] = seq
+        try:
+            report = forget_user(self._store, self.dataset, user_id, actor=actor)
+        finally:  # committed: the audit log tells every worker (this one too); rolled back: nothing was deleted
+            with self._lock:
+                if self._forgotten.get(user_id) == seq:
+                    del self._forgotten[user_id]
         local = sys.modules.get("llmrec.llm.local")
         if local is not None:
             local.clear_prompt_caches()

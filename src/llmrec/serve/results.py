@@ -77,6 +77,7 @@ class RecommendationResult:
             steered by their stored profile when it names titles, genres or years).
         excluded_recent: Items left out because the user interacted with them after the last fit.
         fitted_at: When the data behind the list was loaded.
+        model_version: The published model version the list came from (``None``: fitted in this process only).
 
     """
 
@@ -87,6 +88,7 @@ class RecommendationResult:
     known_user: bool
     excluded_recent: list[str]
     fitted_at: datetime
+    model_version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,7 @@ class FeedbackResult:
 
 @dataclass(frozen=True)
 class RefitReport:
-    """What a refit loaded and fitted."""
+    """What a refit loaded and fitted, and the model version it published (``None`` without an artifact folder)."""
 
     dataset: str
     users: int
@@ -111,11 +113,12 @@ class RefitReport:
     interactions: int
     pipelines: list[str]
     seconds: float
+    version: int | None = None
 
 
 @dataclass(frozen=True)
 class ServiceStatus:
-    """The service's state, for health checks."""
+    """The service's state, for health checks (``model_version``: the published version served, if any)."""
 
     dataset: str
     loaded: bool
@@ -124,3 +127,4 @@ class ServiceStatus:
     items: int | None
     users: int | None
     interactions: int | None
+    model_version: int | None = None

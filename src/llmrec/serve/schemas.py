@@ -339,6 +339,9 @@ class RecommendationsOut(BaseModel):
     reranked: bool
     known_user: bool = Field(description="False: the user was not in the fitted data and gets the cold-start list.")
     fitted_at: UtcDatetime
+    model_version: int | None = Field(
+        default=None, description="The published model version the list came from (null: fitted by this worker only)."
+    )
     excluded_recent: list[str] = Field(description="Items left out because of feedback or interactions since the fit.")
     items: list[RecommendedItemOut]
 
@@ -351,6 +354,7 @@ class RecommendationsOut(BaseModel):
             reranked=result.reranked,
             known_user=result.known_user,
             fitted_at=result.fitted_at,
+            model_version=result.model_version,
             excluded_recent=result.excluded_recent,
             items=[
                 RecommendedItemOut(
@@ -564,6 +568,10 @@ class HealthOut(BaseModel):
     items: int | None
     users: int | None
     interactions: int | None
+    model_version: int | None = Field(
+        default=None,
+        description="The published model version this worker serves (null: none; every worker switches to the newest).",
+    )
 
 
 class RefitIn(_In):
@@ -581,3 +589,6 @@ class RefitOut(BaseModel):
     interactions: int
     pipelines: list[str]
     seconds: float
+    version: int | None = Field(
+        default=None, description="The model version published (null without an artifact folder: this worker only)."
+    )

@@ -15,6 +15,19 @@ The service is plain Python (no web framework), so the HTTP routes, the chat lay
 With ``ServeConfig.model`` (``llmrec serve --model DIR``) the first snapshot is a saved pipeline instead: its data
 and its fitted retriever are loaded, not fitted, so the server answers at once; a refit then works as always.
 
+**Several workers** (processes, or nodes on one PostgreSQL database) serve one dataset coherently:
+
+* with ``ServeConfig.artifacts`` (an artifact folder every worker reads), a refit runs under the store's refit lock
+  (one at a time across workers), fits, and publishes the result as a new **model version**
+  (:class:`~llmrec.serve.versions.ArtifactFolder`: saved pipelines in the folder, the number in the store). Every
+  worker checks the store's newest version at most every ``version_poll_s`` seconds (one indexed read, made by a
+  request) and switches to a newer one by loading it, not refitting, in a background thread; the swap is atomic,
+  and each request keeps the snapshot it started with. A worker starting later loads the newest version; the
+  first worker of a dataset with none fits and publishes version 1 while the others wait for it;
+* a user deleted through any worker (or ``llmrec forget``) is unknown to every worker at once: each request checks
+  the store's audit log for deletions after the snapshot's audit mark (users whose fitted data the snapshot
+  still holds), so nothing about it is kept per process.
+
 Recommendations come from :meth:`llmrec.pipeline.Pipeline.recommend` and explanations from
 :meth:`~llmrec.pipeline.Pipeline.explain`; filters only choose the ``candidates`` handed to it. Item, user and
 interaction records and the data subject's rights are :class:`~llmrec.serve.records.RecordsMixin`'s; request
@@ -36,8 +49,8 @@ import numpy as np
 import pandas as pd
 
 from llmrec.data.dataset import Dataset
-from llmrec.data.store import ItemRecord, Store
-from llmrec.errors import ConfigError, UnknownIdError
+from llmrec.data.store import AuditMark, Deletion, ItemRecord, ModelVersion, Store
+from llmrec.errors import ArtifactError, ConfigError, StoreError, UnknownIdError
 from llmrec.feedback import FeedbackKind, Taste, taste_of, validate_feedback
 from llmrec.models.base import TrainOptions
 from llmrec.pipeline import Pipeline, RetrieverSpec
@@ -53,6 +66,7 @@ from llmrec.serve.results import (
     ServiceStatus,
 )
 from llmrec.serve.snapshot import Snapshot
+from llmrec.serve.versions import ArtifactFolder
 
 if TYPE_CHECKING:
     from llmrec.chat import ConversationalRecommender
@@ -72,6 +86,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_DELETION_LOOKBACK = 64
+"""Audit ids re-read below the cursor of deletions already read (committed out of id order; see _deletions_since)."""
 
 
 class RecommenderService(RecordsMixin):
@@ -113,10 +130,27 @@ class RecommenderService(RecordsMixin):
         self._content_lock = threading.Lock()
         self._chat_lock = threading.Lock()
         self._session_locks = KeyedLocks()
-        # Users deleted since the snapshot was loaded -> the deletion's sequence number (see forget_user): the
-        # fitted data still holds them, so every path treats them as unknown until a refit loaded after it.
+        # Users whose deletion through this process is under way -> its sequence number (see forget_user). Once
+        # it is committed the store's audit log says so to every worker (_is_forgotten), so this is only the gap.
         self._forgotten: dict[str, int] = {}
         self._forget_seq = 0
+        # Deletions logged after _deletions_from (an audit marker), read up to _deletions_upto (see _deletions_since).
+        self._deletions: list[Deletion] = []
+        self._deletions_from = -1
+        self._deletions_upto = 0
+        self._deletions_lock = threading.Lock()
+        # Published model versions (None: pipelines live in this process only).
+        self._versions = (
+            ArtifactFolder(self.config.artifacts, store, self.config.dataset, keep=self.config.keep_versions)
+            if self.config.artifacts
+            else None
+        )
+        self._refit_lock = threading.Lock()  # one refit at a time in this process (the store's lock: across them)
+        self._poll_lock = threading.Lock()
+        self._polled_at = float("-inf")
+        self._switching = False
+        self._seen_version = 0  # the newest version this process served or chose not to (a --model start)
+        self._failed_version = 0
 
     # -- plumbing -----------------------------------------------------------------------------------------------
     @property
@@ -152,9 +186,10 @@ class RecommenderService(RecordsMixin):
         self._store.ingest(BUILTIN_DATASETS[self.dataset](), name=self.dataset, show_progress=show_progress)
 
     def _load(self) -> Snapshot:
+        audit = self._store.audit_mark()  # read first: users deleted after it may still be in the data
         marker = self._store.last_interaction_id(self.dataset)  # read first: rows after it are "recent"
         data = self._store.load(self.dataset)
-        return Snapshot(data, marker, datetime.now(UTC))
+        return Snapshot(data, marker, datetime.now(UTC), audit=audit)
 
     def _load_saved(self, path: str) -> Snapshot:
         """The first snapshot of a service started from a saved pipeline: its data and retriever, no fit.
@@ -179,20 +214,169 @@ class RecommenderService(RecordsMixin):
         saved_marker = pipe.metadata.get("store_marker")
         if isinstance(saved_marker, int) and 0 <= saved_marker <= marker:
             marker = saved_marker
+        # Users deleted after the saved data was read are unknown; without the marker, every logged deletion counts.
+        audit, gaps = pipe.metadata.get("audit_marker"), pipe.metadata.get("audit_gaps")
+        mark = AuditMark()
+        if isinstance(audit, int) and audit > 0 and isinstance(gaps, list) and all(isinstance(g, int) for g in gaps):
+            mark = AuditMark(audit, tuple(gaps))
         fitted = datetime.fromisoformat(pipe.fitted_at) if pipe.fitted_at else datetime.now(UTC)
         log.info("loaded model from %s (fitted %s, no refit): %r", path, pipe.fitted_at, pipe.data)
-        return Snapshot(pipe.data, marker, fitted, saved=pipe)
+        return Snapshot(pipe.data, marker, fitted, saved=(pipe,), audit=mark)
 
     def snapshot(self) -> Snapshot:
-        """The loaded dataset (loaded on first use: from ``config.model`` when set, else from the store)."""
+        """The served snapshot (loaded on first use: from ``config.model``, else the newest version, else the store).
+
+        With an artifact folder, a newer published version is noticed here (and switched to in the background).
+        """
         snap = self._snapshot
         if snap is not None:
+            self._poll()
             return snap
         with self._load_lock:
             if self._snapshot is None:
-                model = self.config.model
-                self._snapshot = self._load_saved(model) if model is not None else self._load()
+                self._snapshot = self._first_snapshot()
+                if self._snapshot.version is not None:
+                    self._seen_version = max(self._seen_version, self._snapshot.version)
             return self._snapshot
+
+    def _first_snapshot(self) -> Snapshot:
+        """The snapshot a new service starts from (see :meth:`snapshot`)."""
+        if self.config.model is not None:
+            snap = self._load_saved(self.config.model)
+            if self._versions is not None:  # serve the saved model until a version is published after this start
+                latest = self._store.latest_model_version(self.dataset)
+                self._seen_version = latest.version if latest is not None else 0
+            return snap
+        if self._versions is None:
+            return self._load()
+        latest = self._store.latest_model_version(self.dataset)
+        loaded = self._try_load_version(latest) if latest is not None else None
+        if loaded is not None:
+            return loaded
+        with self._refit_lock, self._store.refit_lock(self.dataset):
+            latest = self._store.latest_model_version(self.dataset)  # published while we waited for the lock?
+            loaded = self._try_load_version(latest) if latest is not None else None
+            if loaded is not None:
+                return loaded
+            snap = self._load()
+            retriever = self._retriever(None)
+            snap.pipelines[(retriever, False)] = self._fit(snap, retriever, False)
+            self._versions.publish(snap)
+            return snap
+
+    # -- model versions -----------------------------------------------------------------------------------------
+    def _try_load_version(self, version: ModelVersion) -> Snapshot | None:
+        """The snapshot of a published version, or ``None`` (logged once per version) when it cannot be loaded."""
+        assert self._versions is not None
+        try:
+            return self._versions.load(version)
+        except (ArtifactError, OSError) as exc:
+            if version.version != self._failed_version:
+                self._failed_version = version.version
+                log.warning("cannot load model version %d of %s: %s", version.version, self.dataset, exc)
+            return None
+
+    def _poll(self) -> None:
+        """Look for a newer published version (at most every ``version_poll_s``); switch to it in the background."""
+        if self._versions is None or time.monotonic() - self._polled_at < self.config.version_poll_s:
+            return
+        if not self._poll_lock.acquire(blocking=False):
+            return  # another request is checking
+        try:
+            if self._switching or time.monotonic() - self._polled_at < self.config.version_poll_s:
+                return
+            self._polled_at = time.monotonic()
+            try:
+                latest = self._store.latest_model_version(self.dataset)
+            except StoreError as exc:  # the request goes on with what is loaded
+                log.warning("cannot check for a new model version of %s: %s", self.dataset, exc)
+                return
+            if latest is None or latest.version <= self._seen_version:
+                return
+            self._switching = True
+        finally:
+            self._poll_lock.release()
+        threading.Thread(target=self._switch_to, args=(latest,), name="llmrec-switch-version", daemon=True).start()
+
+    def _switch_to(self, version: ModelVersion) -> None:
+        """Load a published version and swap it in (unless a newer one is in by then)."""
+        try:
+            started = time.perf_counter()
+            snap = self._try_load_version(version)
+            if snap is not None and self._swap(snap):
+                log.info(
+                    "switched %s to model version %d in %.1f s (loaded, not refitted)",
+                    self.dataset,
+                    version.version,
+                    time.perf_counter() - started,
+                )
+        finally:
+            with self._poll_lock:
+                self._switching = False
+
+    def sync(self) -> int | None:
+        """Check the store for a newer published version now and switch to it before returning (no background).
+
+        Returns:
+            The version served afterwards (``None`` when none is).
+
+        """
+        snap = self.snapshot()
+        if self._versions is not None:
+            latest = self._store.latest_model_version(self.dataset)
+            if latest is not None and latest.version > self._seen_version:
+                loaded = self._try_load_version(latest)
+                if loaded is not None:
+                    self._swap(loaded)
+            snap = self._snapshot or snap
+        return snap.version
+
+    def _swap(self, snap: Snapshot) -> bool:
+        """Serve ``snap`` from now on, unless it is an older published version than the one served; whether it is."""
+        with self._load_lock, self._lock:
+            current = self._snapshot
+            if snap.version is not None and current is not None and (current.version or 0) > snap.version:
+                return False
+            self._snapshot = snap
+            self._content = None
+            self._chat = None
+            if snap.version is not None:
+                self._seen_version = max(self._seen_version, snap.version)
+            return True
+
+    # -- deletions ----------------------------------------------------------------------------------------------
+    def _deletions_since(self, low: int) -> list[Deletion]:
+        """User deletions logged after audit row ``low``: the cached ones plus any new (one range read).
+
+        The read reaches ``_DELETION_LOOKBACK`` ids below what was read before: PostgreSQL hands out row ids before
+        commit, so a deletion committing late can carry a lower id than one already read.
+        """
+        with self._deletions_lock:
+            if low < self._deletions_from:  # an older snapshot than the cache covers (a request during a swap)
+                return self._store.deletions_after(self.dataset, low)
+            if low > self._deletions_from:
+                self._deletions = [d for d in self._deletions if d.id > low]
+                self._deletions_from = low
+                self._deletions_upto = max(self._deletions_upto, low)
+            since = max(self._deletions_from, self._deletions_upto - _DELETION_LOOKBACK)
+            known = {d.id for d in self._deletions}
+            new = [d for d in self._store.deletions_after(self.dataset, since) if d.id not in known]
+            if new:
+                self._deletions.extend(new)
+                self._deletions_upto = max(self._deletions_upto, max(d.id for d in new))
+            return list(self._deletions)
+
+    def _is_forgotten(self, snap: Snapshot, user_id: str) -> bool:
+        """Whether ``user_id`` was deleted after ``snap``'s data was read (through any worker): treat as unknown.
+
+        Only users in the snapshot's fitted data can be: anyone else has nothing fitted to forget.
+        """
+        if user_id in self._forgotten:
+            return True
+        if user_id not in snap.data.user_vocab:
+            return False
+        mark = snap.audit
+        return any(not mark.covers(d.id) and d.names(self.dataset, user_id) for d in self._deletions_since(mark.low))
 
     @property
     def data(self) -> Dataset:
@@ -222,10 +406,11 @@ class RecommenderService(RecordsMixin):
     def _fit(self, snap: Snapshot, retriever: str, rerank: bool) -> Pipeline:
         config = self._pipeline_config(retriever, rerank)
         needs_lm = rerank or config.explain_with_lm
-        if snap.saved is not None and config.retriever == snap.saved.config.retriever:
-            pipe = snap.saved.reconfigured(config, lm=self.lm if needs_lm else None)
-            log.info("%s (rerank=%s) from the saved model %s: no refit", retriever, rerank, snap.saved.loaded_from)
-            return pipe
+        for saved in snap.saved:
+            if config.retriever == saved.config.retriever:
+                pipe = saved.reconfigured(config, lm=self.lm if needs_lm else None)
+                log.info("%s (rerank=%s) from the saved model %s: no refit", retriever, rerank, saved.loaded_from)
+                return pipe
         started = time.perf_counter()
         pipe = Pipeline(config, lm=self.lm if needs_lm else None).fit(snap.data, self.options)
         log.info("fitted %s (rerank=%s) on %r in %.1f s", retriever, rerank, snap.data, time.perf_counter() - started)
@@ -259,46 +444,69 @@ class RecommenderService(RecordsMixin):
     def refit(self, retrievers: Sequence[str] | None = None) -> RefitReport:
         """Reload the dataset from the store and refit pipelines, then swap them in at once.
 
+        With an artifact folder (``config.artifacts``) the refit holds the store's refit lock (a refit on another
+        worker waits for this one, then fits again with what was stored meanwhile) and publishes the pipelines as
+        a new model version, which every worker switches to (see the module docstring).
+
         Args:
-            retrievers: Retrievers to fit (without rerank); by default every pipeline fitted so far, or the
-                default retriever when none was.
+            retrievers: Retrievers to fit (without rerank); by default every pipeline fitted so far (and every
+                retriever of the version served), or the default retriever when none was.
+
+        Raises:
+            ConflictError: Another worker's refit held the lock too long.
+            ArtifactError: The version could not be written to the artifact folder (nothing was published).
 
         """
         started = time.perf_counter()
         old = self._snapshot
         keys = list(old.pipelines) if old is not None else []
+        if old is not None:  # a published version's retrievers stay published, whoever used them
+            for saved in old.saved:
+                key = (saved.config.retriever.name, False)
+                if key[0] in self.config.retrievers and key not in keys:
+                    keys.append(key)
         if retrievers is not None:
             keys = [(self._retriever(r), False) for r in retrievers]
         if not keys:
             keys = [(self._retriever(None), False)]
-        with self._lock:
-            loaded_after = self._forget_seq  # deletions up to here are not in the data loaded next
+        with self._refit_lock:
+            if self._versions is None:
+                snap = self._fit_all(keys)
+            else:
+                with self._store.refit_lock(self.dataset):
+                    snap = self._fit_all(keys)
+                    self._versions.publish(snap)
+        self._swap(snap)
+        data = snap.data
+        names = [f"{r}+rerank" if rr else r for r, rr in keys]
+        seconds = time.perf_counter() - started
+        return RefitReport(self.dataset, data.n_users, data.n_items, len(data), names, seconds, snap.version)
+
+    def _fit_all(self, keys: Sequence[tuple[str, bool]]) -> Snapshot:
+        """A snapshot loaded from the store now, with a pipeline fitted for each (retriever, rerank) key."""
         snap = self._load()
         for retriever, rerank in keys:
             snap.pipelines[(retriever, rerank)] = self._fit(snap, retriever, rerank)
-        with self._load_lock, self._lock:
-            self._snapshot = snap
-            self._content = None
-            self._chat = None
-            self._forgotten = {u: seq for u, seq in self._forgotten.items() if seq > loaded_after}
-        data = snap.data
-        names = [f"{r}+rerank" if rr else r for r, rr in keys]
-        return RefitReport(self.dataset, data.n_users, data.n_items, len(data), names, time.perf_counter() - started)
+        return snap
 
     def status(self) -> ServiceStatus:
-        """What is loaded and fitted (loads nothing)."""
+        """What is loaded and fitted (loads nothing; notices a newer published version, as any request does)."""
         snap = self._snapshot
         if snap is None:
             return ServiceStatus(self.dataset, False, None, [], None, None, None)
+        self._poll()
         with self._lock:
             names = [f"{r}+rerank" if rr else r for r, rr in snap.pipelines]
         data = snap.data
-        return ServiceStatus(self.dataset, True, snap.loaded_at, names, data.n_items, data.n_users, len(data))
+        return ServiceStatus(
+            self.dataset, True, snap.loaded_at, names, data.n_items, data.n_users, len(data), snap.version
+        )
 
     # -- recommendations ----------------------------------------------------------------------------------------
     def user_exists(self, user_id: str) -> bool:
         """Whether the user is in the fitted data (and not deleted since), the users table, or has interactions."""
-        if str(user_id) in self.data.user_vocab and str(user_id) not in self._forgotten:
+        snap = self.snapshot()
+        if str(user_id) in snap.data.user_vocab and not self._is_forgotten(snap, str(user_id)):
             return True
         if self._store.get_user(self.dataset, str(user_id)) is not None:
             return True
@@ -355,7 +563,7 @@ class RecommenderService(RecordsMixin):
                 fix=f"ask for k <= {limit}",
             )
         snap = self.snapshot()
-        forgotten = user_id in self._forgotten  # deleted since the fit: their fitted history is not used
+        forgotten = self._is_forgotten(snap, user_id)  # deleted since the fit: their fitted history is not used
         known = user_id in snap.data.user_vocab and not forgotten
         if not known and not self.user_exists(user_id):
             raise UnknownIdError(
@@ -391,7 +599,9 @@ class RecommenderService(RecordsMixin):
             explanations = pipe.explain(who, [it.item_id for it in items])
             items = [it.with_explanation(ex) for it, ex in zip(items, explanations, strict=True)]
         excluded = taste.touched if options.exclude_seen else []
-        return RecommendationResult(user_id, items, retriever, options.rerank, known, excluded, snap.loaded_at)
+        return RecommendationResult(
+            user_id, items, retriever, options.rerank, known, excluded, snap.loaded_at, snap.version
+        )
 
     def _profile_taste(self, snap: Snapshot, user_id: str) -> StateUpdate | None:
         """What a stored profile says ("I love sci-fi", "heist films and 90s comedies"), read like a chat message.
@@ -451,7 +661,7 @@ class RecommenderService(RecordsMixin):
             UnknownIdError: The user or an item is not in the fitted data (or the user was deleted since).
 
         """
-        if str(user_id) in self._forgotten:
+        if self._is_forgotten(self.snapshot(), str(user_id)):
             raise UnknownIdError(
                 f"user {user_id!r} is not in dataset {self.dataset!r}", field="user_id", fix="check the id"
             )

@@ -1,7 +1,7 @@
 """A snapshot of a served dataset: the data as loaded from the store, and the pipelines fitted on it.
 
-A refit builds a new snapshot and swaps it in at once; requests hold on to the snapshot they started with, so
-a list is never made from half-refitted state.
+A refit builds a new snapshot and swaps it in at once, as does switching to a model version another worker
+published; requests hold on to the snapshot they started with, so a list is never made from half-refitted state.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 from llmrec.data.dataset import Dataset
 from llmrec.data.filters import ItemFilters
+from llmrec.data.store.versions import AuditMark
 from llmrec.pipeline import Pipeline
 
 __all__ = ["Snapshot"]
@@ -28,8 +29,13 @@ class Snapshot:
     removed: set[str] = field(default_factory=set)
     pipelines: dict[tuple[str, bool], Pipeline] = field(default_factory=dict)
     fit_locks: dict[tuple[str, bool], threading.Lock] = field(default_factory=dict)
-    saved: Pipeline | None = None
-    """The saved pipeline this snapshot came from (``ServeConfig.model``); ``None`` when loaded from the store."""
+    saved: tuple[Pipeline, ...] = ()
+    """Saved pipelines this snapshot came from (``ServeConfig.model``, or a published version): their retrievers
+    are loaded, not fitted; empty when the data was loaded from the store."""
+    version: int | None = None
+    """The published model version this snapshot is (``None``: fitted or loaded in this process only)."""
+    audit: AuditMark = field(default_factory=AuditMark)
+    """Where the audit log stood when the data was read: users deleted after it are still in ``data``."""
     _filters: ItemFilters | None = None
     _records: list[dict[str, Any]] | None = None
 

@@ -9,5 +9,18 @@ The alembic environment ships in ``migrations/`` inside this package and runs fr
 from llmrec.data.store.core import IngestReport, Store
 from llmrec.data.store.records import ApiKeyRecord, ItemRecord, Page, UserRecord
 from llmrec.data.store.subjects import AuditRecord, ForgetReport
+from llmrec.data.store.versions import AuditMark, Deletion, ModelVersion
 
-__all__ = ["ApiKeyRecord", "AuditRecord", "ForgetReport", "IngestReport", "ItemRecord", "Page", "Store", "UserRecord"]
+__all__ = [
+    "ApiKeyRecord",
+    "AuditMark",
+    "AuditRecord",
+    "Deletion",
+    "ForgetReport",
+    "IngestReport",
+    "ItemRecord",
+    "ModelVersion",
+    "Page",
+    "Store",
+    "UserRecord",
+]

@@ -42,6 +42,7 @@ from llmrec.data.store.models import (
 )
 from llmrec.data.store.records import RecordAccess
 from llmrec.data.store.subjects import SubjectAccess
+from llmrec.data.store.versions import VersionAccess
 from llmrec.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
@@ -177,7 +178,7 @@ class _Progress:
 
 
 # -- the store ---------------------------------------------------------------------------------------------
-class Store(RecordAccess, SubjectAccess):
+class Store(RecordAccess, SubjectAccess, VersionAccess):
     """Datasets in a SQL database (SQLite file by default, PostgreSQL by URL), migrated on first use.
 
     Args:

@@ -24,6 +24,7 @@ __all__ = [
     "DatasetRow",
     "InteractionRow",
     "ItemRow",
+    "ModelVersionRow",
     "RecommendationRow",
     "UserRow",
 ]
@@ -198,4 +199,31 @@ class RecommendationRow(Base):
     dataset: Mapped[str] = mapped_column(sa.Text)
     item_id: Mapped[str] = mapped_column(sa.Text)
     score: Mapped[float] = mapped_column(sa.Float)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+
+
+class ModelVersionRow(Base):
+    """One published version of a dataset's fitted pipelines: a folder of saved pipelines, and what it covers.
+
+    Serving workers poll for the newest ``version`` of their dataset and load its folder (no refit), so one refit
+    reaches every worker. ``path`` is relative to the workers' artifact folder (so nodes may mount a shared folder
+    at different places). ``store_marker`` is the newest interaction row id the fitted data holds (later rows are
+    "recent" to every worker); ``audit_marker`` and ``audit_gaps`` where the audit log stood when the data was read
+    (:class:`~llmrec.data.store.versions.AuditMark`: users deleted after it are still in the fitted data, so every
+    worker treats them as unknown). No user data: the folder holds
+    the fitted data, and pruning drops folders that predate a deletion.
+    """
+
+    __tablename__ = "model_versions"
+    __table_args__ = (sa.UniqueConstraint("dataset", "version", name="uq_model_versions_version"),)
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
+    dataset: Mapped[str] = mapped_column(sa.Text, _dataset_fk())
+    version: Mapped[int] = mapped_column(sa.BigInteger)
+    path: Mapped[str] = mapped_column(sa.Text)
+    store_marker: Mapped[int] = mapped_column(sa.BigInteger)
+    audit_marker: Mapped[int] = mapped_column(sa.BigInteger)
+    audit_gaps: Mapped[list[Any]] = mapped_column(sa.JSON, default=list)
+    retrievers: Mapped[list[Any]] = mapped_column(sa.JSON, default=list)
+    created_by: Mapped[str] = mapped_column(sa.Text, default="")
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())

@@ -49,7 +49,9 @@ USER_TABLES: Mapping[str, str] = {
     "embeddings": "text_hash of the user's profile and messages (scrubbed and raw)",
 }
 #: Tables that never hold a user's data (the audit log names users only by a salted digest).
-NO_USER_TABLES: frozenset[str] = frozenset({"alembic_version", "datasets", "items", "audit_log"})
+NO_USER_TABLES: frozenset[str] = frozenset(
+    {"alembic_version", "datasets", "items", "audit_log", "model_versions"}  # versions: folder paths and markers
+)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ def health(service: ServiceDep) -> HealthOut:
         items=status.items,
         users=status.users,
         interactions=status.interactions,
+        model_version=status.model_version,
     )
 
 
@@ -48,7 +49,12 @@ def whoami(service: ServiceDep, caller: Caller) -> WhoAmIOut:
 
 @router.post("/admin/refit", response_model=RefitOut, responses=error_responses(400, 401, 403, 422))
 def refit(service: ServiceDep, _admin: Admin, body: RefitIn | None = None) -> RefitOut:
-    """Reload the dataset from the store and refit the pipelines (new items, users and feedback take effect)."""
+    """Reload the dataset from the store and refit the pipelines (new items, users and feedback take effect).
+
+    With an artifact folder the refit is published as a new model version, which every worker of the dataset
+    switches to within about a second (``model_version`` in ``/v1/health``); refits on several workers at once run
+    one after the other.
+    """
     report = service.refit(body.retrievers if body is not None else None)
     return RefitOut(
         dataset=report.dataset,
@@ -57,4 +63,5 @@ def refit(service: ServiceDep, _admin: Admin, body: RefitIn | None = None) -> Re
         interactions=report.interactions,
         pipelines=report.pipelines,
         seconds=report.seconds,
+        version=report.version,
     )
