@@ -17,4 +17,6 @@ export LLMREC_TEST_CHROMIUM
 "$VENV/bin/ruff" format --check src tests benchmarks
 # Types of src/llmrec ([tool.mypy] in pyproject.toml); .mypy_cache makes a rerun take seconds.
 "$VENV/bin/mypy" --config-file pyproject.toml
-exec "$VENV/bin/pytest" "$@"
+# The 30 slowest tests in the log, and every test's time in out/pytest-junit.xml (what the fast lane is cut by).
+mkdir -p out
+exec "$VENV/bin/pytest" --durations=30 --junitxml=out/pytest-junit.xml "$@"
