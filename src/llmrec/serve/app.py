@@ -21,6 +21,7 @@ import anyio.to_thread
 from fastapi import APIRouter, FastAPI
 
 from llmrec.data.store import Store
+from llmrec.serve.admission import Admission
 from llmrec.serve.config import ServeConfig
 from llmrec.serve.errors import install_error_handlers
 from llmrec.serve.limits import BodySizeLimit
@@ -100,6 +101,13 @@ def create_app(
         app.state.rate_limiter = RateLimiter(service.config.rate_limit_per_minute, service.config.rate_limit_burst)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=service.config.max_request_bytes)
+    app.add_middleware(
+        Admission,
+        max_inflight=service.config.inflight_limit(),
+        queue_timeout_s=service.config.queue_timeout_s,
+        request_timeout_s=service.config.request_timeout_s,
+        api_prefix=API_PREFIX,
+    )
     app.add_middleware(RequestContext, api_prefix=API_PREFIX)  # added last: outermost, sees every response
     for router in (*ROUTERS, *routers):
         app.include_router(router, prefix=API_PREFIX)

@@ -66,6 +66,11 @@ class ServeConfig(BaseModel):
             read made by a request; loading the version runs in the background, requests keep the old one).
         keep_versions: Published versions kept (older ones, and any made before a user's deletion, are removed
             from the store and the folder after each publish).
+        max_inflight: Requests at work at once (``None``: twice the thread pool, at least 16); one that cannot
+            start within ``queue_timeout_s`` is answered 503 with ``Retry-After`` instead of queueing unbounded.
+        queue_timeout_s: Longest wait for a free slot.
+        request_timeout_s: Longest time to the start of an answer; later, the client gets a 504 (the work runs on
+            and keeps its slot until it ends, see :mod:`llmrec.serve.admission`).
 
     """
 
@@ -89,6 +94,14 @@ class ServeConfig(BaseModel):
     artifacts: str | None = None
     version_poll_s: float = Field(default=1.0, ge=0.0, le=3600.0)
     keep_versions: int = Field(default=3, ge=1, le=1000)
+
+    max_inflight: int | None = Field(default=None, ge=1, le=100_000)
+    queue_timeout_s: float = Field(default=10.0, gt=0.0, le=3600.0)
+    request_timeout_s: float = Field(default=120.0, gt=0.0, le=86_400.0)
+
+    def inflight_limit(self) -> int:
+        """Requests at work at once (``max_inflight``, or twice the thread pool, at least 16)."""
+        return self.max_inflight or max(16, 2 * self.worker_threads())
 
     def worker_threads(self) -> int:
         """The size of the thread pool that runs blocking requests (``threads``, or four per core, at least 8)."""

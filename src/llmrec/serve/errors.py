@@ -21,6 +21,8 @@ other llmrec errors        400     ``bad_request`` (a config choice, a model tha
 language model failed      502     ``lm_bad_gateway`` (its server answered an error, 5xx, or unreadable text)
 store unreachable or busy  503     ``store_unavailable`` (``Retry-After`` set)
 language model unavailable 503     ``lm_unavailable`` (down, timed out, 429/503 upstream; ``Retry-After`` set)
+server at capacity         503     ``overloaded`` (no free slot in time, :mod:`llmrec.serve.admission`)
+no answer in time          504     ``timeout`` (the request timeout passed before an answer started)
 anything else              500     ``internal_error`` (logged with its traceback; the response never has one)
 =========================  ======  ==========================================================================
 

@@ -28,7 +28,9 @@ _DESCRIPTIONS = {
     "413": "Request body over the size limit",
     "422": "Invalid request (fields name each problem)",
     "429": "Too many requests with this key; retry after Retry-After seconds",
-    "503": "The store (or the language model's server) is busy or unreachable; retry after Retry-After seconds",
+    "503": "The store (or the language model's server) is busy or unreachable, or the server is at capacity; retry "
+    "after Retry-After seconds",
+    "504": "No answer within the server's request timeout; retry after Retry-After seconds",
 }
 _REQUEST_ID = {
     "description": "The request's id (the client's own when it sent a valid one); in logs and error bodies.",
@@ -104,7 +106,7 @@ def _add_common_answers(spec: dict[str, Any], api_prefix: str) -> None:
         for op in ops.values():
             responses = op.setdefault("responses", {})
             public = not op.get("security") and "401" not in responses
-            codes = ["503"] if public else ["400", "429", "503"]
+            codes = ["503", "504"] if public else ["400", "429", "503", "504"]
             if "requestBody" in op:
                 codes += ["413", "422"]
             for code in codes:
@@ -114,5 +116,5 @@ def _add_common_answers(spec: dict[str, Any], api_prefix: str) -> None:
             for code, response in responses.items():
                 headers = response.setdefault("headers", {})
                 headers.setdefault("X-Request-ID", _REQUEST_ID)
-                if code in ("429", "503"):
+                if code in ("429", "503", "504"):
                     headers.setdefault("Retry-After", _RETRY_AFTER)
