@@ -18,6 +18,7 @@ from llmrec.data.dataset import Dataset  # noqa: E402
 from llmrec.errors import ConfigError, PrivacyError  # noqa: E402
 from llmrec.eval.runner import evaluate_models  # noqa: E402
 from llmrec.models.base import ClientDPOptions, DPOptions, FederatedOptions, Scorer, TrainOptions  # noqa: E402
+from llmrec.models.bert4rec import BERT4Rec  # noqa: E402
 from llmrec.models.ease import EASE  # noqa: E402
 from llmrec.models.sasrec import SASRec  # noqa: E402
 from llmrec.privacy import federated  # noqa: E402
@@ -74,6 +75,12 @@ def test_clip_only_reports_no_privacy_and_reports_survive_save_and_load(chain: D
     assert model.privacy is not None and model.privacy.epsilon == float("inf")
     assert len(model.history) == 2 and np.isfinite(model.score(["u1"])).all()
     assert Scorer.load(model.save(tmp_path / "dp")).privacy == model.privacy
+
+
+def test_bert4rec_trains_with_dp_on_the_full_softmax(chain: Dataset) -> None:
+    model = BERT4Rec(**{**FAST, "max_epochs": 1}).fit(chain, TrainOptions(seed=4, dp=DPOptions(epsilon=8.0)))
+    assert model.config.loss == "ce" and model.privacy is not None and 7.9 <= (model.privacy.epsilon or 0) <= 8.0
+    assert np.isfinite(model.score(["u1", "u2"])).all()
 
 
 # -- federated -------------------------------------------------------------------------------------------------

@@ -11,9 +11,9 @@ gives the client-level epsilon.
 The clients follow Flower's ``NumPyClient`` shape (``get_parameters(config)`` and ``fit(parameters, config) ->
 (parameters, num_examples, metrics)``, weights as lists of numpy arrays) and :func:`fedavg` computes what
 Flower's ``FedAvg`` strategy aggregates, so the clients could be handed to a Flower server unchanged. Flower
-itself is not a dependency: every flwr release since 1.33 (checked up to 1.42.0) pins ``fastapi`` 0.138.x,
-``uvicorn`` 0.49.x, ``starlette`` 1.3.x and ``protobuf<7``, which conflict with the versions llmrec's server and
-the rest of its stack are pinned to, and a simulation on one machine needs only the round loop here.
+itself is not a dependency: the flwr releases checked (1.32.1 to 1.42.0) pin ``cryptography`` 46.x, or
+``fastapi`` 0.138.x, ``uvicorn`` 0.49.x, ``starlette`` 1.3.x and ``protobuf<7``, which conflict with the versions
+llmrec's server and the rest of its stack are pinned to; a simulation on one machine needs only the round loop.
 
 Use it through the training options (the evaluation harness then reports federated models like any other)::
 
