@@ -19,6 +19,7 @@ __all__ = [
     "LeakageError",
     "LlmrecError",
     "NotFittedError",
+    "PrivacyError",
     "StoreError",
     "UnknownIdError",
 ]
@@ -63,6 +64,14 @@ class ArtifactError(ConfigError):
 
 class CapacityError(ConfigError):
     """A model or job would need more memory than its bound allows (the message says how much, and the fix)."""
+
+
+class PrivacyError(ConfigError):
+    """A privacy option is invalid or cannot be honoured (DP asked of a scorer that cannot train with it, say).
+
+    Raised instead of training without the guarantee: a model fitted without the privacy it was asked for must
+    never be reported as private.
+    """
 
 
 class NotFittedError(LlmrecError):

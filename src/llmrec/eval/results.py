@@ -40,6 +40,9 @@ class ModelResult(BaseModel):
         metrics_sd: Standard deviation over seeds of each metric (sample sd; only with several seeds).
         per_user: ``{"users": [external ids], "ndcg@10": [value or None], ...}``: per-user accuracy values
             (mean over seeds), so comparisons can be recomputed from the file alone (after a merge, say).
+        privacy: What a private or federated fit guaranteed (:class:`~llmrec.models.base.PrivacyReport` as a
+            dict: mechanism, epsilon spent, delta, noise, clipping, ...); ``None`` for an ordinary fit. With
+            several seeds, the report of the first; ``epsilon_per_seed`` lists each seed's spent epsilon.
 
     """
 
@@ -57,6 +60,7 @@ class ModelResult(BaseModel):
     per_seed: list[dict[str, float | None]] = Field(default_factory=list)
     metrics_sd: dict[str, float | None] = Field(default_factory=dict)
     per_user: dict[str, list[Any]] = Field(default_factory=dict)
+    privacy: dict[str, Any] | None = None
 
     @field_validator("metrics", "valid_metrics", "metrics_sd")
     @classmethod

@@ -70,7 +70,7 @@ def _valid_trial(
     features: sp.csr_matrix,
 ) -> dict[str, float]:
     """Validation metrics of one config (a module-level function, so a trial can run in another process)."""
-    parts, _, _, _ = _run(name, config, split, "valid", stage, k, options, features)
+    parts, *_ = _run(name, config, split, "valid", stage, k, options, features)
     return {key: float(value) for key, value in parts.summary().items()}
 
 
@@ -324,9 +324,24 @@ def _describe(split: Split, stages: dict[str, _Stage]) -> dict[str, Any]:
     return out
 
 
+_Run = tuple[MetricParts, float, float, np.ndarray, dict[str, Any] | None]
+"""One fit's (metric parts, fit s, recommend s, top-k lists, privacy report or ``None``)."""
+
+
+def _privacy_of(runs: list[_Run]) -> dict[str, Any] | None:
+    """The first seed's privacy report, plus every seed's spent epsilon when there are several."""
+    reports = [run[4] for run in runs]
+    if reports[0] is None:
+        return None
+    out = dict(reports[0])
+    if len(reports) > 1:
+        out["epsilon_per_seed"] = [None if r is None else r.get("epsilon") for r in reports]
+    return out
+
+
 def _model_result(
     label: str,
-    runs: list[tuple[MetricParts, float, float, np.ndarray]],
+    runs: list[_Run],
     seed_list: list[int],
     targets: _Stage,
     config: dict[str, Any],
@@ -365,6 +380,7 @@ def _model_result(
         per_seed=per_seed if len(runs) > 1 else [],
         metrics_sd=sd,
         per_user=per_user,
+        privacy=_privacy_of(runs),
     )
 
 
@@ -377,8 +393,12 @@ def _run(
     k: int,
     options: TrainOptions,
     features: sp.csr_matrix,
-) -> tuple[MetricParts, float, float, np.ndarray]:
-    """Fit one configuration for ``stage`` and score its targets: (metric parts, fit s, rec s, lists)."""
+) -> _Run:
+    """Fit one configuration for ``stage`` and score its targets: (metric parts, fit s, rec s, lists, privacy).
+
+    The privacy report is the fitted scorer's (:attr:`~llmrec.models.base.Scorer.privacy`): a DP or federated
+    fit's epsilon reaches every result row of the model that way.
+    """
     split.check(targets.fit, stage)
     scorer: Scorer = get_scorer(name, **config)
     with _timer() as fit_t:
@@ -386,7 +406,8 @@ def _run(
     with _timer() as rec_t:
         ranked = targets.rank(scorer, k, seed=options.seed)
     parts = metric_parts(ranked, targets.truth, k=k, train=targets.fit, item_features=features, users=targets.users)
-    return parts, fit_t[0], rec_t[0], ranked
+    privacy = None if scorer.privacy is None else scorer.privacy.model_dump(mode="json")
+    return parts, fit_t[0], rec_t[0], ranked, privacy
 
 
 def evaluate_pipeline(
@@ -476,7 +497,9 @@ def evaluate_pipeline(
     results = []
     for reranked, label, weight in ((False, name, 0.0), (True, f"{name}+rerank:{config.rerank.method}", chosen)):
         parts, recs = metrics_of(batch, targets, rows, weight)
-        result = _model_result(label, [(parts, fit_s, rec_s, recs.item_idx)], [options.seed], targets, {}, None, [], k)
+        result = _model_result(
+            label, [(parts, fit_s, rec_s, recs.item_idx, None)], [options.seed], targets, {}, None, [], k
+        )
         results.append(
             result.model_copy(
                 update={

@@ -15,18 +15,19 @@ Subclasses contribute only their fitted state through ``_state`` / ``_set_state`
 from __future__ import annotations
 
 import logging
+import math
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from llmrec.data.artifacts import (
     load_arrays,
@@ -39,9 +40,20 @@ from llmrec.data.artifacts import (
     writing_folder,
 )
 from llmrec.data.dataset import Dataset
-from llmrec.errors import ArtifactError, ConfigError, NotFittedError
+from llmrec.errors import ArtifactError, ConfigError, NotFittedError, PrivacyError
 
-__all__ = ["Recommendations", "Scorer", "ScorerConfig", "TrainOptions", "mask_scores", "top_k"]
+__all__ = [
+    "ClientDPOptions",
+    "DPOptions",
+    "FederatedOptions",
+    "PrivacyReport",
+    "Recommendations",
+    "Scorer",
+    "ScorerConfig",
+    "TrainOptions",
+    "mask_scores",
+    "top_k",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +64,178 @@ ARRAYS_FILE = "arrays.npz"
 DATASET_DIR = "dataset"
 
 
+class DPOptions(BaseModel):
+    """Differentially private training (DP-SGD, Abadi et al. 2016) with Opacus: clip and noise every step.
+
+    The privacy unit is the **user**: each user contributes one training example (their most recent window of
+    items), every step draws users by Poisson sampling (each with probability ``batch_size / n_users``, as
+    Opacus' accounting assumes), each user's gradient is clipped to ``max_grad_norm`` and Gaussian noise of
+    standard deviation ``noise_multiplier * max_grad_norm`` is added to their sum. Training runs a fixed number of
+    epochs without early stopping (choosing an epoch on held-out items of the same users would spend budget that
+    is not accounted for). Give exactly one of ``epsilon`` (the noise is then calibrated to spend at most that
+    budget over the whole fit) or ``noise_multiplier`` (the budget is whatever that noise gives).
+
+    Attributes:
+        epsilon: Target privacy budget over the whole fit (> 0).
+        delta: Target delta, in (0, 1); keep it below 1 / number of users.
+        max_grad_norm: Per-user clipping bound of the gradient's L2 norm (> 0).
+        noise_multiplier: Noise standard deviation over ``max_grad_norm`` (>= 0; 0 = clipping only, no privacy).
+        accountant: Opacus accountant that converts noise, sampling rate and steps into epsilon.
+
+    Raises:
+        PrivacyError: A value is out of range, or both or neither of ``epsilon`` and ``noise_multiplier`` given
+            (raised as such, not as a pydantic ``ValidationError``, so callers catch one llmrec error type).
+
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epsilon: float | None = None
+    delta: float = 1e-5
+    max_grad_norm: float = 1.0
+    noise_multiplier: float | None = None
+    accountant: Literal["rdp", "prv"] = "rdp"
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if (self.epsilon is None) == (self.noise_multiplier is None):
+            raise PrivacyError(
+                "DP training needs exactly one of epsilon and noise_multiplier",
+                field="dp.epsilon",
+                fix="give a target budget (DPOptions(epsilon=3.0)) or a noise level (noise_multiplier=1.0), not both",
+            )
+        if self.epsilon is not None and not (math.isfinite(self.epsilon) and self.epsilon > 0):
+            raise PrivacyError(
+                f"epsilon must be a finite number > 0, got {self.epsilon}", field="dp.epsilon", fix="use e.g. 1, 3 or 8"
+            )
+        if not 0.0 < self.delta < 1.0:
+            raise PrivacyError(
+                f"delta must be in (0, 1), got {self.delta}", field="dp.delta", fix="use less than 1 / number of users"
+            )
+        if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):
+            raise PrivacyError(
+                f"max_grad_norm must be a finite number > 0, got {self.max_grad_norm}",
+                field="dp.max_grad_norm",
+                fix="use a clipping bound such as 1.0",
+            )
+        if self.noise_multiplier is not None and not (
+            math.isfinite(self.noise_multiplier) and self.noise_multiplier >= 0
+        ):
+            raise PrivacyError(
+                f"noise_multiplier must be a finite number >= 0, got {self.noise_multiplier}",
+                field="dp.noise_multiplier",
+                fix="use a noise level such as 1.0 (or give epsilon instead)",
+            )
+        return self
+
+
+class ClientDPOptions(BaseModel):
+    """Client-level DP for federated averaging (DP-FedAvg, McMahan et al. 2018): clip updates, noise their mean.
+
+    Each client's update (its weights minus the round's global weights) is clipped to ``clip_norm`` in L2; the
+    server averages the clipped updates with equal weight and adds Gaussian noise of standard deviation
+    ``noise_multiplier * clip_norm / clients``. The budget is accounted per client with Opacus' accountant
+    (every client takes part in every round: sampling rate 1), so it protects a whole user partition.
+
+    Raises:
+        PrivacyError: ``clip_norm`` not > 0 or ``noise_multiplier`` negative.
+
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    clip_norm: float = 1.0
+    noise_multiplier: float = 0.0
+    delta: float = 1e-5
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if not (math.isfinite(self.clip_norm) and self.clip_norm > 0):
+            raise PrivacyError(f"clip_norm must be > 0, got {self.clip_norm}", field="client_dp.clip_norm")
+        if not (math.isfinite(self.noise_multiplier) and self.noise_multiplier >= 0):
+            raise PrivacyError(
+                f"noise_multiplier must be >= 0, got {self.noise_multiplier}", field="client_dp.noise_multiplier"
+            )
+        if not 0.0 < self.delta < 1.0:
+            raise PrivacyError(f"delta must be in (0, 1), got {self.delta}", field="client_dp.delta")
+        return self
+
+
+class FederatedOptions(BaseModel):
+    """Federated training simulated on one machine (FedAvg, McMahan et al. 2017; see :mod:`llmrec.privacy.federated`).
+
+    Users are split into ``clients`` disjoint partitions (a seeded shuffle); every round each client trains
+    ``local_epochs`` epochs on its own users' data starting from the global weights, and the server replaces the
+    global weights by the clients' average weighted by their number of training examples. ``rounds *
+    local_epochs`` epochs in all, so a centralised fit of that many epochs is the fair comparison.
+
+    Attributes:
+        clients: Number of user partitions (>= 1).
+        rounds: Communication rounds (>= 1).
+        local_epochs: Epochs each client trains per round (>= 1).
+        client_dp: Clip each client's update and noise the average (client-level DP); ``None`` = plain FedAvg.
+
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    clients: int = 10
+    rounds: int = 5
+    local_epochs: int = 1
+    client_dp: ClientDPOptions | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        for name in ("clients", "rounds", "local_epochs"):
+            if getattr(self, name) < 1:
+                raise PrivacyError(f"{name} must be >= 1, got {getattr(self, name)}", field=f"federated.{name}")
+        return self
+
+    @property
+    def epochs(self) -> int:
+        """Epochs over the data in all: ``rounds * local_epochs``."""
+        return self.rounds * self.local_epochs
+
+
+class PrivacyReport(BaseModel):
+    """What a private or federated fit guarantees and spent, kept on the fitted scorer (:attr:`Scorer.privacy`).
+
+    The evaluation harness copies it into every result row of the model (``ModelResult.privacy``).
+
+    Attributes:
+        mechanism: ``"dp-sgd"``, ``"fedavg"`` or ``"dp-fedavg"``.
+        unit: What one (epsilon, delta) protects: ``"user"`` (DP-SGD) or ``"client"`` (DP-FedAvg, a partition).
+        epsilon: Budget spent over the whole fit (``None`` without DP; ``inf`` with clipping but no noise).
+        delta: The delta of ``epsilon``.
+        target_epsilon: The budget asked for, when one was.
+        noise_multiplier: Noise standard deviation over the clipping bound.
+        max_grad_norm: Clipping bound (per user gradient, or per client update).
+        sample_rate: Chance of each user (client) taking part in a step (round).
+        steps: Noisy steps (rounds) taken.
+        epochs: Epochs over the data.
+        accountant: Opacus accountant used.
+        clients: Federated clients; ``rounds`` and ``local_epochs`` likewise.
+
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    mechanism: Literal["dp-sgd", "fedavg", "dp-fedavg"]
+    unit: Literal["user", "client"] | None = None
+    epsilon: float | None = None
+    delta: float | None = None
+    target_epsilon: float | None = None
+    noise_multiplier: float | None = None
+    max_grad_norm: float | None = None
+    sample_rate: float | None = None
+    steps: int | None = None
+    epochs: int | None = None
+    accountant: str | None = None
+    clients: int | None = None
+    rounds: int | None = None
+    local_epochs: int | None = None
+
+
 class TrainOptions(BaseModel):
     """Run-time options of a training call (never stored in globals).
 
@@ -60,6 +244,10 @@ class TrainOptions(BaseModel):
         threads: CPU threads for BLAS and native code (``None`` = library default).
         device: Torch device for models that use torch.
         show_progress: Show progress bars on long steps.
+        dp: Train with differential privacy (DP-SGD, :class:`DPOptions`); only scorers with
+            :attr:`Scorer.supports_dp` can, the others raise :class:`~llmrec.errors.PrivacyError`.
+        federated: Train federated over user partitions (:class:`FederatedOptions`); only scorers with
+            :attr:`Scorer.supports_federated` can.
 
     """
 
@@ -69,6 +257,8 @@ class TrainOptions(BaseModel):
     threads: int | None = Field(default=None, ge=1)
     device: str = "cpu"
     show_progress: bool = False
+    dp: DPOptions | None = None
+    federated: FederatedOptions | None = None
 
 
 class ScorerConfig(BaseModel):
@@ -220,6 +410,11 @@ class Scorer(ABC):
     states it (the contract test checks), so a team can tell which model fits its catalogue before fitting it.
     """
 
+    supports_dp: ClassVar[bool] = False
+    """Whether ``fit`` honours ``TrainOptions.dp`` (DP-SGD); the others refuse it with a :class:`PrivacyError`."""
+    supports_federated: ClassVar[bool] = False
+    """Whether ``fit`` honours ``TrainOptions.federated``."""
+
     def __init__(self, config: ScorerConfig | None = None, **kwargs: Any) -> None:
         if config is not None and kwargs:
             raise ConfigError("pass either a config object or keyword arguments, not both")
@@ -235,6 +430,8 @@ class Scorer(ABC):
         self.config = config
         self._data: Dataset | None = None
         self._fitted_at: str | None = None
+        self.privacy: PrivacyReport | None = None
+        """What a private or federated fit guaranteed and spent (``None``: an ordinary fit, no guarantee)."""
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())
@@ -269,10 +466,33 @@ class Scorer(ABC):
         options = options or TrainOptions()
         if len(data) == 0:
             raise ConfigError(f"cannot fit {self.name} on an empty dataset")
+        self._check_privacy_options(options)
+        self.privacy = None
         self._attach(data)
         self._fit(data, options)
         self._fitted_at = datetime.now(UTC).isoformat(timespec="seconds")
         return self
+
+    def _check_privacy_options(self, options: TrainOptions) -> None:
+        """Refuse DP or federated training this scorer cannot do (a silent ordinary fit would claim a guarantee)."""
+        if options.dp is not None and not self.supports_dp:
+            raise PrivacyError(
+                f"{self.name} cannot train with differential privacy",
+                field="options.dp",
+                fix="use sasrec or bert4rec (trained with DP-SGD), or drop the dp option",
+            )
+        if options.federated is not None and not self.supports_federated:
+            raise PrivacyError(
+                f"{self.name} cannot train federated",
+                field="options.federated",
+                fix="use sasrec or bert4rec (trained with FedAvg), or drop the federated option",
+            )
+        if options.dp is not None and options.federated is not None:
+            raise PrivacyError(
+                "dp and federated cannot be combined in one fit",
+                field="options.dp",
+                fix="for DP in federated training use FederatedOptions(client_dp=ClientDPOptions(...))",
+            )
 
     def _attach(self, data: Dataset) -> None:
         """Take ``data`` as the training data: what ``fit`` and ``load`` share before the model's own state."""
@@ -387,6 +607,7 @@ class Scorer(ABC):
             "name": self.name,
             "config": self.config.model_dump(mode="json"),
             "fitted_at": self._fitted_at,
+            "privacy": None if self.privacy is None else self.privacy.model_dump(mode="json"),
             "data": data_dir,
             "dataset": {"name": data.name, "users": data.n_users, "items": data.n_items, "interactions": len(data)},
         }
@@ -442,6 +663,11 @@ class Scorer(ABC):
         scorer = klass(config)
         scorer._attach(data)
         scorer._fitted_at = meta.get("fitted_at")
+        if meta.get("privacy") is not None:
+            try:
+                scorer.privacy = PrivacyReport.model_validate(meta["privacy"])
+            except ValidationError as exc:
+                raise ArtifactError(f"{folder / SCORER_FILE}: invalid privacy report ({exc})") from exc
         state = load_arrays(folder / ARRAYS_FILE)
         try:
             scorer._set_state(state)

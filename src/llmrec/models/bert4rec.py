@@ -87,3 +87,6 @@ class BERT4Rec(SequentialScorer):
     def _queries(self, seqs: Sequences, users: np.ndarray, pad: int, mask: int) -> np.ndarray:
         history = seqs.last(users, self.config.max_len - 1, pad)
         return np.hstack([history, np.full((len(history), 1), mask, dtype=np.int64)])
+
+    def _window_length(self) -> int:
+        return self.config.max_len

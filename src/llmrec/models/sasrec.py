@@ -45,3 +45,6 @@ class SASRec(SequentialScorer):
 
     def _queries(self, seqs: Sequences, users: np.ndarray, pad: int, mask: int) -> np.ndarray:
         return seqs.last(users, self.config.max_len, pad)
+
+    def _window_length(self) -> int:
+        return self.config.max_len + 1

@@ -18,6 +18,18 @@ What lives here:
   training sequence, so the held-out item is the most recent input at prediction time. A refit on the full
   sequences for the best epoch count would double the fit time (the 10-minute budget on 2 cores matters more)
   for one extra target per user (0.6% of MovieLens-small's training events).
+* **Fixed schedules** (``early_stopping=False``): no item is held out, every epoch trains on every training item
+  and the model after ``max_epochs`` epochs is kept (the fair reference for federated training at equal epochs).
+* **DP-SGD** (``TrainOptions(dp=DPOptions(...))``): user-level differential privacy with Opacus. Each user is one
+  example (their most recent window), users are drawn by Poisson sampling, per-user gradients are clipped and
+  noised by Opacus' ``DPOptimizer``, and Opacus' accountant converts the noise into the epsilon spent
+  (:attr:`Scorer.privacy`). Per-user gradients come from :mod:`torch.func` (``vmap(grad(...))`` over the whole
+  loss) rather than Opacus' per-layer hooks: the item table is used twice (input embedding and output layer)
+  and the positional table is indexed directly, and layer hooks see only the first use, so they would clip a
+  partial gradient and drop the rest silently. Negatives are drawn uniformly (popularity-weighted negatives would
+  use an item statistic that is not private), and there is no early stopping (see :class:`DPOptions`).
+* **Federated** (``TrainOptions(federated=FederatedOptions(...))``): FedAvg over user partitions, see
+  :mod:`llmrec.privacy.federated`; the local epochs are this module's ordinary epochs.
 * **Text init** (``text_init=True``): item embeddings start from the text encoder's embeddings of
   :func:`~llmrec.text.build.item_texts`, projected to ``hidden`` dimensions by PCA (a rotation onto the top
   principal axes, so distances between items are preserved as far as ``hidden`` dimensions allow) and scaled to
@@ -38,6 +50,7 @@ import copy
 import logging
 import math
 import time
+import warnings
 from abc import abstractmethod
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -51,7 +64,7 @@ from pydantic import Field, model_validator
 
 from llmrec.data.dataset import Dataset
 from llmrec.errors import ArtifactError, ConfigError
-from llmrec.models.base import Scorer, ScorerConfig, TrainOptions
+from llmrec.models.base import PrivacyReport, Scorer, ScorerConfig, TrainOptions
 
 if TYPE_CHECKING:
     import torch
@@ -76,6 +89,10 @@ INIT_STD = 0.02
 #: Cut-off of the early-stopping metrics.
 EVAL_K = 10
 
+#: Renyi orders of DP-SGD's RDP accounting: integer orders (fast, exact formulas) plus two fractional ones for
+#: small budgets. Opacus' default list has ~100 fractional orders, each a slow series: the noise search took 17 s.
+RDP_ORDERS: tuple[float, ...] = (1.5, 1.75, *range(2, 64), 80, 96, 128, 160, 192, 256, 384, 512)
+
 
 # ---------------------------------------------------------------------------------------------------------
 # configuration
@@ -98,6 +115,8 @@ class SequentialConfig(ScorerConfig):
         loss: ``"ce"``: softmax cross-entropy over every catalogue item; ``"bce"``: binary cross-entropy
             against one uniformly sampled negative per target (SASRec paper).
         text_init: Initialise item embeddings from the text encoder (PCA-projected to ``hidden``).
+        early_stopping: Hold out each user's last training item and keep the best epoch on it (default);
+            ``False`` trains ``max_epochs`` epochs on every item and keeps the last model.
 
     """
 
@@ -114,6 +133,7 @@ class SequentialConfig(ScorerConfig):
     loss: Literal["ce", "sampled", "bce"] = "sampled"
     negatives: int = Field(default=1024, ge=1)
     text_init: bool = False
+    early_stopping: bool = True
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> Self:
@@ -303,6 +323,7 @@ class TorchModules:
 
     Block: type
     SequenceModel: type
+    PerUserLoss: type
 
 
 @cache
@@ -443,7 +464,45 @@ def torch_modules() -> TorchModules:
             out = self.head(states)
             return (self.items(items) * out[:, None, :]).sum(-1) + self.bias[items]
 
-    return TorchModules(Block=Block, SequenceModel=SequenceModel)
+    class PerUserLoss(nn.Module):
+        """One user's training loss, written for ``torch.func.vmap``: what DP-SGD differentiates per user.
+
+        ``forward(tokens (L,), targets (L,), negatives (S,), pairs (L,))``: the mean loss over the positions with a
+        target (``targets >= 0``). ``kind``: ``"ce"`` (full softmax), ``"sampled"`` (softmax over the target and
+        ``negatives`` drawn uniformly, so the log-Q correction is a constant and drops out) or ``"bce"`` (the
+        target against ``pairs``). Holds the model as a submodule so ``functional_call`` swaps every parameter.
+        """
+
+        def __init__(self, model: nn.Module, kind: str) -> None:
+            super().__init__()
+            self.model = model
+            self.kind = kind
+
+        def forward(
+            self, tokens: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor, pairs: torch.Tensor
+        ) -> torch.Tensor:
+            m: Any = self.model
+            states = m(tokens[None])[0]
+            valid = (targets >= 0).to(states.dtype)
+            target = targets.clamp(min=0)
+            if self.kind == "ce":
+                losses = F.cross_entropy(m.logits(states), target, reduction="none")
+            elif self.kind == "sampled":
+                out = m.head(states)
+                positive = (out * m.items(target)).sum(-1) + m.bias[target]
+                negative = out @ m.items(negatives).T + m.bias[negatives]
+                negative = negative.masked_fill(negatives[None, :] == target[:, None], float("-inf"))
+                logits = torch.cat([positive[:, None], negative], dim=1)
+                zeros = torch.zeros(len(target), dtype=torch.long, device=logits.device)
+                losses = F.cross_entropy(logits, zeros, reduction="none")
+            else:
+                pair = m.pair_logits(states, torch.stack([target, pairs], dim=1))
+                labels = torch.zeros_like(pair)
+                labels[:, 0] = 1.0
+                losses = F.binary_cross_entropy_with_logits(pair, labels, reduction="none").mean(-1)
+            return (losses * valid).sum() / valid.sum().clamp(min=1.0)
+
+    return TorchModules(Block=Block, SequenceModel=SequenceModel, PerUserLoss=PerUserLoss)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -484,6 +543,8 @@ class SequentialScorer(Scorer):
     """
 
     stochastic: ClassVar[bool] = True
+    supports_dp: ClassVar[bool] = True
+    supports_federated: ClassVar[bool] = True
     memory_bound: ClassVar[str] = (
         "O(I x hidden) item embeddings (plus an I x hidden output head for BERT4Rec) and Adam's two moments of "
         "every parameter during fit; loss='ce' also holds (training positions per step x I) logits (and their "
@@ -519,10 +580,34 @@ class SequentialScorer(Scorer):
     def _queries(self, seqs: Sequences, users: np.ndarray, pad: int, mask: int) -> np.ndarray:
         """Input tokens ``(len(users), L)`` whose last position predicts each user's next item."""
 
+    @abstractmethod
+    def _window_length(self) -> int:
+        """Width of one training window (what :meth:`_train_windows` returns per row)."""
+
+    def _user_windows(self, seqs: Sequences, pad: int) -> tuple[np.ndarray, np.ndarray]:
+        """One training window per user with 2+ items: their most recent :meth:`_window_length` items.
+
+        DP-SGD's unit: with one example per user, clipping each example's gradient bounds each user's influence.
+
+        Returns:
+            ``(users, windows)``: the users and their ``(len(users), W)`` left-padded windows.
+
+        """
+        users = np.flatnonzero(seqs.lengths >= 2)
+        return users, seqs.last(users, self._window_length(), pad)
+
     # -- training --------------------------------------------------------------------------------------
     def _fit(self, data: Dataset, options: TrainOptions) -> None:
         with _torch_run(options):
-            self._train(data, options)
+            if options.dp is not None:
+                self._train_dp(data, options)
+            elif options.federated is not None:
+                # The federated round loop lives with the other privacy code; it drives this class's hooks.
+                from llmrec.privacy.federated import train_federated
+
+                train_federated(self, data, options)
+            else:
+                self._train(data, options)
 
     def _build(self, data: Dataset, options: TrainOptions) -> Any:
         """A freshly initialised model (text-initialised item embeddings when configured)."""
@@ -548,12 +633,15 @@ class SequentialScorer(Scorer):
         n_items = data.n_items
         pad, mask_token = n_items, n_items + 1
         full = user_sequences(data)
-        train_seqs, val_users, val_targets = full.split_last(self.min_holdout_len)
+        if cfg.early_stopping:
+            train_seqs, val_users, val_targets = full.split_last(self.min_holdout_len)
+        else:
+            train_seqs, val_users, val_targets = full, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         if len(val_users) > self.max_holdout_users:
             keep = np.sort(rng.choice(len(val_users), self.max_holdout_users, replace=False))
             val_users, val_targets = val_users[keep], val_targets[keep]
         early = len(val_users) > 0
-        if not early:
+        if not early and cfg.early_stopping:
             log.warning(
                 "%s: no user has %d+ items to hold out; training %d epochs without early stopping",
                 self.name,
@@ -563,7 +651,7 @@ class SequentialScorer(Scorer):
         windows = self._train_windows(train_seqs, pad)
         model = self._build(data, options)
         device = torch.device(options.device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = self._optimizer(model)
         val_tokens = self._queries(train_seqs, val_users, pad, mask_token)
         log.info(
             "%s: %d training windows of %d, %d early-stopping users, %d items",
@@ -574,8 +662,8 @@ class SequentialScorer(Scorer):
             n_items,
         )
         # Sampling at least as many negatives as there are items costs more than the exact softmax.
-        full_softmax = cfg.loss == "ce" or (cfg.loss == "sampled" and cfg.negatives >= n_items)
-        sampler = _NegativeSampler(np.bincount(train_seqs.items, minlength=n_items), self.negative_power, device)
+        full_softmax = self._full_softmax(n_items)
+        sampler = self._negative_sampler(train_seqs, n_items, device)
         self.history = []
         best: tuple[float, int, dict[str, torch.Tensor] | None] | None = None
         self.stopped_early = False
@@ -583,23 +671,7 @@ class SequentialScorer(Scorer):
         with progress as bar:
             for epoch in range(1, cfg.max_epochs + 1):
                 epoch_start = time.perf_counter()
-                model.train()
-                order = rng.permutation(len(windows))
-                total, count = 0.0, 0
-                for lo in range(0, len(order), cfg.batch_size):
-                    batch = self._batch(windows[order[lo : lo + cfg.batch_size]], rng, pad, mask_token)
-                    rows, cols = np.nonzero(batch.targets >= 0)
-                    if not len(rows):
-                        continue
-                    tokens = torch.from_numpy(batch.tokens).to(device)
-                    targets = torch.from_numpy(batch.targets[rows, cols]).to(device)
-                    states = model(tokens)[torch.from_numpy(rows).to(device), torch.from_numpy(cols).to(device)]
-                    loss = self._loss(model, states, targets, rng, sampler, full_softmax)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    total += float(loss.detach()) * len(rows)
-                    count += len(rows)
+                total, count = self._train_epoch(model, optimizer, windows, rng, sampler, full_softmax, device)
                 hr, ndcg = self._early_stopping_metrics(model, val_tokens, train_seqs, val_users, val_targets, device)
                 entry = EpochLog(epoch, total / max(count, 1), hr, ndcg, time.perf_counter() - epoch_start)
                 self.history.append(entry)
@@ -614,11 +686,7 @@ class SequentialScorer(Scorer):
             raise RuntimeError("no epoch was trained")
         if best[2] is not None:
             model.load_state_dict(best[2])
-        model.eval()
-        self.model = model
-        self.best_epoch = best[1]
-        self._device = device
-        self._query_tokens = self._queries(full, np.arange(data.n_users), pad, mask_token)
+        self._finish(model, data, device, best[1])
         log.info(
             "%s: best epoch %d of %d (early-stopping ndcg@10 %.4f), %.1f s",
             self.name,
@@ -627,6 +695,194 @@ class SequentialScorer(Scorer):
             best[0],
             time.perf_counter() - start,
         )
+
+    def _optimizer(self, model: Any) -> Any:
+        """A fresh AdamW over the model's parameters (the configured learning rate and weight decay)."""
+        import torch
+
+        return torch.optim.AdamW(model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+
+    def _full_softmax(self, n_items: int) -> bool:
+        """Whether training uses the exact softmax (sampling as many negatives as items costs more than it)."""
+        cfg = self.config
+        return cfg.loss == "ce" or (cfg.loss == "sampled" and cfg.negatives >= n_items)
+
+    def _train_epoch(
+        self,
+        model: Any,
+        optimizer: Any,
+        windows: np.ndarray,
+        rng: np.random.Generator,
+        sampler: _NegativeSampler,
+        full_softmax: bool,
+        device: Any,
+    ) -> tuple[float, int]:
+        """One pass over ``windows`` in a random order; returns (summed loss, trained positions).
+
+        The unit of local training in federated rounds too (:mod:`llmrec.privacy.federated`).
+        """
+        import torch
+
+        cfg = self.config
+        pad, mask_token = model.pad, model.mask_token
+        model.train()
+        order = rng.permutation(len(windows))
+        total, count = 0.0, 0
+        for lo in range(0, len(order), cfg.batch_size):
+            batch = self._batch(windows[order[lo : lo + cfg.batch_size]], rng, pad, mask_token)
+            rows, cols = np.nonzero(batch.targets >= 0)
+            if not len(rows):
+                continue
+            tokens = torch.from_numpy(batch.tokens).to(device)
+            targets = torch.from_numpy(batch.targets[rows, cols]).to(device)
+            states = model(tokens)[torch.from_numpy(rows).to(device), torch.from_numpy(cols).to(device)]
+            loss = self._loss(model, states, targets, rng, sampler, full_softmax)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(rows)
+            count += len(rows)
+        return total, count
+
+    def _negative_sampler(self, seqs: Sequences, n_items: int, device: Any) -> _NegativeSampler:
+        """The sampled softmax's negatives, weighted by the items' counts in ``seqs``."""
+        return _NegativeSampler(np.bincount(seqs.items, minlength=n_items), self.negative_power, device)
+
+    def _finish(self, model: Any, data: Dataset, device: Any, best_epoch: int) -> None:
+        """Keep ``model`` (eval mode) as the fitted network and precompute every user's query tokens."""
+        model.eval()
+        self.model = model
+        self.best_epoch = best_epoch
+        self._device = device
+        pad, mask_token = data.n_items, data.n_items + 1
+        self._query_tokens = self._queries(user_sequences(data), np.arange(data.n_users), pad, mask_token)
+
+    def _train_dp(self, data: Dataset, options: TrainOptions) -> None:
+        """DP-SGD: Poisson-sampled users, per-user gradients clipped and noised by Opacus, budget accounted.
+
+        See the module docstring (**DP-SGD**) and :class:`~llmrec.models.base.DPOptions` for what is protected.
+        """
+        import torch
+        from opacus.accountants.utils import create_accountant, get_noise_multiplier
+        from opacus.optimizers import DPOptimizer
+        from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+        from torch.func import functional_call, grad_and_value, vmap
+
+        dp = options.dp
+        if dp is None:  # _fit only calls this with dp set; keeps type checkers honest
+            raise RuntimeError("_train_dp needs options.dp")
+        cfg = self.config
+        start = time.perf_counter()
+        rng = np.random.default_rng(options.seed)
+        n_items = data.n_items
+        pad, mask_token = n_items, n_items + 1
+        users, examples = self._user_windows(user_sequences(data), pad)
+        n = len(users)
+        if n == 0:
+            raise ConfigError(f"{self.name}: no user has 2+ training items, nothing to train on with DP")
+        sample_rate = min(1.0, cfg.batch_size / n)
+        steps_per_epoch = math.ceil(1.0 / sample_rate)  # an epoch: every user drawn once, in expectation
+        steps = cfg.max_epochs * steps_per_epoch
+        orders: dict[str, Any] = {"alphas": list(RDP_ORDERS)} if dp.accountant == "rdp" else {}
+        if dp.noise_multiplier is not None:
+            sigma = dp.noise_multiplier
+        else:
+            assert dp.epsilon is not None  # the DPOptions validator guarantees one of the two
+            sigma = get_noise_multiplier(
+                target_epsilon=dp.epsilon,
+                target_delta=dp.delta,
+                sample_rate=sample_rate,
+                steps=steps,
+                accountant=dp.accountant,
+                **orders,
+            )
+        model = self._build(data, options)
+        device = torch.device(options.device)
+        noise_gen = torch.Generator(device=device).manual_seed(options.seed)
+        optimizer = DPOptimizer(
+            self._optimizer(model),
+            noise_multiplier=sigma,
+            max_grad_norm=dp.max_grad_norm,
+            expected_batch_size=max(1, round(sample_rate * n)),
+            generator=noise_gen,
+        )
+        accountant = create_accountant(dp.accountant)
+        optimizer.attach_step_hook(accountant.get_optimizer_hook_fn(sample_rate=sample_rate))
+        sampler = UniformWithReplacementSampler(
+            num_samples=n,
+            sample_rate=sample_rate,
+            generator=torch.Generator().manual_seed(options.seed + 1),
+            steps=steps_per_epoch,
+        )
+        per_user = torch_modules().PerUserLoss(model, self._dp_loss_kind(n_items))
+        params = dict(per_user.named_parameters())
+
+        def loss_of(p: dict[str, torch.Tensor], *batch: torch.Tensor) -> torch.Tensor:
+            return functional_call(per_user, p, batch)
+
+        per_sample = vmap(grad_and_value(loss_of), in_dims=(None, 0, 0, None, 0), randomness="different")
+        log.info(
+            "%s DP-SGD: %d users, sample rate %.4f, %d steps, noise multiplier %.3f, clip %.2f",
+            self.name,
+            n,
+            sample_rate,
+            steps,
+            sigma,
+            dp.max_grad_norm,
+        )
+        self.history = []
+        progress = _progress(options.show_progress, f"{self.name} (DP)", cfg.max_epochs)
+        with progress as bar, warnings.catch_warnings():
+            # torch.func has no batching rule for CPU flash attention yet and loops over the batch (correct, slower).
+            warnings.filterwarnings("ignore", message="There is a performance drop", category=UserWarning)
+            for epoch in range(1, cfg.max_epochs + 1):
+                epoch_start = time.perf_counter()
+                model.train()
+                total, count = 0.0, 0
+                for picked in sampler:
+                    if picked:
+                        batch = self._batch(examples[np.asarray(picked)], rng, pad, mask_token)
+                        tokens = torch.from_numpy(batch.tokens).to(device)
+                        targets = torch.from_numpy(batch.targets).to(device)
+                        negatives = torch.from_numpy(rng.integers(0, n_items, cfg.negatives)).to(device)
+                        pairs = torch.from_numpy(rng.integers(0, n_items, batch.targets.shape)).to(device)
+                        detached = {k: v.detach() for k, v in params.items()}
+                        grads, losses = per_sample(detached, tokens, targets, negatives, pairs)
+                        for name, param in params.items():
+                            param.grad_sample = grads[name]
+                        total += float(losses.sum())
+                        count += len(picked)
+                    else:  # Poisson sampling may draw nobody: the step still counts and still adds noise
+                        for param in params.values():
+                            param.grad_sample = torch.zeros((0, *param.shape), device=device)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                entry = EpochLog(epoch, total / max(count, 1), math.nan, math.nan, time.perf_counter() - epoch_start)
+                self.history.append(entry)
+                bar.advance(entry, math.nan)
+        epsilon = math.inf if sigma == 0 else float(accountant.get_epsilon(delta=dp.delta, **orders))
+        self.stopped_early = False
+        self._finish(model, data, device, cfg.max_epochs)
+        self.privacy = PrivacyReport(
+            mechanism="dp-sgd",
+            unit="user",
+            epsilon=epsilon,
+            delta=dp.delta,
+            target_epsilon=dp.epsilon,
+            noise_multiplier=float(sigma),
+            max_grad_norm=dp.max_grad_norm,
+            sample_rate=sample_rate,
+            steps=steps,
+            epochs=cfg.max_epochs,
+            accountant=dp.accountant,
+        )
+        log.info(
+            "%s DP-SGD: epsilon %.3f (delta %g) in %.1f s", self.name, epsilon, dp.delta, time.perf_counter() - start
+        )
+
+    def _dp_loss_kind(self, n_items: int) -> str:
+        """The per-user loss DP-SGD trains: ``"ce"``, ``"sampled"`` (uniform negatives) or ``"bce"``."""
+        return "ce" if self._full_softmax(n_items) else self.config.loss
 
     def _loss(
         self,

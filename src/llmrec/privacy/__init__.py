@@ -9,8 +9,13 @@
   row saying who did it;
 * :func:`subject_digest` is how the audit log names a user without keeping the id (see
   :meth:`llmrec.data.store.Store.forget_user`).
+
+Private training: DP-SGD is a training option of the sequential scorers (``TrainOptions(dp=DPOptions(...))``,
+see :mod:`llmrec.models.sequential`), and :mod:`llmrec.privacy.federated` trains them by federated averaging over
+user partitions (``TrainOptions(federated=FederatedOptions(...))``). The option types are re-exported here.
 """
 
+from llmrec.models.base import ClientDPOptions, DPOptions, FederatedOptions, PrivacyReport
 from llmrec.privacy.at_rest import KEY_ENV, RAW_ENV, TextProtection, subject_digest
 from llmrec.privacy.logs import PiiLogFilter, install_log_scrubbing
 from llmrec.privacy.rights import derived_text_hashes, export_user, forget_user
@@ -18,7 +23,11 @@ from llmrec.privacy.rights import derived_text_hashes, export_user, forget_user
 __all__ = [
     "KEY_ENV",
     "RAW_ENV",
+    "ClientDPOptions",
+    "DPOptions",
+    "FederatedOptions",
     "PiiLogFilter",
+    "PrivacyReport",
     "TextProtection",
     "derived_text_hashes",
     "export_user",
