@@ -16,6 +16,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) install -q -c constraints.txt -e ".[test]"
+	# Flower for federated training: its pins of fastapi/uvicorn/starlette conflict with the server's, so without
+	# them (what it needs for the client and the strategy is in the privacy extra).
+	$(PIP) install -q -c constraints.txt --no-deps flwr
 	touch $@
 
 install: $(VENV)/.installed

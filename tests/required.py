@@ -29,6 +29,7 @@ EXTRAS = {
     "locust": "bench",
     "playwright": "test",
     "openai": "test",
+    "flwr": "test",
     "cryptography": "privacy",
     "ray": "scale",
 }

@@ -118,6 +118,21 @@ def test_federated_rounds_average_the_clients(chain: Dataset, monkeypatch: pytes
     assert model.best_epoch == 2 and len(model.history) == 2
 
 
+def test_clients_speak_flower_and_the_server_aggregates_with_flowers_fedavg(chain: Dataset) -> None:
+    flwr = require("flwr", "test")
+    options = TrainOptions(seed=5)
+    scorer = SASRec(**FAST)
+    client = federated.SequentialClient(0, scorer, chain, np.arange(chain.n_users), options)
+    proxy = federated.flower_client(client)
+    assert isinstance(proxy, flwr.client.Client)
+    weights0 = client.get_parameters({})
+    reply = proxy.fit(flwr.common.FitIns(flwr.common.ndarrays_to_parameters(weights0), {"local_epochs": 1}))
+    trained = flwr.common.parameters_to_ndarrays(reply.parameters)
+    assert reply.num_examples == len(client.windows) and any(
+        np.abs(t - w).max() > 0 for t, w in zip(trained, weights0, strict=True)
+    )
+
+
 def test_client_dp_clips_updates_and_reports_a_client_level_budget(chain: Dataset) -> None:
     rng = np.random.default_rng(0)
     global_w = [np.zeros(4, dtype=np.float32)]

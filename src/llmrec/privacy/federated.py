@@ -8,12 +8,17 @@ weights weighted by those counts (FedAvg, McMahan et al. 2017). With
 noise to the equally weighted mean of the clipped updates (DP-FedAvg, McMahan et al. 2018); Opacus' accountant
 gives the client-level epsilon.
 
-The clients follow Flower's ``NumPyClient`` shape (``get_parameters(config)`` and ``fit(parameters, config) ->
-(parameters, num_examples, metrics)``, weights as lists of numpy arrays) and :func:`fedavg` computes what
-Flower's ``FedAvg`` strategy aggregates, so the clients could be handed to a Flower server unchanged. Flower
-itself is not a dependency: the flwr releases checked (1.32.1 to 1.42.0) pin ``cryptography`` 46.x, or
-``fastapi`` 0.138.x, ``uvicorn`` 0.49.x, ``starlette`` 1.3.x and ``protobuf<7``, which conflict with the versions
-llmrec's server and the rest of its stack are pinned to; a simulation on one machine needs only the round loop.
+The protocol is Flower's: every client is a ``flwr.client.NumPyClient`` (``get_parameters`` / ``fit``, weights as
+lists of numpy arrays), reached through Flower's own client interface (``to_client().fit(FitIns)``, weights
+serialised as Flower ``Parameters``), and the server aggregates with Flower's ``FedAvg`` strategy
+(``aggregate_fit``); only the round loop that Flower's simulation engine would run is ours, in this process,
+because that engine needs Ray 2.55 while llmrec runs Ray 2.60. The same clients can join a real Flower server
+unchanged. DP-FedAvg (:func:`dp_fedavg`) is ours: it reports a client-level epsilon through Opacus' accountant.
+
+Flower is installed without its dependency pins (``pip install --no-deps flwr``, as ``make install-test`` does):
+flwr 1.33-1.42 pin ``fastapi`` 0.138, ``uvicorn`` 0.49, ``starlette`` 1.3 and ``protobuf<7`` for its own
+server, which conflict with llmrec's server stack; the parts used here (client, strategy, serialisation) run
+with llmrec's versions plus ``grpcio``, ``pycryptodome`` and ``iterators`` (the ``privacy`` extra).
 
 Use it through the training options (the evaluation harness then reports federated models like any other)::
 
@@ -38,7 +43,15 @@ from llmrec.models.sequential import EpochLog, Sequences, user_sequences
 if TYPE_CHECKING:
     from llmrec.models.sequential import SequentialScorer
 
-__all__ = ["ClientResult", "SequentialClient", "dp_fedavg", "fedavg", "partition_users", "train_federated"]
+__all__ = [
+    "ClientResult",
+    "SequentialClient",
+    "dp_fedavg",
+    "fedavg",
+    "flower_client",
+    "partition_users",
+    "train_federated",
+]
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +79,24 @@ def partition_users(n_users: int, clients: int, seed: int) -> list[np.ndarray]:
     return [np.sort(part) for part in np.array_split(order, clients)]
 
 
-def fedavg(results: Sequence[ClientResult]) -> NDArrays:
-    """Weighted average of client weights, weights = numbers of examples (Flower's ``aggregate``, FedAvg).
+def _flower() -> Any:
+    """The ``flwr`` module, or a :class:`PrivacyError` naming how to install it."""
+    try:
+        import flwr
+        import flwr.client
+        import flwr.common
+        import flwr.server.strategy
+    except ImportError as exc:
+        raise PrivacyError(
+            f"federated training runs on Flower, which is not installed ({exc})",
+            field="federated",
+            fix="pip install -c constraints.txt 'llmrec[privacy]' && pip install -c constraints.txt --no-deps flwr",
+        ) from exc
+    return flwr
+
+
+def fedavg(results: Sequence[ClientResult], server_round: int = 1) -> NDArrays:
+    """Weighted average of client weights, weights = numbers of examples: Flower's ``FedAvg.aggregate_fit``.
 
     Raises:
         PrivacyError: No results, or no client had an example.
@@ -76,13 +105,15 @@ def fedavg(results: Sequence[ClientResult]) -> NDArrays:
     total = sum(n for _, n in results)
     if not results or total <= 0:
         raise PrivacyError("no client trained on any example in this round", field="federated.clients")
-    layers = len(results[0][0])
-    return [
-        (np.sum([weights[i].astype(np.float64) * n for weights, n in results], axis=0) / total).astype(
-            results[0][0][i].dtype
-        )
-        for i in range(layers)
+    flwr = _flower()
+    common = flwr.common
+    replies = [
+        (None, common.FitRes(common.Status(common.Code.OK, ""), common.ndarrays_to_parameters(w), n, {}))
+        for w, n in results
     ]
+    parameters, _ = flwr.server.strategy.FedAvg(inplace=False).aggregate_fit(server_round, replies, [])
+    merged: NDArrays = common.parameters_to_ndarrays(parameters)
+    return [m.astype(w.dtype, copy=False) for m, w in zip(merged, results[0][0], strict=True)]
 
 
 def dp_fedavg(
@@ -114,8 +145,8 @@ def dp_fedavg(
 class SequentialClient:
     """One simulated client: a partition of the users, training a sequential scorer's network on their data only.
 
-    Shaped like Flower's ``NumPyClient``: the server sends weights, the client trains and returns weights, the
-    number of examples it trained on, and metrics. Its data never leaves it; only weights do.
+    A Flower ``NumPyClient`` (see :func:`flower_client`): the server sends weights, the client trains and returns
+    weights, the number of examples it trained on, and metrics. Its data never leaves it; only weights do.
 
     Args:
         cid: Client number (also offsets its random seed).
@@ -175,6 +206,20 @@ class SequentialClient:
         return self.get_parameters({}), len(self.windows), {"loss": total / max(count, 1), "positions": count}
 
 
+def flower_client(client: SequentialClient) -> Any:
+    """``client`` behind Flower's client interface (a ``NumPyClient`` turned into a ``flwr.client.Client``)."""
+    numpy_client: Any = _flower().client.NumPyClient
+
+    class _Client(numpy_client):
+        def get_parameters(self, config: dict[str, Any]) -> NDArrays:
+            return client.get_parameters(config)
+
+        def fit(self, parameters: NDArrays, config: dict[str, Any]) -> tuple[NDArrays, int, dict[str, float]]:
+            return client.fit(parameters, config)
+
+    return _Client().to_client()
+
+
 def train_federated(scorer: SequentialScorer, data: Dataset, options: TrainOptions) -> None:
     """Fit ``scorer`` by FedAvg over user partitions (what ``fit`` runs under ``TrainOptions(federated=...)``).
 
@@ -190,6 +235,8 @@ def train_federated(scorer: SequentialScorer, data: Dataset, options: TrainOptio
     start = time.perf_counter()
     parts = partition_users(data.n_users, fed.clients, options.seed)
     clients = [SequentialClient(cid, scorer, data, users, options) for cid, users in enumerate(parts)]
+    common = _flower().common
+    proxies = [flower_client(client) for client in clients]
     server_model = scorer._build(data, options)
     global_weights = [v.detach().cpu().numpy().copy() for v in server_model.state_dict().values()]
     rng = np.random.default_rng([options.seed, 1 << 20])
@@ -199,16 +246,17 @@ def train_federated(scorer: SequentialScorer, data: Dataset, options: TrainOptio
         round_start = time.perf_counter()
         results: list[ClientResult] = []
         losses: list[tuple[float, int]] = []
-        for client in clients:
+        instructions = common.FitIns(common.ndarrays_to_parameters(global_weights), config)
+        for client, proxy in zip(clients, proxies, strict=True):
             if not len(client.windows):
                 continue  # a client whose users have nothing to train on sits the round out
-            weights, n, metrics = client.fit(global_weights, config)
-            results.append((weights, n))
-            losses.append((metrics["loss"], n))
+            reply = proxy.fit(instructions)
+            results.append((common.parameters_to_ndarrays(reply.parameters), reply.num_examples))
+            losses.append((float(reply.metrics["loss"]), reply.num_examples))
         if fed.client_dp is not None:
             global_weights = dp_fedavg(global_weights, results, fed.client_dp, rng)
         else:
-            global_weights = fedavg(results)
+            global_weights = fedavg(results, rnd)
         loss = sum(loss * n for loss, n in losses) / max(sum(n for _, n in losses), 1)
         scorer.history.append(
             EpochLog(rnd * fed.local_epochs, loss, math.nan, math.nan, time.perf_counter() - round_start)
