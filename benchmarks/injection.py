@@ -379,7 +379,7 @@ def measure_prompts(data: Dataset, n_users: int, judge: Judge) -> list[dict[str,
             order = np.random.default_rng(u).permutation(len(adv))
             cands = [x for j in order for x in (adv[j], twin[j])][:24] if method == "listwise" else adv + twin
             titles = [str(data.items["title"].iloc[i]) for i in cands]
-            scores = reranker.score(history, titles)
+            scores = np.round(reranker.score(history, titles), 9)  # equal up to summation order = equal
             rank = {c: 1 + int((scores > scores[k]).sum()) for k, c in enumerate(cands)}
             pairs = [(a, t) for a, t in zip(adv, twin, strict=True) if a in rank and t in rank]
             rank_adv.append([rank[a] for a, _ in pairs])
