@@ -350,6 +350,9 @@ def measure_explanations(data: Dataset, n_users: int, judge: Judge) -> list[dict
                         "instruction_shown": _rate([judge.instruction(t) for t in texts]),
                     },
                     "n_texts": len(texts),
+                    "target_met": not any(
+                        judge.off_catalogue(t) or judge.leak(t) or judge.instruction(t) for t in texts
+                    ),
                 }
             )
     return rows
