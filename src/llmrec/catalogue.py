@@ -24,7 +24,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from llmrec.data.filters import ItemFilters
 from llmrec.text.clean import clean_text
 from llmrec.text.extract import GENRE_VOCABULARY, STOPWORDS, extract_genres, keyphrases
-from llmrec.text.matching import _TOKEN, _YEAR, _key, _tokens, looks_like_instruction
+from llmrec.text.matching import (
+    _TOKEN,
+    _YEAR,
+    _key,
+    _tokens,
+    looks_like_injection,
+    looks_like_instruction,
+    strip_injections,
+)
 from llmrec.text.titles import sanitize, short_title
 
 if TYPE_CHECKING:
@@ -129,9 +137,15 @@ class Catalogue:
         years_raw = items["year"].tolist() if "year" in items else [None] * n
         self._texts: list[object] = items["text"].tolist() if "text" in items else [""] * n
         infos: list[_ItemInfo] = []
-        for title, genres, tags, year in zip(titles_raw, genres_raw, tags_raw, years_raw, strict=True):
+        for title, genres, tags, year, text in zip(
+            titles_raw, genres_raw, tags_raw, years_raw, self._texts, strict=True
+        ):
             safe = "" if looks_like_instruction(title) else short_title(title)
             kept, dropped = self._filter_tags(tags)
+            description = clean_text(text)
+            if kept and strip_injections(description) != description:
+                # The description tried to inject: the item's tags come from the same hand and are not quoted.
+                kept, dropped = (), dropped + kept
             infos.append(_ItemInfo(safe, _as_year(year, title), tuple(extract_genres(genres)), kept, dropped))
         self._info = infos
         genre_count = Counter(g for info in infos for g in info.genres)
@@ -200,7 +214,7 @@ class Catalogue:
             tag = sanitize(text, max_chars=10_000).lower()
             too_long = len(tag) > self.config.max_tag_chars or len(tag.split()) > self.config.max_tag_words
             genre_word = _key(tag) in _GENRE_KEYS
-            if not tag or too_long or looks_like_instruction(text) or (self._noise and self._noise.search(tag)):
+            if not tag or too_long or looks_like_injection(text) or (self._noise and self._noise.search(tag)):
                 dropped.setdefault(text, None)
             elif not genre_word:
                 kept.setdefault(tag, None)
@@ -228,13 +242,13 @@ class Catalogue:
 
     def keyphrases(self, idx: int, k: int) -> tuple[str, ...]:
         """Up to ``k`` keyphrases of item ``idx``'s description (safe ones only)."""
-        text = clean_text(self._texts[idx])
+        text = strip_injections(clean_text(self._texts[idx]))  # no phrase of an injected sentence is quoted
         if not text:
             return ()
         out = []
         for phrase in keyphrases(text, k * 2):
             safe = sanitize(phrase, max_chars=self.config.max_tag_chars)
-            if safe and not looks_like_instruction(phrase) and len(safe.split()) <= self.config.max_tag_words:
+            if safe and not looks_like_injection(phrase) and len(safe.split()) <= self.config.max_tag_words:
                 out.append(safe.lower())
         return tuple(out[:k])
 

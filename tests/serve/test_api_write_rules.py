@@ -67,3 +67,22 @@ def test_feedback_events_sent_as_interactions_get_the_feedback_values(api: Api) 
         (items[2], "click"): 1.0,
         (items[3], "interaction"): 4.0,
     }
+
+
+@pytest.mark.parametrize(
+    ("row", "field"),
+    [({"item_id": "not-in-the-catalogue"}, "item_id"), ({"value": 1000}, "value"), ({"value": -3}, "value")],
+)
+def test_a_user_key_cannot_grow_the_catalogue_or_store_any_value(api: Api, row: dict[str, Any], field: str) -> None:
+    """Issue 17: with a mere user key an unknown id was stored, and became a catalogue item at the next refit."""
+    me = str(api.data.user_vocab.ids[0])
+    key = api.user_key(me)
+    item = str(api.data.item_vocab.ids[0])
+    rows = [{"user_id": me, "item_id": item, "timestamp": 1_700_000_000, **row}]
+    response = api.client.post("/v1/interactions", json={"interactions": rows}, headers=key)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["fields"][0]["loc"] == ["body", "interactions", 0, field]
+    feedback = {"item_id": rows[0]["item_id"], "kind": "rating", "value": rows[0].get("value", 4)}
+    assert api.client.post("/v1/feedback", json=feedback, headers=key).status_code in {400, 404, 422}
+    assert api.service.store.counts(api.service.dataset)["interactions"] == len(api.data)  # nothing stored
+    assert api.client.get("/v1/items/not-in-the-catalogue", headers=key).status_code == 404

@@ -45,7 +45,7 @@ from llmrec.encode.encoder import TextEncoder, TextEncoderConfig
 from llmrec.encode.index import IndexKind, VectorIndex, make_index
 from llmrec.errors import ConfigError, NotFittedError
 from llmrec.models.base import Scorer, ScorerConfig, TrainOptions
-from llmrec.text.build import item_text, item_texts
+from llmrec.text.build import ItemTextConfig, item_text, item_texts
 
 __all__ = ["Content", "ContentConfig", "recency_weights", "search_items"]
 
@@ -68,6 +68,9 @@ class ContentConfig(ScorerConfig):
             ``"none"``.
         store_url: Database of the ``"store"`` cache; ``None`` = the configured store (``LLMREC_DB_URL``).
         index: Vector index for text and profile queries: ``"exact"`` (numpy) or ``"faiss"``.
+        item_text: How an item row becomes the text that is embedded; by default injection-like sentences and
+            tags of item text are left out (:attr:`~llmrec.text.build.ItemTextConfig.drop_injections`), so a
+            description cannot talk its item up the ranking.
 
     """
 
@@ -78,6 +81,7 @@ class ContentConfig(ScorerConfig):
     cache: Literal["memory", "store", "none"] = "memory"
     store_url: str | None = None
     index: IndexKind = "exact"
+    item_text: ItemTextConfig = Field(default_factory=ItemTextConfig)
 
 
 def recency_weights(user_idx: np.ndarray, half_life: float | None) -> np.ndarray:
@@ -260,7 +264,8 @@ class Content(Scorer):
     def _fit(self, data: Dataset, options: TrainOptions) -> None:
         start = time.perf_counter()
         self._encoder = self._make_encoder(options)
-        self.item_vectors = self._embed_items(item_texts(data), options.show_progress, fit_mean=True)
+        texts = item_texts(data, self.config.item_text)
+        self.item_vectors = self._embed_items(texts, options.show_progress, fit_mean=True)
         stats = self.encoder.last
         self.user_vectors = self._user_vectors(data, options.show_progress)
         self._index = None
@@ -410,7 +415,8 @@ class Content(Scorer):
         if known.any():
             clash = [i for i, k in zip(ids, known, strict=True) if k][:5]
             raise ConfigError(f"item(s) {clash} are already in the catalogue; add_items() takes new items only")
-        vectors = self._embed_items([item_text(row) for _, row in frame.iterrows()], show_progress)
+        texts = [item_text(row, self.config.item_text) for _, row in frame.iterrows()]
+        vectors = self._embed_items(texts, show_progress)
         n_old = data.n_items
         catalogue = pd.concat([data.items, frame], ignore_index=True)
         grown = Dataset(

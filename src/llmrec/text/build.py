@@ -29,6 +29,7 @@ from llmrec.data.dataset import Dataset
 from llmrec.errors import ConfigError
 from llmrec.text.clean import CleanConfig, clean_text
 from llmrec.text.extract import extract_year
+from llmrec.text.matching import looks_like_injection, strip_injections
 from llmrec.text.pii import PiiKind, ScrubPolicy, ScrubResult, scrub
 
 __all__ = [
@@ -66,6 +67,11 @@ class ItemTextConfig(BaseModel):
         max_text_chars: Cut the description to this many characters, at a word boundary (``None``: whole).
         separator: Between parts; a part that already ends a sentence is followed by a plain space instead.
         clean: Cleaning applied to every value; ``None`` to use values as they are.
+        drop_injections: Leave out the description's sentences and the tags that try to steer a ranking, ask for
+            data, address the system or stuff genre names (:func:`~llmrec.text.matching.strip_injections`), so
+            an item is embedded for what it is, not for what it asks (issue 17, item 5). When the description had
+            such a sentence, all the item's tags are left out too (they come from the same hand: keyword stuffing
+            hides in tags). Clean text is unchanged.
 
     """
 
@@ -79,6 +85,7 @@ class ItemTextConfig(BaseModel):
     max_text_chars: int | None = Field(default=None, ge=1)
     separator: str = ". "
     clean: CleanConfig | None = Field(default_factory=CleanConfig)
+    drop_injections: bool = True
 
     def label(self, name: str) -> str:
         """Label of field ``name`` (see :attr:`labels`)."""
@@ -195,6 +202,10 @@ def item_text(row: Mapping[str, Any] | pd.Series, config: ItemTextConfig | None 
     config = config or _DEFAULT_ITEM_CONFIG
     raw_title = _clean(row.get("title"), config.clean)
     title = _TITLE_YEAR.sub("", raw_title) if config.strip_title_year else raw_title
+    description = _clean(row.get("text"), config.clean)
+    kept = strip_injections(description) if config.drop_injections else description
+    # An item whose description tried to inject has its tags quarantined too: they come from the same hand.
+    quarantined = kept != description
     parts: list[str] = []
     for name in config.fields:
         label = config.label(name)
@@ -203,12 +214,14 @@ def item_text(row: Mapping[str, Any] | pd.Series, config: ItemTextConfig | None 
         elif name == "year":
             value = _year(row, raw_title)
         elif name == "text":
-            value = _cut(_clean(row.get("text"), config.clean), config.max_text_chars)
+            value = _cut(kept, config.max_text_chars)
         else:
             raw = row.get(name)
             is_list = name in {"genres", "tags"} or (isinstance(raw, str) and "|" in raw)
             if is_list or isinstance(raw, list | tuple | np.ndarray):
                 values = _distinct([v for v in (_clean(v, config.clean) for v in _split(raw)) if v])
+                if config.drop_injections and name == "tags":
+                    values = [] if quarantined else [v for v in values if not looks_like_injection(v)]
                 limit = config.max_tags if name == "tags" else config.max_list_items
                 value = ", ".join(values[:limit] if limit is not None else values)
             else:
