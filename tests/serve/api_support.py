@@ -36,6 +36,8 @@ def serve_config(name: str, **overrides: object) -> ServeConfig:
         "pipeline": PipelineConfig(retriever=RetrieverSpec(name="popular"), rerank=None, explain_with_lm=False),
         "retrievers": ("popular", "itemknn", "ease"),
         "max_request_bytes": 64 * 1024,
+        # A loaded CI machine can take minutes to build the chat's text index: the tests bound it, not the clock.
+        "request_timeout_s": 1800.0,
     }
     values.update(overrides)
     return ServeConfig.model_validate(values)

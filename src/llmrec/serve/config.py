@@ -70,7 +70,9 @@ class ServeConfig(BaseModel):
             start within ``queue_timeout_s`` is answered 503 with ``Retry-After`` instead of queueing unbounded.
         queue_timeout_s: Longest wait for a free slot.
         request_timeout_s: Longest time to the start of an answer; later, the client gets a 504 (the work runs on
-            and keeps its slot until it ends, see :mod:`llmrec.serve.admission`).
+            and keeps its slot until it ends, see :mod:`llmrec.serve.admission`). Five minutes by default: the
+            first chat after a start or refit builds the text index of the whole catalogue, which takes minutes
+            on a small CPU.
 
     """
 
@@ -97,7 +99,7 @@ class ServeConfig(BaseModel):
 
     max_inflight: int | None = Field(default=None, ge=1, le=100_000)
     queue_timeout_s: float = Field(default=10.0, gt=0.0, le=3600.0)
-    request_timeout_s: float = Field(default=120.0, gt=0.0, le=86_400.0)
+    request_timeout_s: float = Field(default=300.0, gt=0.0, le=86_400.0)
 
     def inflight_limit(self) -> int:
         """Requests at work at once (``max_inflight``, or twice the thread pool, at least 16)."""
