@@ -8,9 +8,14 @@ first turn. Writes per-slot and overall (micro-averaged) precision/recall/F1, in
 utterances read exactly right, every error, and whether the target (overall slot F1 >= 0.9) is met.
 
 Caveat: the utterances and the rules were written by the same team, so this measures the rules on the phenomena
-they were built for; unseen phrasing will score lower.
+they were built for; unseen phrasing will score lower (each further set's first run, before any change made from
+its errors, is kept as ``*-first.json``).
+
+With ``--lm`` the packaged language model decides liked/disliked for the titles no rule cue speaks of
+(:class:`llmrec.chat.judge.LMSentimentJudge`); the result records how many titles it was asked about.
 
     python benchmarks/dialogue.py --out results/dialogue.json
+    python benchmarks/dialogue.py --lm --utterances tests/chat/data/utterances_heldout3.jsonl --out out/d.json
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Literal
 
 from rich.console import Console
 from rich.table import Table
@@ -39,13 +45,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="accepted for the common benchmark interface: the full run takes seconds"
     )
+    parser.add_argument(
+        "--lm", action="store_true", help="let the packaged LM decide sentiment where the rules find no cue (slow)"
+    )
     args = parser.parse_args(argv)
     data = load_movielens()
     catalogue = Catalogue.of(data)
     newest = max(y for y in (catalogue.year(i) for i in range(len(catalogue))) if y)
     rows = load_utterances(args.utterances)
+    asked: list[tuple[str, str, str]] = []
+    judge = None
+    if args.lm:
+        from llmrec.chat.judge import LMSentimentJudge
+        from llmrec.llm.local import LocalLM
+
+        lm_judge = LMSentimentJudge(LocalLM().load())
+
+        def judge(text: str, title: str) -> Literal["liked", "disliked"]:
+            feeling = lm_judge(text, title)
+            asked.append((text, title, feeling))
+            return feeling
+
     start = time.perf_counter()
-    report = score_utterances(rows, catalogue, popularity=data.item_popularity, newest_year=newest)
+    report = score_utterances(rows, catalogue, popularity=data.item_popularity, newest_year=newest, judge=judge)
     seconds = time.perf_counter() - start
     overall = report["overall"]["f1"]
     result = {
@@ -54,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.utterances.is_relative_to(DEFAULT_SET.parents[3])
         else str(args.utterances),
         "target": {"overall_f1": TARGET_F1, "met": overall >= TARGET_F1},
+        "sentiment_judge": "lm" if args.lm else "rules",
+        "judge_calls": [{"text": t, "title": title, "feeling": f} for t, title, f in asked],
         "ms_per_utterance": round(1000 * seconds / max(len(rows), 1), 2),
         "results": [{"model": slot, **report["slots"][slot]} for slot in SLOTS]
         + [{"model": "overall", **report["overall"]}],

@@ -87,7 +87,9 @@ _TITLE_BEFORE_TEXT = """loved love liked like likes enjoyed enjoy adored adore h
     rewatched of on for than not stand first original thought think found"""
 _TITLE_BEFORE = frozenset(_TITLE_BEFORE_TEXT.split())
 #: ... or at the start of a clause, right before these: "X was great", "X made me cry".
-_TITLE_AFTER_TEXT = """is was are were made makes scared blew moved bored had has gets got did seen"""
+_TITLE_AFTER_TEXT = """is was are were made makes scared blew moved bored had has gets got did seen gave gives rules
+    rocks rocked annoyed annoys holds held still remains deserves deserved sucks sucked left kept reminded changed
+    felt looked nailed never"""
 _TITLE_AFTER = frozenset(_TITLE_AFTER_TEXT.split())
 
 
@@ -182,6 +184,9 @@ class TitleIndex:
                 long_word = len(part_words) == 1 and len(part_words[0]) >= 5 and part_words[0] not in _BREAKERS
                 if (len(part_words) >= 2 or long_word) and part_words[0] not in _SEQUEL_WORDS and key != full:
                     add(" ".join(part_words), 2, idx)  # "Kill Bill", "The Two Towers", "Borat"
+            first = title.split()[0] if title.split() else ""
+            if first.count(".") >= 2 and len(words) >= 2:
+                add(words[0], 3, idx)  # an initialism names its title on its own: "E.T." is "E.T. the Extra-..."
             lead = 0
             while lead < len(words) - 2 and words[lead] in STOPWORDS:
                 lead += 1
@@ -361,6 +366,8 @@ class TitleIndex:
         gap = text[words[j][1] : words[j + 1][0]] if j + 1 < len(words) else ""
         if at_clause_start and (after in _TITLE_AFTER or after in ("and", "or")):
             return "position"
+        if at_clause_start and capitalised and gap.strip().startswith("("):
+            return "position"  # "Psycho (the original) is...": a parenthesis right after a name qualifies a title
         if at_clause_start and ("," in gap or not after) and (_CUE_AFTER.search(text, words[j][1]) or capitalised):
             return "position"  # "the princess bride, loved it", "Spaceballs!"; but "a scary movie" alone is no film
         if capitalised and (not sentence_start or j > i):

@@ -41,6 +41,7 @@ from llmrec.text.extract import GENRE_VOCABULARY, STOPWORDS
 
 if TYPE_CHECKING:
     from llmrec.catalogue import Catalogue
+    from llmrec.chat.judge import SentimentJudge
 
 __all__ = ["MOOD_GENRES", "Intent", "TurnParse", "parse_turn"]
 
@@ -67,6 +68,7 @@ MOOD_GENRES: dict[str, str] = {
     "animated": "Animation",
     "cartoons": "Animation",
     "kids": "Children",
+    "family": "Children",
     "romantic": "Romance",
     "sci": "Sci-Fi",
     "space": "Sci-Fi",
@@ -76,7 +78,7 @@ MOOD_GENRES: dict[str, str] = {
 }
 
 _CLAUSE = re.compile(
-    r"[.;!?\n]+(?:\s+|$)|,?\s+(?<!anything )(?<!everything )(?<!all )"
+    r"(?<!\b[A-Z]\.[A-Z])[.;!?\n]+(?:\s+|$)|,?\s+(?<!anything )(?<!everything )(?<!all )"
     r"\b(?:but|however|though|although|whereas|while)\b\s*",
     re.IGNORECASE,
 )
@@ -85,13 +87,24 @@ _NEGATIVE = re.compile(
     r"don'?t (?:like|enjoy|love|care for)|do not (?:like|enjoy|love)|not (?:\w+ )?(?:a )?fan(?: of)?|"
     r"not (?:into|for me|my thing)|(?:can|couldn)'?t stand|cannot stand|could not stand|boring|bored|awful|"
     r"terrible|worst|worse|overrated|dumb|stupid|gross|childish|confusing|annoying|silly|lame|bad|cheesy|"
-    r"weird|slow|not that one|thumbs down(?: on| for)?|no thanks|too \w+|disappointing|disappointed|meh)\b",
+    r"weird|slow|not that one|thumbs down(?: on| for)?|no thanks|too \w+|disappointing|disappointed|meh|"
+    r"(?:a |such a |kind of a |bit of a )?mess|annoy(?:ed|s|ing)?|(?:couldn'?t|could not|can'?t) (?:get through|"
+    r"finish|sit through)|not (?:my (?:thing|cup of tea|style|kind of \w+))|waste of (?:time|money)|dull|tedious|"
+    r"forgettable|mediocre|unwatchable|pointless|bland|underwhelming|dreadful|garbage|trash|sucks?|sucked|"
+    r"fell asleep|snooze\w*|cringe\w*|painful|so-so)\b",
     re.IGNORECASE,
 )
 _POSITIVE = re.compile(
     r"\b(?:lo+ved?|liked?|likes|enjoyed|enjoy|adored?|fan of|favou?rites?|great|amazing|brilliant|fantastic|"
     r"awesome|best|fun|masterpiece|thumbs up(?: on| for)?|more like|similar to|inspiring|good|better|cute|"
-    r"beautiful|charming|gripping|smart|slick|intense|hilarious|funny)\b",
+    r"beautiful|charming|gripping|smart|slick|intense|hilarious|funny|rules|rocks|rocked|gem|wonderful|"
+    r"excellent|superb|perfect|incredible|cool|moving|touching|lovely|blast|blew me away)\b",
+    re.IGNORECASE,
+)
+#: Praise that contains a negative word ("stupid fun", "scary in a good way"): it decides the sentiment.
+_PRAISE_IDIOM = re.compile(
+    r"\b(?:in a good way|(?:stupid|dumb|silly|cheesy|guilty|mindless) (?:fun|pleasure)|so bad (?:it'?s|that it'?s) "
+    r"good)\b",
     re.IGNORECASE,
 )
 _SEEN = re.compile(
@@ -116,6 +129,7 @@ _COPULA = re.compile(
 _WISH = re.compile(
     r"\b(?:another|more|something|anything|similar|please|want|recommend|suggest|give me|show me)\b", re.I
 )
+_FIRST_PERSON = re.compile(r"^\s*(?:i|i'm|im|i've|we|we're|we've|my|me)\b", re.IGNORECASE)
 _TOPIC_MARKER = re.compile(r"\b(?:with|about|featuring|involving|set in|where)\b", re.IGNORECASE)
 _DECADE = re.compile(
     r"\b(?:(early|mid|late)[\s-]+)?(?:(19|20)(\d)0'?s|'?(\d)0'?s|(twenties|thirties|forties|fifties|sixties|"
@@ -130,6 +144,12 @@ _AFTER = re.compile(
 _BEFORE = re.compile(r"\b(before|older than|until|pre|up to)\s+((?:19|20)\d\d)\b", re.IGNORECASE)
 _BETWEEN = re.compile(r"\bbetween\s+((?:19|20)\d\d)\s+and\s+((?:19|20)\d\d)\b", re.IGNORECASE)
 _NEGATED_BOUND = re.compile(r"\b(?:nothing|no|not|none)\s+(?:\w+\s+)?$", re.IGNORECASE)
+#: An open bound written after the year: "2015 or later", "1990 onwards", "1970 and earlier".
+_OPEN_BOUND = re.compile(
+    r"\b((?:19|20)\d\d)\s*(?:(?:or|and) (later|newer|after|up|above|more recent|earlier|older|before)|"
+    r"(onwards?|and beyond)|(\+))",
+    re.IGNORECASE,
+)
 _RECENT = re.compile(r"\b(?:recent|newer(?! than)|latest|new (?:movies|films|ones|releases|stuff))\b", re.IGNORECASE)
 _PRONOUN = re.compile(r"\b(?:it|that|this|them|those|both|that one)\b", re.IGNORECASE)
 _CLASSIC = re.compile(r"\b(?:classic|classics|old movies|old films|older (?:movies|films|ones)|oldies|old)\b", re.I)
@@ -157,7 +177,7 @@ _FILLER_TEXT = """movie movies film films flick flicks something anything recomm
     favourite favorite favourites favorites best amazing awesome brilliant fantastic thumbs up down hate hated
     dislike disliked adore adored boring overrated terrible awful dumb already first second last tired sick
     except skip avoid without twice original fine whatever either bit lot ever yesterday today night week
-    weekend evening"""
+    weekend evening mood feel feeling fancy craving"""
 _FILLER = frozenset(_FILLER_TEXT.split())
 _WORD = re.compile(r"[^\W_]+(?:['’\-][^\W_]+)*")
 _GENRE_PHRASES: dict[str, tuple[str, ...]] = {}
@@ -238,6 +258,9 @@ def _sentiment(before: str, after: str) -> str | None:
     """``"disliked"``, ``"seen"``, ``"liked"`` or ``None``: the cue nearest a title (before it, else after it)."""
     if _NOT_BEFORE.search(before):
         return "disliked"
+    wish = _WISH.search(after)
+    if _PRAISE_IDIOM.search(after[: wish.start()] if wish else after) or _PRAISE_IDIOM.search(before):
+        return "liked"
     best: tuple[int, int, str] | None = None
     for kind, rank, pattern in (("disliked", 0, _NEGATIVE), ("seen", 1, _SEEN), ("liked", 2, _POSITIVE)):
         for m in pattern.finditer(before):
@@ -311,6 +334,13 @@ def _years(text: str, newest: int | None, ignore: list[tuple[int, int]]) -> tupl
             low = year
         else:
             high = year - 1 if m.group(1).lower() in ("before", "older than", "pre") else year
+    for m in _OPEN_BOUND.finditer(text):
+        if kept(m):
+            year, word = int(m.group(1)), (m.group(2) or "").lower()
+            if word in ("earlier", "older", "before"):
+                high = year
+            else:
+                low = year
     if newest is not None and low is None and any(kept(m) for m in _RECENT.finditer(text)):
         low = newest - 5
     if high is None and any(kept(m) for m in _CLASSIC.finditer(text)):
@@ -321,7 +351,7 @@ def _years(text: str, newest: int | None, ignore: list[tuple[int, int]]) -> tupl
 def _year_spans(text: str) -> list[tuple[int, int]]:
     """Where the text talks about years (those words are constraints, not a description)."""
     spans = []
-    for pattern in (_BETWEEN, _DECADE, _AFTER, _BEFORE, _RECENT, _CLASSIC):
+    for pattern in (_BETWEEN, _DECADE, _AFTER, _BEFORE, _OPEN_BOUND, _RECENT, _CLASSIC):
         spans += [m.span() for m in pattern.finditer(text)]
     return spans
 
@@ -353,6 +383,7 @@ def parse_turn(
     recommended: frozenset[str] | set[str] = frozenset(),
     popularity: np.ndarray | None = None,
     newest_year: int | None = None,
+    judge: SentimentJudge | None = None,
 ) -> TurnParse:
     """Read one user turn (see the module docstring).
 
@@ -362,7 +393,8 @@ def parse_turn(
         recommended: Item ids already shown in this conversation ("not that one" rejects them).
         popularity: Interactions per item, to choose among items sharing a title.
         newest_year: The catalogue's newest release year ("recent" means its last five years).
-
+        judge: Decides liked/disliked for a title when no rule cue is found around it (the rules' default is
+            *liked*); :class:`~llmrec.chat.judge.LMSentimentJudge` asks the language model by likelihood.
     """
     if _REFUSE.search(text):
         return TurnParse("refused", StateUpdate())
@@ -386,8 +418,10 @@ def parse_turn(
         clause = text[offset:stop]
         if not clause.strip():
             continue
-        if previous_items and _PRONOUN.search(clause) and not titles.find(clause):
-            # "Coneheads? hated it": the sentiment of a clause about "it" goes to the previous clause's titles.
+        short_comment = len(_WORD.findall(clause)) <= 5 and not _WISH.search(clause)
+        if previous_items and (_PRONOUN.search(clause) or short_comment) and not titles.find(clause):
+            # "Coneheads? hated it", "The Notebook? not my thing": the sentiment of a clause about "it" (or of a
+            # short comment with no wish of its own) goes to the previous clause's titles.
             feeling = _sentiment(clause, "")
             if feeling in ("liked", "disliked"):
                 for item in previous_items:
@@ -405,9 +439,12 @@ def parse_turn(
         for n, (span, matched, looser) in enumerate(items):
             start_prev = items[n - 1][0][1] if n else 0
             end_next = items[n + 1][0][0] if n + 1 < len(items) else len(clause)
-            feeling = _sentiment(clause[start_prev : span[0]], clause[span[1] : end_next]) or previous or "liked"
-            previous = feeling
             idx = _pick(matched, popularity, looser)
+            cue = _sentiment(clause[start_prev : span[0]], clause[span[1] : end_next])
+            if cue is None and previous is None and judge is not None:
+                cue = judge(clause.strip(), catalogue.title(idx))  # no rule cue: the model's word, by likelihood
+            feeling = cue or previous or "liked"
+            previous = feeling
             mentioned.append(idx)
             item = str(ids[idx])
             previous_items.append(item)
@@ -451,6 +488,11 @@ def parse_turn(
             if _NEGATIVE.fullmatch(low) or _POSITIVE.fullmatch(low) or _SEEN.fullmatch(low):
                 continue
             in_title_segment = next(((a, b) for a, b in title_segments if a <= pos < b), None)
+            segment = next(clause[a:b] for a, b in itertools.pairwise(segments) if a <= pos < b)
+            if (title_segments or _FIRST_PERSON.match(segment)) and not (
+                _WISH.search(segment) or _TOPIC_MARKER.search(segment)
+            ):
+                continue  # "seen X, I know the twist", "no horror, I scare easily": a comment, not a wish
             if in_title_segment is not None:
                 marker = _TOPIC_MARKER.search(clause, in_title_segment[0], pos)
                 if marker is None or any(marker.start() < s[1] <= pos for s in item_spans):

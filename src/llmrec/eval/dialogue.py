@@ -35,6 +35,7 @@ from llmrec.text.extract import STOPWORDS
 
 if TYPE_CHECKING:
     from llmrec.catalogue import Catalogue
+    from llmrec.chat.judge import SentimentJudge
 
 __all__ = ["SLOTS", "SlotScore", "label_slots", "load_utterances", "parse_slots", "score_utterances"]
 
@@ -165,8 +166,11 @@ def score_utterances(
     *,
     popularity: np.ndarray | None = None,
     newest_year: int | None = None,
+    judge: SentimentJudge | None = None,
 ) -> dict[str, Any]:
     """Slot precision/recall/F1 of :func:`parse_turn` on ``rows`` (see the module docstring).
+
+    ``judge`` is passed to :func:`parse_turn` (the language model's liked/disliked where the rules see no cue).
 
     Returns:
         ``{"slots": {slot: counts and scores}, "overall": ..., "intent_accuracy": ..., "intent_n": ...,
@@ -180,7 +184,7 @@ def score_utterances(
     intents = [0, 0]
     for row in rows:
         gold = label_slots(row, titles)
-        parsed = parse_turn(row["text"], catalogue, popularity=popularity, newest_year=newest_year)
+        parsed = parse_turn(row["text"], catalogue, popularity=popularity, newest_year=newest_year, judge=judge)
         got = parse_slots(parsed, catalogue)
         right = True
         for slot in SLOTS:
