@@ -6,7 +6,9 @@ language model (the packaged SmolLM2) loaded once and shared by every stage:
 1. The best retriever (EASE, ``l2_reg=500`` as tuned by the baselines) with and without a language-model rerank
    of its top candidates, through ``evaluate_pipeline`` (fit on the split's fit data, blend weight chosen on
    validation NDCG@k, retriever and retriever+rerank scored on the same test users). Variants: zero-shot
-   calibrated ``loglik``, ``yesno``, few-shot ``loglik`` (``fewshot``) and, optionally, ``listwise``. The
+   calibrated ``loglik``, ``yesno``, few-shot ``loglik`` (``fewshot``), optionally ``listwise``, and ``tuned``:
+   the one-pass ``letters`` rerank with the LoRA adapter ``--adapter`` (trained by ``benchmarks/rerank_tune.py``
+   on the train split only; ``--max-users 0`` ranks every validation and test user). The
    language model costs about 1-3 s per user on a small CPU, so validation and test users are capped
    (``--max-users``, a seeded sample); the JSON records how many users were ranked (``n_users``).
 2. Generative retrieval: the model names the next titles by constrained beam search (zero-shot), scored on a
@@ -62,7 +64,7 @@ from llmrec.pipeline import LMSpec, Pipeline, PipelineConfig, RerankedBatch, Ret
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-METHODS = ("loglik", "yesno", "fewshot", "listwise")
+METHODS = ("loglik", "yesno", "fewshot", "listwise", "tuned")
 QUICK_USERS = 8
 LATENCY_TARGET_MS = 300.0
 GROUNDING_TARGET = 0.95
@@ -100,7 +102,17 @@ def _rerank_config(method: str, args: argparse.Namespace) -> tuple[RerankConfig,
         )
     if method == "loglik":
         return RerankConfig(method="loglik", calibrate=True), None, "loglik"
+    if method == "tuned":  # one pass over the letters, with the LoRA adapter of --adapter (see _lm_settings)
+        return RerankConfig(method="letters"), None, "tuned"
     return RerankConfig(method=method), None, method  # yesno, listwise
+
+
+def _lm_settings(method: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The ``LocalLMConfig`` fields of one method's language model (``tuned`` wears ``--adapter``)."""
+    settings: dict[str, Any] = {"threads": args.threads, "quantize": args.quantize}
+    if method == "tuned":
+        settings["adapter"] = args.adapter
+    return settings
 
 
 def _truth(split: Split, fit: Dataset, users: np.ndarray) -> sp.csr_matrix:
@@ -128,12 +140,14 @@ def _rerank_section(
             candidates=args.candidates,
             rerank=rerank,
             fewshot=fewshot,
-            lm=LMSpec(local={"threads": args.threads}),
+            lm=LMSpec(local=_lm_settings(method, args)),
         )
-        console.print(f"[bold]rerank {suffix}[/] ({args.max_users} validation + {args.max_users} test users)")
+        users = args.max_users or "all"
+        console.print(f"[bold]rerank {suffix}[/] ({users} validation + {users} test users)")
         started = time.perf_counter()
+        method_lm = LocalLM(LocalLMConfig(**_lm_settings(method, args))) if method == "tuned" else lm
         part = evaluate_pipeline(
-            data, config, k=args.k, max_users=args.max_users, options=options, lm=lm, on_progress=log
+            data, config, k=args.k, max_users=args.max_users or None, options=options, lm=method_lm, on_progress=log
         )
         elapsed = time.perf_counter() - started
         base, reranked = part.results
@@ -143,6 +157,8 @@ def _rerank_section(
                 "method": rerank.method,
                 "calibrate": rerank.calibrate,
                 "shots": fewshot.shots if fewshot else 0,
+                "adapter": args.adapter if method == "tuned" else None,
+                "quantize": args.quantize,
                 "candidates": args.candidates,
                 "valid_users_ranked": int(reranked.valid_metrics.get("n_users") or 0),
                 "test_users_ranked": int(reranked.metrics.get("n_users") or 0),
@@ -228,7 +244,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--candidates", type=int, default=20, help="retrieved items the LM reranks")
     parser.add_argument("--methods", default="loglik,yesno,fewshot", help=f"rerank variants, from {','.join(METHODS)}")
     parser.add_argument("--shots", type=int, default=2, help="demonstrations of the fewshot variant")
-    parser.add_argument("--max-users", type=int, default=150, help="validation and test users per rerank variant")
+    parser.add_argument(
+        "--max-users", type=int, default=150, help="validation and test users per rerank variant (0 = every user)"
+    )
+    parser.add_argument(
+        "--adapter", default="letters-ease-ml", help="registry name or folder of the tuned method's LoRA adapter"
+    )
     parser.add_argument("--genret-users", type=int, default=60, help="test users for generative retrieval")
     parser.add_argument("--genret-semantic", action="store_true", help="also zero-shot semantic ids (near chance)")
     parser.add_argument("--explain-users", type=int, default=30, help="test users whose top 3 are explained")
@@ -254,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         retriever_config = {"l2_reg": 500.0} if args.retriever == "ease" else {}
     if args.quick:
         for cap in ("max_users", "genret_users", "explain_users", "latency_users"):
-            setattr(args, cap, min(getattr(args, cap), QUICK_USERS))
+            setattr(args, cap, min(getattr(args, cap) or QUICK_USERS, QUICK_USERS))
         GEN_PROMPTS[:] = GEN_PROMPTS[:2]
     console = Console()
     started_all = time.perf_counter()

@@ -8,6 +8,10 @@ strategies compared (same numbers, different cost):
 - ``batch``: the prompt computed once, its key/value cache expanded to a right-padded batch of candidates;
 - ``packed``: the prompt computed once, all candidates in one row with a block mask (the default);
 - ``packed+prompt-cache``: the same user scored again (the prompt's cache kept from the previous call).
+- ``letters`` and ``letters+int8``: the reranker's one-pass ``letters`` method (``RerankConfig(method="letters")``,
+  the format the tuned adapter learns): the same candidates listed A-T under the same history, scored by the
+  next-token log-probability of each letter, in fp32 and with int8 dynamic quantisation. Different numbers from
+  the title log-likelihoods (so no difference against ``naive`` is reported), the same ranking job.
 
 Also: generation tokens/s (greedy), load time cold (GGUF conversion, in a fresh process with an empty cache) vs
 cached (fp32 safetensors copy), and peak RSS. Wall times on a shared machine are noisy, so CPU time is reported
@@ -150,6 +154,18 @@ def main(argv: list[str] | None = None) -> int:
         outs.extend(out)
     rows.append(("packed+prompt-cache", np.array(walls), np.array(cpus), outs))
 
+    from llmrec.llm.rerank import LMReranker, RerankConfig
+
+    letters_rows: list[tuple[str, np.ndarray, np.ndarray]] = []
+    for label, quantize in (("letters", "none"), ("letters+int8", "int8")):
+        console.print(f"[dim]{label}: {len(work)} calls...[/]")
+        model = LocalLM(LocalLMConfig(threads=args.threads, prompt_cache_size=0, quantize=quantize))
+        reranker = LMReranker(model, RerankConfig(method="letters", history=args.history))
+        histories = [[line[2:] for line in p[1]["content"].splitlines()[1:-1]] for p, _ in work]
+        reranker.score(histories[0], work[0][1])  # warm-up (load, kernels)
+        wall, cpu, _ = _time_calls(reranker.score, [(h, c) for h, (_, c) in zip(histories, work, strict=True)])
+        letters_rows.append((label, wall, cpu))
+
     naive_outs = rows[0][3]
     results: list[ModelResult] = []
     name = lm.model_id
@@ -166,6 +182,16 @@ def main(argv: list[str] | None = None) -> int:
         config = {"strategy": strategy, "calls": len(wall), "threads": args.threads}
         results.append(ModelResult(model=f"{name}:{strategy}", metrics=metrics, fit_s=0.0, config=config))
 
+    for label, wall, cpu in letters_rows:
+        metrics = {
+            **latency_metrics(wall),
+            **latency_metrics(cpu, prefix="cpu"),
+            "throughput_per_s": float(args.candidates * len(wall) / (wall.sum() / 1000)),
+            "max_abs_diff_vs_naive": float("nan"),
+            "top1_agreement_vs_naive": float("nan"),
+        }
+        config = {"strategy": label, "calls": len(wall), "threads": args.threads, "method": "letters (one pass)"}
+        results.append(ModelResult(model=f"{name}:{label}", metrics=metrics, fit_s=0.0, config=config))
     console.print(f"[dim]generate: {args.gen_tokens} tokens x 3...[/]")
     gen_prompts = ["Describe the movie Toy Story in detail.", "Write a short review of Heat (1995).", work[0][0]]
     tokens, seconds = 0, 0.0
@@ -201,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     table = Table(title=f"{name}: {args.candidates} candidates, prompt ~{np.mean(prompt_tokens):.0f} tokens")
     for col in ("strategy", "p50 ms", "p95 ms", "cpu p50 ms", "calls", "max |diff| vs naive"):
         table.add_column(col, justify="right")
-    for r in results[: len(rows)]:
+    for r in results[: len(rows)] + results[len(rows) : len(rows) + len(letters_rows)]:
         m = r.metrics
         table.add_row(
             str(r.config["strategy"]),

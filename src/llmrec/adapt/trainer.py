@@ -73,6 +73,8 @@ class TuneConfig(BaseModel):
         patience: Stop after this many validations without improvement (``None`` = never stop early).
         checkpoint_every: Write a resumable checkpoint every this many steps (``None`` = at every validation).
         threads: torch intra-op threads while training (``None`` = torch's setting).
+        max_seconds: Stop after the optimizer step that passes this wall time (``None`` = no limit); the best
+            weights so far are kept and saved as usual (a CPU budget, e.g. "LoRA within 30 minutes").
 
     """
 
@@ -93,6 +95,7 @@ class TuneConfig(BaseModel):
     patience: int | None = Field(default=3, ge=1)
     checkpoint_every: int | None = Field(default=None, ge=1)
     threads: int | None = Field(default=None, ge=1)
+    max_seconds: float | None = Field(default=None, gt=0)
 
     def peft_config(self, model: Any) -> Any:
         """The PEFT config of this adapter kind for ``model`` (subclasses implement it)."""
@@ -576,6 +579,15 @@ def train_adapter(
                     on_step(StepInfo(step, total, loss_value, lr, record["valid_loss"]))
                 if stopped_early:
                     log.info("early stop at step %d: no better validation loss for %d checks", step, bad)
+                    break
+                if config.max_seconds is not None and time.perf_counter() - started > config.max_seconds:
+                    if valid_rows and record["valid_loss"] is None:  # the last weights get their validation too
+                        value = _valid_loss(trainable, valid_rows, config.batch_size)
+                        history[-1]["valid_loss"] = value
+                        if value < best_loss - 1e-6:
+                            best_loss, best_step, best = value, step, trainable.state()
+                    stopped_early = True
+                    log.info("time budget of %.0f s spent at step %d of %d", config.max_seconds, step, total)
                     break
         if best is not None:
             trainable.load_state(best)

@@ -193,7 +193,12 @@ def train(
         str, typer.Option(help="movielens-small, goodbooks-10k, or a dataset ingested into the store.")
     ] = "movielens-small",
     retriever: Annotated[str, typer.Option(help="Scorer that finds the candidates.")] = "ease",
-    method: Annotated[str, typer.Option(help="LM rerank method: loglik, yesno or listwise.")] = "loglik",
+    method: Annotated[
+        str,
+        typer.Option(
+            help="LM rerank method: loglik, yesno, listwise or letters (one pass; use with a tuned --adapter)."
+        ),
+    ] = "loglik",
     config: Annotated[
         Path | None, typer.Option(help="A PipelineConfig JSON file (overrides --retriever and --method).")
     ] = None,
@@ -239,7 +244,12 @@ def recommend(
     k: Annotated[int, typer.Option(help="List length.")] = 10,
     retriever: Annotated[str, typer.Option(help="Scorer that finds the candidates.")] = "ease",
     rerank: Annotated[bool, typer.Option(help="Rerank the candidates with the language model.")] = True,
-    method: Annotated[str, typer.Option(help="LM rerank method: loglik, yesno or listwise.")] = "loglik",
+    method: Annotated[
+        str,
+        typer.Option(
+            help="LM rerank method: loglik, yesno, listwise or letters (one pass; use with a tuned --adapter)."
+        ),
+    ] = "loglik",
     explain: Annotated[bool, typer.Option(help="Explain each recommendation (grounded, checked).")] = False,
     config: Annotated[
         Path | None, typer.Option(help="A PipelineConfig JSON file (overrides --retriever and --method).")
