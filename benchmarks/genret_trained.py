@@ -29,7 +29,7 @@ from llmrec.eval.runner import evaluate_models
 from llmrec.models.base import TrainOptions
 
 BASELINES = Path(__file__).resolve().parents[1] / "results" / "baselines-leave-last-out.json"
-TIGER: dict[str, Any] = {"max_epochs": 20, "patience": 3}
+TIGER: dict[str, Any] = {"max_epochs": 40, "patience": 8}
 QUICK: dict[str, Any] = {"max_epochs": 2, "patience": 1}
 
 
