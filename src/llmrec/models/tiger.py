@@ -203,7 +203,9 @@ class Tiger(Scorer):
         "item vectors; scoring a batch of B users holds B x (distinct prefixes of a level) x codebook_size floats"
     )
 
-    def __init__(self, config: ScorerConfig | None = None, *, embedder: SupportsEncode | None = None, **kwargs: Any):
+    def __init__(
+        self, config: ScorerConfig | None = None, *, embedder: SupportsEncode | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(config, **kwargs)
         self._embedder = embedder
         self._net: Any = None
