@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     results = evaluate_models(
         data, [("tiger", config, "tiger")], k=args.k, tune=False, options=options, seeds=seeds, on_progress=log
     )
-    results.write_json(args.out.with_suffix(".tiger-only.json"))  # kept even if the comparison below fails
+    partial = results.write_json(args.out.with_suffix(".partial.json"))  # kept only if what follows fails
     reused = EvalResults.read_json(args.from_baselines) if args.from_baselines else None
     if reused is not None and any(r.model == "sasrec" for r in reused.results):
         results.results = [r for r in reused.results if r.model == "sasrec"] + results.results
@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     out["tiger"] = {"config": config, "seeds": seeds, "quick": args.quick, "target": verdict}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1, default=str) + "\n", encoding="utf-8")
+    partial.unlink(missing_ok=True)
     console.print(f"wrote {args.out}")
     return 0
 
