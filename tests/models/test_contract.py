@@ -16,7 +16,9 @@ from llmrec.models import SCORERS, Scorer, TrainOptions, available_scorers, get_
 
 # A scorer whose every call runs a language model is part of the contract, in the slow lane (make test-fast).
 NEEDS_LM = {"genret"}
-NAMES = [pytest.param(n, marks=pytest.mark.slow) if n in NEEDS_LM else n for n in available_scorers()]
+# tiger trains a transformer (~15 s per fit here on 2 loaded cores, ~60 s for the module): slow lane as well.
+SLOW = NEEDS_LM | {"tiger"}
+NAMES = [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in available_scorers()]
 
 # The contract is about shapes and edge behaviour, not quality: train the slow models for a few epochs only.
 FAST: dict[str, dict[str, object]] = {
@@ -24,6 +26,8 @@ FAST: dict[str, dict[str, object]] = {
     "bert4rec": {"max_epochs": 2},
     # The language model generates every list: few beams, short identifiers, a short prompt.
     "genret": {"num_beams": 2, "width": 2, "history": 2, "max_title_chars": 12},
+    # Collaborative codes only (no text encoder load), one small epoch: the contract, not the quality.
+    "tiger": {"max_epochs": 1, "text_weight": 0.0, "hidden": 16, "history": 5, "codebook_size": 16},
 }
 
 

@@ -22,6 +22,7 @@ from llmrec.models.itemknn import ItemKNN
 from llmrec.models.mf import ALS, BPR
 from llmrec.models.popular import Popular
 from llmrec.models.sasrec import SASRec
+from llmrec.models.tiger import Tiger
 
 __all__ = ["SCORERS", "available_scorers", "get_scorer", "scorer_class", "tuning_configs"]
 
@@ -37,6 +38,7 @@ SCORERS: dict[str, type[Scorer]] = {
     "bert4rec": BERT4Rec,
     "fusion": Fusion,
     "genret": GenRet,
+    "tiger": Tiger,
 }
 
 
