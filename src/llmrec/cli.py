@@ -290,6 +290,9 @@ def ingest(
     format_: Annotated[
         str | None, typer.Option("--format", help="csv, tsv, jsonl or parquet (default: from each suffix).")
     ] = None,
+    block_bytes: Annotated[
+        int, typer.Option(help="Bytes of the interactions file read at a time (memory is a few times this).")
+    ] = 1 << 20,
     db: Annotated[
         str | None, typer.Option(help="Store URL (default: LLMREC_DB_URL, else ~/.llmrec/llmrec.db).")
     ] = None,
@@ -318,6 +321,7 @@ def ingest(
             delimiter=sep,
             value_range=value_range,
             show_progress=True,
+            block_bytes=block_bytes,
         )
     except DataValidationError as exc:
         lines = "\n".join(f"  - {p}" for p in exc.problems)

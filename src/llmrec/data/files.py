@@ -351,12 +351,12 @@ def _parse_csv(
                 for c in dupes
             ]
         )
-    names: dict[str, object] = {"names": header, "header": None} if given_header else {}
     try:
         frame: pd.DataFrame | None = pd.read_csv(
             io.StringIO(text),
             sep=sep,
-            **names,  # type: ignore[arg-type]
+            names=header if given_header else None,
+            header=None if given_header else "infer",
             dtype={c: str for c in header if c.strip() in text_columns},
             keep_default_na=False,
             na_values=[""],

@@ -568,7 +568,7 @@ class Store(RecordAccess, SubjectAccess):
             value_range: The dataset's declared rating scale ``(low, high)``: values outside are problems.
             default_event: Event type of interactions without an ``event`` column.
             show_progress: Show a progress bar.
-            block_bytes: Bytes of the interactions file read at a time (default 4 MiB).
+            block_bytes: Bytes of the interactions file read at a time (default 1 MiB).
 
         Raises:
             DataValidationError: A file has problems (file, line, field and fix are named); nothing was stored.
@@ -832,7 +832,7 @@ def _write_interactions(
             "value DOUBLE PRECISION, event TEXT) ON COMMIT DROP"
         )
     else:
-        conn.exec_driver_sql("PRAGMA cache_size=-65536")  # 64 MiB of pages: the unique key's B-tree stays cached
+        conn.exec_driver_sql("PRAGMA cache_size=-16384")  # 16 MiB of pages for the index inserts; more is RSS
         conn.exec_driver_sql(
             f"CREATE TEMP TABLE {_STAGE} (line INTEGER PRIMARY KEY, user_id TEXT, item_id TEXT, timestamp INTEGER, "
             "value REAL, event TEXT)"
