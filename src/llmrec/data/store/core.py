@@ -1,7 +1,9 @@
 """The SQL store: datasets kept in SQLite (the default, a file) or PostgreSQL, written in bulk and read back whole.
 
-Ingest is validate-first, then one transaction: every row is checked before the first one is written, rows go
-in with bulk ``INSERT ... ON CONFLICT DO NOTHING`` in chunks, and any failure rolls the whole batch back, so
+Ingest is one transaction. Interactions are streamed: each validated chunk goes into a temporary staging table
+(``executemany`` on SQLite, ``COPY`` on PostgreSQL), then one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``
+moves them into ``interactions`` in input order; items and users are validated whole and inserted in chunks. A
+problem in the data or a database failure at any point (a kill -9 included) rolls the whole batch back, so
 earlier data stay as they were. Because rows already present are skipped, ingesting the same file twice is
 harmless and reports 0 inserted.
 """
@@ -825,7 +827,7 @@ def _write_interactions(
     postgres = conn.dialect.name == "postgresql"
     raw = conn.connection.driver_connection
     assert raw is not None
-    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {_STAGE}" if postgres else f"DROP TABLE IF EXISTS temp.{_STAGE}")
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {'pg_temp' if postgres else 'temp'}.{_STAGE}")  # never a real table
     if postgres:
         conn.exec_driver_sql(
             f"CREATE TEMP TABLE {_STAGE} (line BIGINT, user_id TEXT, item_id TEXT, timestamp BIGINT, "
