@@ -228,6 +228,11 @@ class InteractionStream:
         if self.format in ("csv", "tsv"):
             self._open_csv()
 
+    def close(self) -> None:
+        """Close the file (iterating to the end closes it too)."""
+        if self._stream is not None:
+            self._stream.close()
+
     # -- CSV ----------------------------------------------------------------------------------------------
     def _open_csv(self) -> None:
         """Open the file, sniff the delimiter, read the header and check it against the mapping."""

@@ -598,15 +598,20 @@ class Store(RecordAccess, SubjectAccess):
                 default_event=default_event,
                 block_bytes=block_bytes or DEFAULT_BLOCK_BYTES,
             )
-        items, users = read_entity_tables(
-            items_path,
-            users_path,
-            mapping,
-            item_mapping=item_mapping,
-            user_mapping=user_mapping,
-            format=format,
-            delimiter=delimiter,
-        )
+        try:
+            items, users = read_entity_tables(
+                items_path,
+                users_path,
+                mapping,
+                item_mapping=item_mapping,
+                user_mapping=user_mapping,
+                format=format,
+                delimiter=delimiter,
+            )
+        except BaseException:
+            if stream is not None:
+                stream.close()
+            raise
         tables: dict[str, list[dict[str, Any]]] = {}
         if items is not None:
             tables["items"] = _entity_rows(key, items, "item_id", ("title", "text"))
