@@ -21,6 +21,13 @@ Peak memory of Ray jobs is this (driver) process's only; the actors are other pr
 
     python benchmarks/scale.py --quick --out results/scale-quick.json     # about 4 minutes on 2 cores
     python benchmarks/scale.py --out out/scale.json                       # 1e5, 1e6, 1e7 interactions
+    python benchmarks/scale.py --ingest-only --ingest-sizes 100000,1000000 --pg-url postgresql+psycopg://... \
+        --ingest-file out/synth-10m/interactions.csv --out out/ingest.json   # file ingest alone
+
+5. ``ingest_files``: ``llmrec ingest``'s path (a CSV streamed into the store) per backend (SQLite; PostgreSQL with
+   ``--pg-url`` or ``LLMREC_BENCH_PG_URL``, a scratch database) and size, each in a fresh process: rows/s of the
+   ingest call, the process's peak RSS, the time of an idempotent re-ingest, and the load average (the machine
+   is shared; throughput is only comparable at a similar load).
 """
 
 from __future__ import annotations
@@ -141,6 +148,88 @@ def size_rows(sizes: list[int], items: int, work: Path) -> tuple[list[dict[str, 
     return rows, saved
 
 
+_INGEST_CHILD = """
+import json, os, sys, time
+from llmrec.data.store import Store
+url, name, path = sys.argv[1:4]
+store = Store(url)
+store.migrate()
+store.delete_dataset(name)
+began, cpu = time.perf_counter(), time.process_time()
+report = store.ingest_files(name, path)
+seconds, cpu = time.perf_counter() - began, time.process_time() - cpu
+facts = {"seconds": seconds, "cpu_seconds": cpu, "inserted": report.inserted}
+if report.inserted <= 1_000_000:  # the re-ingest (all rows skipped) of a larger file is left out: time
+    again = time.perf_counter()
+    second = store.ingest_files(name, path)
+    facts.update(reingest_seconds=time.perf_counter() - again, reingest_inserted=second.inserted)
+with open("/proc/self/status") as status:  # VmHWM: this process's peak RSS (ru_maxrss would carry the parent's)
+    facts["peak_rss_kb"] = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+print(json.dumps(facts), flush=True)
+if url.startswith("postgresql"):  # a SQLite file is simply removed (deleting 10M rows took minutes and 450 MB)
+    store.delete_dataset(name)
+"""
+
+
+def ingest_file_row(url: str, backend: str, path: Path, rows: int) -> dict[str, Any]:
+    """``Store.ingest_files`` (what ``llmrec ingest`` runs) on one file, in a fresh process.
+
+    A fresh process, so that its peak RSS (``VmHWM``) is the ingest's own (imports included) and not this
+    benchmark's. ``seconds`` times the ingest call alone (not the interpreter start); then the same file is
+    ingested again (idempotence: 0 inserted) and timed as ``reingest_seconds``.
+    """
+    load_before = os.getloadavg()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _INGEST_CHILD, url, "bench-ingest", str(path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(SRC)},
+    )  # fmt: skip
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"ingest child failed ({proc.returncode}): {err.decode()[-2000:]}")
+    facts = json.loads(out.decode().strip().splitlines()[-1])
+    return {
+        "step": "ingest_file", "backend": backend, "interactions": rows,
+        "file_mb": round(path.stat().st_size / 2**20, 1),
+        "seconds": round(facts["seconds"], 2), "throughput_per_s": round(rows / facts["seconds"], 1),
+        # CPU time of the ingesting process (not the PostgreSQL server's): rows per CPU second tells what one
+        # free core would do, whatever the load of the shared machine.
+        "cpu_seconds": round(facts["cpu_seconds"], 2), "rows_per_cpu_s": round(rows / facts["cpu_seconds"], 1),
+        "peak_rss_mb": round(facts["peak_rss_kb"] / 1024, 1), "inserted": facts["inserted"],
+        "reingest_seconds": round(facts["reingest_seconds"], 2) if "reingest_seconds" in facts else None,
+        "reingest_inserted": facts.get("reingest_inserted"),
+        "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+    }  # fmt: skip
+
+
+def ingest_file_rows(sizes: list[int], work: Path, pg_url: str | None, files: list[Path]) -> list[dict[str, Any]]:
+    """File ingest (streamed, ``llmrec ingest``'s path) per backend and size: rows/s and the process's peak RSS.
+
+    Files are ``llmrec synth`` CSVs (users = interactions / 20, 10k items, 1-5 ratings), or those given.
+    """
+    from llmrec.data.synth import SynthConfig, write_synth
+
+    inputs: list[tuple[Path, int]] = []
+    for n in sizes:
+        config = SynthConfig(users=max(n // 20, 10), items=10_000, interactions=n, seed=0, ratings=True)
+        paths = write_synth(config, work / f"synth-{n}")
+        inputs.append((paths["interactions"], json.loads(paths["meta"].read_text())["rows"]["interactions"]))
+    for path in files:
+        with path.open("rb") as handle:
+            inputs.append((path, sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 24), b"")) - 1))
+    backends = [("sqlite", "")] + ([("postgresql", pg_url)] if pg_url else [])
+    rows = []
+    for path, n in inputs:
+        for backend, url in backends:
+            db_url = url or f"sqlite:///{work / f'file-ingest-{n}.db'}"
+            row = ingest_file_row(db_url, backend, path, n)
+            console.print(f"ingest file {n:,} rows into {backend}: {row['throughput_per_s']:,.0f} rows/s, "
+                          f"peak RSS {row['peak_rss_mb']} MB, load {row['loadavg_before'][0]}")  # fmt: skip
+            rows.append(row)
+            if not url:
+                (work / f"file-ingest-{n}.db").unlink(missing_ok=True)
+    return rows
+
+
 def target_row(interactions: int, items: int, users: int) -> dict[str, Any]:
     """ALS top-10 over a large catalogue in one process (batches of 200): the users-per-second target's figure."""
     data = synthesize(users=max(interactions // 20, users), items=items, interactions=interactions, seed=3)
@@ -173,6 +262,30 @@ def summary(rows: list[dict[str, Any]], exponents: dict[str, float | None], ray:
         {"figure": "cluster: nodes", "target": "2", "value": cluster.get("nodes")},
         {"figure": "cluster: identical", "target": "true", "value": cluster.get("identical")},
     ]  # fmt: skip
+    return out
+
+
+_INGEST_COLUMNS = ["backend", "interactions", "seconds", "throughput_per_s", "rows_per_cpu_s", "peak_rss_mb",
+                   "reingest_seconds"]  # fmt: skip
+
+
+def ingest_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue 18's ingest targets against the largest file measured per backend (met or not, as measured)."""
+    out = []
+    for backend in sorted({r["backend"] for r in rows}):
+        largest = max((r for r in rows if r["backend"] == backend), key=lambda r: r["interactions"])
+        out.append(
+            {
+                "figure": f"file ingest rows/s, {backend}, {largest['interactions']:,} rows",
+                "target": ">= 100000",
+                "value": largest["throughput_per_s"],
+                "met": largest["throughput_per_s"] >= 100_000,
+                "loadavg": largest["loadavg_before"],
+            }
+        )
+        out.append({"figure": f"file ingest peak RSS MB, {backend}, {largest['interactions']:,} rows",
+                    "target": "<= 300 (at 10M rows)", "value": largest["peak_rss_mb"],
+                    "met": largest["peak_rss_mb"] <= 300})  # fmt: skip
     return out
 
 
@@ -326,6 +439,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="Small sizes (minutes on 2 cores).")
     parser.add_argument("--out", type=Path, required=True, help="Results JSON to write.")
     parser.add_argument("--no-cluster", action="store_true", help="Skip the two-node cluster section.")
+    parser.add_argument("--ingest-only", action="store_true", help="Only the file-ingest section.")
+    parser.add_argument("--ingest-sizes", type=str, default=None, help="Comma-separated file-ingest sizes.")
+    parser.add_argument("--ingest-file", type=Path, action="append", default=[], help="Also ingest this CSV file.")
+    parser.add_argument(
+        "--pg-url", default=os.environ.get("LLMREC_BENCH_PG_URL"), help="PostgreSQL for file ingest (a scratch DB)."
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -335,10 +454,27 @@ def main(argv: list[str] | None = None) -> int:
     else:
         sizes, items, text_counts, chunk = [100_000, 1_000_000, 10_000_000], 100_000, [512, 1024, 2048], 256
         target_size = (10_000_000, 100_000, 50_000)
+    ingest_sizes = [100_000] if args.quick else [100_000, 1_000_000]
+    if args.ingest_sizes:
+        ingest_sizes = [int(x) for x in args.ingest_sizes.split(",") if x.strip()]
     # The cluster embeds a few texts in chunks of 8, so that both nodes get chunks to embed.
     cluster_texts, cluster_chunk = 16, 4
     with tempfile.TemporaryDirectory(prefix="llmrec-scale-bench-") as scratch:
         work = Path(scratch)
+        ingest_files = _timed(
+            "ingest files", lambda: ingest_file_rows(ingest_sizes, work, args.pg_url, args.ingest_file)
+        )
+        if args.ingest_only:
+            result_only = {
+                "benchmark": "scale (file ingest only)",
+                "ingest_files": ingest_files,
+                "ingest_targets": ingest_summary(ingest_files),
+                "provenance": provenance(),
+            }
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(result_only, indent=2) + "\n", encoding="utf-8")
+            console.print(_table("file ingest", ingest_files, _INGEST_COLUMNS))
+            return 0
         rows, saved = _timed("sizes", lambda: size_rows(sizes, items, work))
         target = _timed("target", lambda: target_row(*target_size))
         rows += _timed("embed", lambda: embed_rows(text_counts, chunk))
@@ -366,6 +502,8 @@ def main(argv: list[str] | None = None) -> int:
         "cluster": cluster,
         "target_recommend": target,
         "summary": summary(rows, exponents, ray, cluster, target),
+        "ingest_files": ingest_files,
+        "ingest_targets": ingest_summary(ingest_files),
         "provenance": provenance(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -376,6 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     ray_columns = ["job", "engine", "seconds", "throughput_per_s", "overhead_vs_one_process", "identical", "nodes"]
     console.print(_table("one process vs Ray", ray, ray_columns))
     console.print(f"cluster: {json.dumps(cluster)}")
+    console.print(_table("file ingest", ingest_files, _INGEST_COLUMNS))
     console.print(_table("targets", result["summary"], ["figure", "target", "value"]))
     console.print(f"results: {args.out}")
     return 0

@@ -287,7 +287,8 @@ def test_database_failure_midway_rolls_back_the_whole_batch(
     earlier, failing = new_name(), new_name()
     store.ingest(ml_sample, name=earlier)
     before = store.counts(earlier)
-    undo = sabotage_insert(store, "interactions", on_call=3)  # chunks 1 and 2 are written, then it fails
+    # Every chunk is staged (88 chunks of 100 rows), then the one statement moving them into the table fails.
+    undo = sabotage_insert(store, "interactions", on_call=1)
     try:
         with pytest.raises(StoreError, match="rolled back") as exc:
             store.ingest(ml_sample, name=failing)
@@ -299,7 +300,7 @@ def test_database_failure_midway_rolls_back_the_whole_batch(
     assert store.counts(earlier) == before
     # The same failure while adding to an existing dataset leaves it as it was.
     more = ml_sample.interactions.assign(timestamp=ml_sample.interactions["timestamp"] + 1)
-    undo = sabotage_insert(store, "interactions", on_call=2)
+    undo = sabotage_insert(store, "interactions", on_call=1)
     try:
         with pytest.raises(StoreError):
             store.ingest_interactions(earlier, more)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from llmrec.cli.common import _friendly_errors, _parse_map, app, console
+from llmrec.cli.common import _friendly_errors, _parse_map, app, console, err_console
 from llmrec.errors import ConfigError
 
 
@@ -17,22 +17,79 @@ from llmrec.errors import ConfigError
 @_friendly_errors
 def ingest(
     name: Annotated[str, typer.Option(help="Dataset name in the store.")],
-    interactions: Annotated[Path, typer.Option(help="Interactions file (CSV, JSONL or Parquet).")],
+    interactions: Annotated[
+        Path | None, typer.Option(help="Interactions file (CSV, TSV, JSONL or Parquet; streamed in blocks).")
+    ] = None,
     items: Annotated[Path | None, typer.Option(help="Items file.")] = None,
     users: Annotated[Path | None, typer.Option(help="Users file.")] = None,
     map_: Annotated[
         list[str] | None, typer.Option("--map", help="FIELD=COLUMN, e.g. --map user_id=userId (repeatable).")
     ] = None,
+    scale: Annotated[
+        str | None, typer.Option(help="The rating scale LOW,HIGH (e.g. 0.5,5): values outside it are problems.")
+    ] = None,
+    delimiter: Annotated[
+        str | None, typer.Option(help="CSV delimiter ('tab' for a tab); sniffed from the file by default.")
+    ] = None,
+    format_: Annotated[
+        str | None, typer.Option("--format", help="csv, tsv, jsonl or parquet (default: from each suffix).")
+    ] = None,
+    block_bytes: Annotated[
+        int, typer.Option(help="Bytes of the interactions file read at a time (memory is a few times this).")
+    ] = 1 << 20,
     db: Annotated[
         str | None, typer.Option(help="Store URL (default: LLMREC_DB_URL, else ~/.llmrec/llmrec.db).")
     ] = None,
 ) -> None:
-    """Validate files and store them; a bad file stores nothing, re-ingesting the same file changes nothing."""
-    from llmrec.data.store import Store
+    """Validate files and store them; a bad file stores nothing, re-ingesting the same file changes nothing.
 
+    Any of --interactions, --items, --users may be given alone. Every problem of a bad file (up to 50) is listed,
+    each with its line, field and fix.
+    """
+    from llmrec.data.store import Store
+    from llmrec.errors import DataValidationError
+
+    if interactions is None and items is None and users is None:
+        raise ConfigError("nothing to ingest", field="interactions", fix="give --interactions, --items or --users")
+    value_range = _parse_scale(scale)
+    sep = {"tab": "\t", "\\t": "\t"}.get(delimiter, delimiter) if delimiter is not None else None
     store = Store(db)
-    reports = store.ingest_files(name, interactions, items_path=items, users_path=users, mapping=_parse_map(map_))
-    console.print(f"ingested into {store.display_url} as {name!r}: {reports}")
+    try:
+        reports = store.ingest_files(
+            name,
+            interactions,
+            items_path=items,
+            users_path=users,
+            mapping=_parse_map(map_),
+            format=format_,
+            delimiter=sep,
+            value_range=value_range,
+            show_progress=True,
+            block_bytes=block_bytes,
+        )
+    except DataValidationError as exc:
+        lines = "\n".join(f"  - {p}" for p in exc.problems)
+        err_console.print(
+            escape(f"error: {len(exc.problems)} problem(s); nothing was stored:\n{lines}"),
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2) from None
+    console.print(escape(f"ingested into {store.display_url} as {name!r}: {reports}"), highlight=False, soft_wrap=True)
+
+
+def _parse_scale(scale: str | None) -> tuple[float, float] | None:
+    """``"0.5,5"`` -> ``(0.5, 5.0)``; a typed error naming the fix otherwise."""
+    if scale is None:
+        return None
+    parts = scale.replace(" ", "").split(",")
+    try:
+        low, high = (float(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"--scale takes LOW,HIGH, got {scale!r}", field="scale", fix="e.g. --scale 0.5,5") from None
+    if not low < high:
+        raise ConfigError(f"--scale {scale!r}: LOW must be below HIGH", field="scale", fix="e.g. --scale 0.5,5")
+    return low, high
 
 
 @app.command()

@@ -20,6 +20,7 @@ import dataclasses
 import gzip
 import io
 import json
+import re
 import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -37,10 +38,12 @@ __all__ = [
     "Tables",
     "detect_format",
     "read_dataset",
+    "read_entity_tables",
     "read_interactions",
     "read_items",
     "read_tables",
     "read_users",
+    "sniff_delimiter",
     "validate_safely",
 ]
 
@@ -157,15 +160,29 @@ def _decode(raw: bytes, source: str, fmt: FileFormat) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        problems = _encoding_problems(raw, source, fmt, first_offset=exc.start)
+        sep = sniff_delimiter(raw[:65536], fmt) if fmt in ("csv", "tsv") else None
+        problems = _encoding_problems(raw, source, fmt, first_offset=exc.start, sep=sep)
         raise DataValidationError(problems) from exc
 
 
-def _encoding_problems(raw: bytes, source: str, fmt: FileFormat, first_offset: int) -> list[DataProblem]:
-    header: list[str] | None = None
-    if fmt in ("csv", "tsv"):
+def _encoding_problems(
+    raw: bytes,
+    source: str,
+    fmt: FileFormat,
+    first_offset: int,
+    *,
+    header: list[str] | None = None,
+    sep: str | None = None,
+) -> list[DataProblem]:
+    """A problem for each of the first lines holding bytes that are not UTF-8, from the one at ``first_offset``.
+
+    ``header`` names the columns when ``raw`` is a block of a CSV file without its header row; ``sep`` is the
+    delimiter (by default the format's).
+    """
+    sep = sep or _delimiter(fmt)
+    if fmt in ("csv", "tsv") and header is None:
         first = raw.split(b"\n", 1)[0].decode("utf-8-sig", errors="replace")
-        header = next(csv.reader([first], delimiter=_delimiter(fmt)), None)
+        header = next(csv.reader([first], delimiter=sep), None)
     problems: list[DataProblem] = []
     line_start = raw.rfind(b"\n", 0, first_offset) + 1
     line_no = raw.count(b"\n", 0, line_start) + 1
@@ -181,7 +198,7 @@ def _encoding_problems(raw: bytes, source: str, fmt: FileFormat, first_offset: i
                 DataProblem(
                     source,
                     line_no,
-                    _field_with_bad_bytes(chunk, fmt, header),
+                    _field_with_bad_bytes(chunk, fmt, header, sep),
                     f"byte 0x{bad} at byte {line_start + exc.start} (column {exc.start + 1} of the line) is not "
                     "valid UTF-8; the file is in another encoding (e.g. Latin-1 or Windows-1252)",
                     "re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8 in.csv > out.csv`)",
@@ -191,12 +208,12 @@ def _encoding_problems(raw: bytes, source: str, fmt: FileFormat, first_offset: i
     return problems
 
 
-def _field_with_bad_bytes(line: bytes, fmt: FileFormat, header: list[str] | None) -> str | None:
+def _field_with_bad_bytes(line: bytes, fmt: FileFormat, header: list[str] | None, sep: str) -> str | None:
     """The column (CSV) or key (JSONL) whose value holds the undecodable bytes, when it can be told."""
     text = line.decode("utf-8", errors="replace").rstrip("\r")
     try:
         if header is not None:
-            values = next(csv.reader([text], delimiter=_delimiter(fmt)), [])
+            values = next(csv.reader([text], delimiter=sep), [])
             return next((header[i] for i, v in enumerate(values) if "\ufffd" in v and i < len(header)), None)
         if fmt == "jsonl":
             record = json.loads(text)
@@ -211,20 +228,81 @@ def _delimiter(fmt: FileFormat) -> str:
     return "\t" if fmt == "tsv" else ","
 
 
+_CANDIDATE_DELIMITERS = (",", "\t", ";", "|")
+
+
+def sniff_delimiter(head: bytes | str, fmt: FileFormat = "csv") -> str:
+    """The delimiter of a CSV/TSV file, told from its first lines (``head``).
+
+    The format's own delimiter (``,`` for CSV, a tab for TSV) wins whenever the header holds it; otherwise the
+    candidate (``,``, tab, ``;``, ``|``) that occurs most often in the header, outside quotes, and as often in
+    the next lines. A ``;``-separated ``.csv`` (what spreadsheets write in much of Europe) is so read as
+    meant, instead of as one column named ``user;item;time`` that no mapping can fix.
+
+    Args:
+        head: The file's first bytes (a few kilobytes are plenty); a byte-order mark is ignored.
+        fmt: ``"csv"`` or ``"tsv"``: whose delimiter is preferred.
+
+    Returns:
+        The delimiter; the format's own when nothing else fits (a one-column file).
+
+    """
+    text = head.decode("utf-8", errors="replace") if isinstance(head, bytes) else head
+    text = text.lstrip("\ufeff")
+    pieces = text.split("\n", 21)
+    if len(pieces) > 1:
+        pieces = pieces[:-1]  # the last piece may be cut off mid-way (or is empty after the final newline)
+    lines = [line for line in pieces[:20] if line.strip()]
+    unquoted = [re.sub(r'"[^"]*"', "", line) for line in lines]
+    default = _delimiter(fmt)
+    header = unquoted[0] if unquoted else ""
+    if header.count(default):
+        return default
+    best, best_count = default, 0
+    for sep in _CANDIDATE_DELIMITERS:
+        count = header.count(sep)
+        if count <= best_count:
+            continue
+        if all(line.count(sep) == count for line in unquoted[1:6]):
+            best, best_count = sep, count
+    if best_count == 0:  # not consistent over the next lines: still prefer the header's most frequent one
+        counts = {sep: header.count(sep) for sep in _CANDIDATE_DELIMITERS}
+        sep = max(counts, key=lambda k: counts[k])
+        if counts[sep]:
+            best = sep
+    return best
+
+
 # -- parsing each format ----------------------------------------------------------------------------------
-def _parse_csv(text: str, source: str, fmt: FileFormat, text_columns: set[str]) -> _Raw:
-    """Check the structure with the csv module (which knows each record's line), then let pandas parse it."""
-    sep = _delimiter(fmt)
+def _parse_csv(
+    text: str,
+    source: str,
+    fmt: FileFormat,
+    text_columns: set[str],
+    *,
+    sep: str | None = None,
+    header: list[str] | None = None,
+    header_line: int = 1,
+    first_line: int = 1,
+    found: list[DataProblem] | None = None,
+) -> _Raw:
+    """Check the structure with the csv module (which knows each record's line), then let pandas parse it.
+
+    By default ``text`` is a whole file, its header the first record. A block of a larger file passes its
+    ``header`` (and the header's ``header_line``) and the file line ``first_line`` that ``text`` starts on.
+    With ``found``, structural problems (rows with too few or too many fields, a malformed record) are appended
+    there and the rows that can be read are returned, so that their values are checked in the same pass.
+    """
+    sep = sep or sniff_delimiter(text[:65536], fmt)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, strict=True)
     problems: list[DataProblem] = []
-    header: list[str] | None = None
-    header_line = 1
+    given_header = header is not None
     starts: list[int] = []
     records: list[list[str]] = []
-    prev = 0
+    prev = first_line - 1
     try:
         for record in reader:
-            start, prev = prev + 1, reader.line_num
+            start, prev = prev + 1, reader.line_num + first_line - 1
             if not record or (len(record) == 1 and not record[0].strip()):
                 continue  # blank line (pandas skips these too)
             if header is None:
@@ -242,6 +320,8 @@ def _parse_csv(text: str, source: str, fmt: FileFormat, text_columns: set[str]) 
                         "quote values that contain the delimiter, and give every row one value per column",
                     )
                 )
+                if found is not None:
+                    continue
             starts.append(start)
             records.append(record)
     except csv.Error as exc:
@@ -256,6 +336,9 @@ def _parse_csv(text: str, source: str, fmt: FileFormat, text_columns: set[str]) 
         )
     if header is None:
         problems.append(DataProblem(source, None, None, "the file is empty", "give the file a header row and data"))
+    if found is not None and header is not None:
+        found.extend(problems)
+        problems = []
     if problems:
         raise DataValidationError(problems)
     assert header is not None
@@ -272,6 +355,8 @@ def _parse_csv(text: str, source: str, fmt: FileFormat, text_columns: set[str]) 
         frame: pd.DataFrame | None = pd.read_csv(
             io.StringIO(text),
             sep=sep,
+            names=header if given_header else None,
+            header=None if given_header else "infer",
             dtype={c: str for c in header if c.strip() in text_columns},
             keep_default_na=False,
             na_values=[""],
@@ -357,7 +442,9 @@ def _parse_parquet(path: Path, source: str) -> _Raw:
     return _Raw(frame, np.arange(1, len(frame) + 1, dtype=np.int64), source, "parquet", None)
 
 
-def _read_raw(path: str | Path, kind: Kind, mapping: Mapping[str, str], format: str | None) -> _Raw:
+def _read_raw(
+    path: str | Path, kind: Kind, mapping: Mapping[str, str], format: str | None, delimiter: str | None = None
+) -> _Raw:
     path = Path(path)
     source = str(path)
     fmt = detect_format(path, format)
@@ -367,7 +454,7 @@ def _read_raw(path: str | Path, kind: Kind, mapping: Mapping[str, str], format: 
     if fmt == "jsonl":
         return _parse_jsonl(text, source)
     text_columns = {mapping.get(f, f) for f in _TEXT_FIELDS[kind]}
-    return _parse_csv(text, source, fmt, text_columns)
+    return _parse_csv(text, source, fmt, text_columns, sep=delimiter)
 
 
 # -- mapping and validation -------------------------------------------------------------------------------
@@ -396,43 +483,9 @@ def _apply_mapping(
     Returns the renamed frame and the mapping that was applied.
     """
     frame = raw.frame
-    columns = [str(c) for c in frame.columns]
-    if lenient:
-        mapping = {k: v for k, v in mapping.items() if v in columns}
-    problems: list[DataProblem] = []
-    for canonical, column in mapping.items():
-        if column not in columns:
-            problems.append(
-                DataProblem(
-                    raw.source,
-                    raw.header_line,
-                    column,
-                    f"column '{column}' (mapped to {canonical}) is missing (have: {columns})",
-                    f"fix the mapping {canonical}={column}, or add the column",
-                )
-            )
-        elif canonical != column and canonical in columns and canonical not in mapping.values():
-            problems.append(
-                DataProblem(
-                    raw.source,
-                    raw.header_line,
-                    canonical,
-                    f"both '{canonical}' and '{column}' (mapped to {canonical}) are present",
-                    f"drop one of the two columns, or remove the mapping {canonical}={column}",
-                )
-            )
+    problems, mapping = _header_problems([str(c) for c in frame.columns], mapping, kind, raw.source, raw.header_line,
+                                         lenient)  # fmt: skip
     renamed = frame.rename(columns={v: k for k, v in mapping.items()})
-    for field in _REQUIRED[kind]:
-        if field not in renamed.columns and field not in mapping:
-            problems.append(
-                DataProblem(
-                    raw.source,
-                    raw.header_line,
-                    field,
-                    f"required column '{field}' is missing (have: {columns})",
-                    _FIX_MAP.format(field=field),
-                )
-            )
     if not len(renamed):
         problems.append(
             DataProblem(raw.source, None, None, "the file has no data rows", f"add at least one row of {kind}")
@@ -442,6 +495,56 @@ def _apply_mapping(
     if raw.fmt in ("jsonl", "parquet"):
         _check_scalars(renamed, raw, kind, mapping)
     return renamed, mapping
+
+
+def _header_problems(
+    columns: list[str], mapping: dict[str, str], kind: Kind, source: str, header_line: int | None, lenient: bool
+) -> tuple[list[DataProblem], dict[str, str]]:
+    """Problems of the columns a file has against the mapping and the required fields; and the mapping to apply.
+
+    With ``lenient``, mapping entries whose column is absent are dropped instead of being problems.
+    """
+    if lenient:
+        mapping = {k: v for k, v in mapping.items() if v in columns}
+    problems: list[DataProblem] = []
+    # One column whose name holds a delimiter: the file is split on another character than it was read with.
+    glued = next((sep for sep in _CANDIDATE_DELIMITERS if len(columns) == 1 and sep in columns[0]), None)
+    fix_sep = f"the header looks separated by {glued!r}: pass that delimiter (--delimiter)" if glued else None
+    for canonical, column in mapping.items():
+        if column not in columns:
+            problems.append(
+                DataProblem(
+                    source,
+                    header_line,
+                    column,
+                    f"column '{column}' (mapped to {canonical}) is missing (have: {columns})",
+                    fix_sep or f"fix the mapping {canonical}={column}, or add the column",
+                )
+            )
+        elif canonical != column and canonical in columns and canonical not in mapping.values():
+            problems.append(
+                DataProblem(
+                    source,
+                    header_line,
+                    canonical,
+                    f"both '{canonical}' and '{column}' (mapped to {canonical}) are present",
+                    f"drop one of the two columns, or remove the mapping {canonical}={column}",
+                )
+            )
+    inverse = {v: k for k, v in mapping.items()}
+    present = {inverse.get(c, c) for c in columns}  # canonical names once the mapping is applied
+    for field in _REQUIRED[kind]:
+        if field not in present and field not in mapping:
+            problems.append(
+                DataProblem(
+                    source,
+                    header_line,
+                    field,
+                    f"required column '{field}' is missing (have: {columns})",
+                    fix_sep or _FIX_MAP.format(field=field),
+                )
+            )
+    return problems, mapping
 
 
 def _check_scalars(frame: pd.DataFrame, raw: _Raw, kind: Kind, mapping: dict[str, str]) -> None:
@@ -487,9 +590,10 @@ def _read(
     validate: Callable[..., pd.DataFrame],
     *,
     lenient: bool = False,
+    delimiter: str | None = None,
 ) -> pd.DataFrame:
     checked = _check_mapping(mapping, kind)
-    raw = _read_raw(path, kind, checked, format)
+    raw = _read_raw(path, kind, checked, format, delimiter)
     frame, applied = _apply_mapping(raw, checked, kind, lenient)
     try:
         return validate_safely(validate, frame, raw.source, raw.lines)
@@ -704,20 +808,48 @@ def read_tables(
         value_range=value_range,
         default_event=default_event,
     )
+    items, users = read_entity_tables(
+        items_path, users_path, mapping, item_mapping=item_mapping, user_mapping=user_mapping, format=format
+    )
+    return Tables(interactions, items, users)
+
+
+def read_entity_tables(
+    items_path: str | Path | None = None,
+    users_path: str | Path | None = None,
+    mapping: Mapping[str, str] | None = None,
+    *,
+    item_mapping: Mapping[str, str] | None = None,
+    user_mapping: Mapping[str, str] | None = None,
+    format: str | None = None,
+    delimiter: str | None = None,
+) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """Read and validate the optional items and users files of a dataset (``None`` for a file not given).
+
+    These are catalogues (one row per item or user), read whole; interactions, the large file, are streamed
+    (:mod:`llmrec.data.stream`). Arguments are those of :func:`read_tables`; ``delimiter`` is sniffed when
+    ``None``.
+
+    Raises:
+        DataValidationError: Listing each problem of the first bad file, with file, line, field and fix.
+        ConfigError: A mapping or the format argument is invalid.
+
+    """
+    mapping = dict(mapping or {})
     items = users = None
     if items_path is not None:
         if item_mapping is not None:
-            items = read_items(items_path, item_mapping, format=format)
+            items = _read(items_path, "items", item_mapping, format, validate_items, delimiter=delimiter)
         else:
             shared = {k: v for k, v in mapping.items() if k not in _NOT_FOR_ITEMS}
-            items = _read(items_path, "items", shared, format, validate_items, lenient=True)
+            items = _read(items_path, "items", shared, format, validate_items, lenient=True, delimiter=delimiter)
     if users_path is not None:
         if user_mapping is not None:
-            users = read_users(users_path, user_mapping, format=format)
+            users = _read(users_path, "users", user_mapping, format, validate_users, delimiter=delimiter)
         else:
             shared = {k: v for k, v in mapping.items() if k not in _NOT_FOR_USERS}
-            users = _read(users_path, "users", shared, format, validate_users, lenient=True)
-    return Tables(interactions, items, users)
+            users = _read(users_path, "users", shared, format, validate_users, lenient=True, delimiter=delimiter)
+    return items, users
 
 
 def read_dataset(
