@@ -28,6 +28,7 @@ Prints tables and the target lines, and writes one JSON: the retriever/rerank re
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -53,7 +54,13 @@ from llmrec.eval.metrics import compute_metrics, item_features
 from llmrec.eval.provenance import provenance
 from llmrec.eval.results import EvalResults
 from llmrec.eval.runner import evaluate_pipeline
-from llmrec.llm.explain import Explainer, grounding_rate, raw_grounding_rate
+from llmrec.llm.explain import (
+    Explainer,
+    explanation_quality,
+    grounding_rate,
+    raw_grounding_rate,
+    template_explanation,
+)
 from llmrec.llm.fewshot import FewShotConfig
 from llmrec.llm.genret import GenerativeRetriever
 from llmrec.llm.local import LocalLM, LocalLMConfig
@@ -382,6 +389,12 @@ def main(argv: list[str] | None = None) -> int:
         "grounding_rate": grounding_rate(explanations, explainer.catalogue),
         "raw_grounding_rate": raw_grounding_rate(explanations),
         "sources": dict(sources),
+        # Worth reading? Informative (names a liked item or shared attribute, says why) and not a copy of an
+        # evidence line; the template's rates on the same evidence beside them (llmrec.llm.explain.quality).
+        "quality": dataclasses.asdict(explanation_quality(explanations)),
+        "template_quality": dataclasses.asdict(
+            explanation_quality([template_explanation(e.evidence) for e in explanations if e.evidence is not None])
+        ),
         "ms_per_explanation": round(float(np.mean(explain_ms)), 1) if explain_ms else None,
         **(latency_metrics(explain_ms, mean=True, digits=1) if explain_ms else {}),
         "examples": [

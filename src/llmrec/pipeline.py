@@ -160,8 +160,10 @@ class PipelineConfig(BaseModel):
         fewshot: In-context demonstrations for the rerank prompt; ``None`` = zero-shot.
         lm: The language model of the rerank and explain stages.
         explain: Evidence and checking settings of the explain stage.
-        explain_with_lm: Let the language model phrase explanations (checked, repaired when unfaithful); ``False``
-            writes them from the evidence alone (instant, grounded by construction).
+        explain_with_lm: Let the language model phrase explanations (checked, repaired when unfaithful). Off by
+            default: the packaged model mostly restates its evidence lines ("The user liked: X - shares ...") or
+            is repaired back to the template (``benchmarks/explanations.py``, results/explanations.json), so the
+            template, written from the evidence alone, instant and grounded by construction, reads better.
         liked_min_value: Interactions with ``value >= liked_min_value`` make up the history shown to the language
             model (all interactions when a user has none, or when ``None``).
 
@@ -175,7 +177,7 @@ class PipelineConfig(BaseModel):
     fewshot: FewShotConfig | None = None
     lm: LMSpec = Field(default_factory=LMSpec)
     explain: ExplainConfig = Field(default_factory=ExplainConfig)
-    explain_with_lm: bool = True
+    explain_with_lm: bool = False
     liked_min_value: float | None = 4.0
 
 

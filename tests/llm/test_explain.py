@@ -182,6 +182,22 @@ def test_template_is_short_readable_and_grounded(tiny: Dataset, tiny_explainer: 
     assert raw_grounding_rate([explanation, lonely]) != raw_grounding_rate([explanation, lonely])  # nan: no model
 
 
+def test_quality_separates_a_reason_from_a_restated_evidence_line(tiny_explainer: Explainer) -> None:
+    from dataclasses import replace
+
+    from llmrec.llm.explain import copies_evidence, explanation_quality, is_informative
+
+    template = tiny_explainer.explain("u1", "7")
+    assert is_informative(template) and not copies_evidence(template)
+    assert template.evidence is not None
+    copied = replace(template, text=template.evidence.lines()[1] + ".", source="lm", raw_text="x")
+    echoed = replace(template, text="Heat and The Usual Suspects.", source="lm", raw_text="x")  # no reason given
+    assert copies_evidence(copied) and not is_informative(echoed)
+    quality = explanation_quality([template, copied, echoed])
+    assert quality.n == 3 and quality.copy_rate == 1 / 3 and quality.lm_kept_rate == 1.0
+    assert quality.lm_informative_copy_free_rate == 0.0  # neither model text passes the bar
+
+
 def test_templates_on_movielens_all_pass_the_check(ml: Dataset, ml_catalogue: Catalogue) -> None:
     explainer = Explainer(None, ml)
     rng = np.random.default_rng(0)

@@ -44,6 +44,7 @@ from llmrec.llm.explain.generate import (
     stream_explanation,
     template_explanation,
 )
+from llmrec.llm.explain.quality import ExplanationQuality, copies_evidence, explanation_quality, is_informative
 from llmrec.llm.explain.text import EXPLANATION_WORDS, split_sentences
 from llmrec.text.matching import looks_like_instruction
 
@@ -56,14 +57,18 @@ __all__ = [
     "ExplainConfig",
     "Explainer",
     "Explanation",
+    "ExplanationQuality",
     "ExplanationStream",
     "History",
     "HistoryLink",
     "Problem",
     "build_evidence",
     "check",
+    "copies_evidence",
     "explanation_prompt",
+    "explanation_quality",
     "grounding_rate",
+    "is_informative",
     "looks_like_instruction",
     "raw_grounding_rate",
     "repair",
