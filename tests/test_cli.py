@@ -23,6 +23,7 @@ def _write_sample(ml_sample: Dataset, folder: Path) -> tuple[Path, Path]:
     return folder / "ratings.csv", folder / "movies.csv"
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_ingest_then_evaluate_from_the_store(ml_sample: Dataset, tmp_path: Path, db: str) -> None:
     ratings, movies = _write_sample(ml_sample, tmp_path)
     mapping = ["--map", "user_id=userId", "--map", "item_id=movieId", "--map", "value=rating"]
@@ -91,6 +92,7 @@ def test_recommend_reranks_and_explains_through_the_pipeline(tmp_path: Path) -> 
     assert bad.exit_code == 2 and "candidates" in bad.output and "Traceback" not in bad.output
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_chat_in_the_terminal_takes_feedback_and_constraints() -> None:
     script = "hello\nsomething funny from the 90s\n/down 1\n/down 9\nno comedy, westerns please\n/state\n/quit\n"
     result = runner.invoke(app, ["chat", "--retriever", "itemknn", "--k", "3"], input=script)

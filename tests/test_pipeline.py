@@ -24,6 +24,7 @@ def pipe(ml_sample: Dataset, lm: Any) -> Pipeline:
     return Pipeline(SMALL, lm=lm).fit(ml_sample)
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_rerank_is_a_permutation_of_the_retrieved_candidates(pipe: Pipeline, ml_sample: Dataset) -> None:
     users = ["1", "7"]
     retriever = get_scorer("itemknn").fit(ml_sample)
@@ -97,6 +98,7 @@ def test_the_language_model_sees_the_users_recent_liked_history(ml_sample: Datas
     assert older and not any(f"- {title}\n" in asked for title in older[:3])  # only the last five are shown
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_few_shot_pipeline_runs(ml_sample: Dataset, lm: Any) -> None:
     config = SMALL.model_copy(update={"fewshot": FewShotConfig(shots=1, history=3)})
     pipe = Pipeline(config, lm=lm).fit(ml_sample)
@@ -156,6 +158,7 @@ def test_the_json_schema_shows_each_retriever_and_backend_with_its_real_config()
         jsonschema.validate(bad, schema)
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_evaluate_pipeline_reports_retriever_and_rerank_on_the_same_users(ml_sample: Dataset, lm: Any) -> None:
     config = SMALL.model_copy(update={"rerank": RerankConfig(method="yesno")})
     results = evaluate_pipeline(ml_sample, config, k=5, weights=(0.0, 1.0), max_users=6, lm=lm)

@@ -58,6 +58,7 @@ def test_tune_lora_writes_a_named_adapter_that_recommend_uses(tuned: Path) -> No
     assert any(key[2] == str(tuned) for key in _LOADED)  # the pipeline's language model wears the adapter
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_unknown_adapter_and_name_clash_name_the_fix(tuned: Path) -> None:
     result = runner.invoke(app, ["recommend", "--user", "1", "--retriever", "popular", "--adapter", "nope"])
     assert result.exit_code == 2 and "unknown adapter 'nope'" in result.output and "cli-lora" in result.output
@@ -70,6 +71,7 @@ def test_unknown_adapter_and_name_clash_name_the_fix(tuned: Path) -> None:
     assert bad.exit_code == 2 and "--tasks" in bad.output
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_incremental_update_trains_only_on_newer_interactions(tuned: Path, tmp_path: Path) -> None:
     before = read_metadata(tuned)
     export = tmp_path / "new.jsonl"
@@ -83,6 +85,7 @@ def test_incremental_update_trains_only_on_newer_interactions(tuned: Path, tmp_p
     assert after["train_cutoff"] >= max(e.timestamp for e in new) and after["train_cutoff"] > before["train_cutoff"]
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_prompt_tuning_from_the_cli_and_the_leakage_guard(registry: Path) -> None:
     args = ["tune", "prompt", "--name", "cli-soft", *FAST, "--steps", "1", "--virtual-tokens", "4", "--stage", "test"]
     result = runner.invoke(app, args)

@@ -92,6 +92,7 @@ def test_examples_mark_each_shown_title_and_list_its_item(examples: list[Instruc
     assert plain[0].slot_items == () and ITEM_SLOT not in plain[0].messages[-1]["content"]
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_soft_tokens_sit_right_after_the_titles_with_the_lm_hidden_size(
     frozen: Any, examples: list[InstructionExample], lm: LocalLM
 ) -> None:
@@ -125,6 +126,7 @@ def test_soft_tokens_sit_right_after_the_titles_with_the_lm_hidden_size(
     torch.testing.assert_close(embeds[0, keep], words[0])
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_soft_tokens_change_the_yes_no_score_and_depend_on_the_item(
     frozen: Any, examples: list[InstructionExample], lm: LocalLM
 ) -> None:
@@ -182,6 +184,7 @@ def test_saved_with_lora_and_loaded_by_name_it_serves_its_validation_loss(
     assert _yesno(again, valid[0], slots=True) == pytest.approx(_yesno(served, valid[0], slots=True), abs=1e-9)
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_the_pipeline_reranker_reads_the_items(frozen: Any, ml_sample: Dataset) -> None:
     config = PipelineConfig(
         retriever=RetrieverSpec(name="popular"),
@@ -205,6 +208,7 @@ def test_the_pipeline_reranker_reads_the_items(frozen: Any, ml_sample: Dataset) 
         pipe.reranker.score(["Heat"], ["Alien"])
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_bad_input_names_the_fix(
     frozen: Any, examples: list[InstructionExample], split: Split, table: ItemTable, registry: Path, lm: LocalLM
 ) -> None:

@@ -44,6 +44,7 @@ def test_same_seed_same_examples_other_seed_other_examples(split: Split) -> None
     assert {e["task"] for e in first} == set(TASKS)  # spread over every task
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 @pytest.mark.parametrize("protocol", ["leave-last-out", "temporal"])
 def test_no_validation_or_test_event_reaches_an_example(ml: Dataset, protocol: str) -> None:
     split = leave_last_out(ml) if protocol == "leave-last-out" else temporal_split(ml)

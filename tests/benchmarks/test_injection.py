@@ -59,6 +59,7 @@ def test_rerank_prompts_carry_titles_only_and_rank_twins_alike(bench: ModuleType
         assert row["target_met"], row
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_text_search_content_and_chat_do_not_lift_injected_items(bench: ModuleType, setup: Any) -> None:
     pytest.importorskip("onnxruntime")
     data, judge = setup

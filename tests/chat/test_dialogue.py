@@ -48,6 +48,7 @@ def titles(ids: list[str], catalogue: Catalogue, ml: Dataset) -> list[str]:
         ("didn't like The Phantom Menace", "Star Wars: Episode I - The Phantom Menace"),
     ],
 )
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_titles_are_linked_as_people_write_them(text: str, title: str, catalogue: Catalogue, ml: Dataset) -> None:
     update = read(text, catalogue, ml).update
     assert titles(update.liked + update.disliked, catalogue, ml) == [title]

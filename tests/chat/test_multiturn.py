@@ -79,6 +79,7 @@ def holds(reply: Reply, stated: Stated, chat: ConversationalRecommender, searche
     stated.never |= {i.item_id for i in reply.items}  # shown once, never again
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_titles_seen_disliked_and_liked_stay_out_with_genres_ruled_out(
     chat: ConversationalRecommender, searcher: Content
 ) -> None:

@@ -156,6 +156,7 @@ def test_sessions_and_feedback_persist_in_the_store(store_url: str, pipe: Pipeli
     store.delete_dataset(name)
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_lm_rerank_in_chat(ml_sample: Dataset, lm: Any) -> None:
     config = PipelineConfig(retriever=RetrieverSpec(name="itemknn"), candidates=8)
     chat = ConversationalRecommender(Pipeline(config, lm=lm).fit(ml_sample), config=ChatConfig(k=3))

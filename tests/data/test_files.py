@@ -24,6 +24,7 @@ def problem(exc: pytest.ExceptionInfo[DataValidationError]) -> DataProblem:
 
 
 # -- reading what is right ----------------------------------------------------------------------------------
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_movielens_ratings_read_through_a_mapping_match_the_bundled_loader(ml: Dataset) -> None:
     folder = bundled_movielens_path()
     data = read_dataset(

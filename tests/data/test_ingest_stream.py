@@ -138,6 +138,7 @@ def test_a_semicolon_file_reads_as_meant_and_a_wrong_delimiter_names_the_right_f
 
 
 # -- the store, on SQLite and PostgreSQL --------------------------------------------------------------------------
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_ingest_files_streams_is_idempotent_and_finds_repeats_across_blocks(
     store: Store, tmp_path: Path, new_name: NameFactory
 ) -> None:
@@ -203,6 +204,7 @@ def _reading(pid: int, path: Path) -> int | None:
     return None
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 @pytest.mark.parametrize("moment", ["while reading", "after reading"])
 def test_kill_9_during_ingest_leaves_the_store_as_it_was(
     store: Store, store_url: str, tmp_path: Path, new_name: NameFactory, moment: str

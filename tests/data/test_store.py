@@ -119,6 +119,7 @@ def test_sample_round_trip(store: Store, ml_sample: Dataset, new_name: NameFacto
     assert_same_dataset(loaded, ml_sample)
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_full_movielens_round_trip(
     store: Store, ml: Dataset, new_name: NameFactory, record_property: Callable[[str, object], None]
 ) -> None:
@@ -280,6 +281,7 @@ def test_dataframe_value_pandas_cannot_represent_stores_nothing(store: Store, ne
     assert name not in store.datasets()
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_database_failure_midway_rolls_back_the_whole_batch(
     store_url: str, ml_sample: Dataset, new_name: NameFactory
 ) -> None:

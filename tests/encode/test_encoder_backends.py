@@ -26,6 +26,7 @@ def onnx() -> TextEncoder:
     return TextEncoder(backend="onnx", batch_size=16)
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_onnx_agrees_with_torch(texts: list[str], onnx: TextEncoder, text_encoder: TextEncoder) -> None:
     a = text_encoder.encode(texts)
     b = onnx.encode(texts)
@@ -35,6 +36,7 @@ def test_onnx_agrees_with_torch(texts: list[str], onnx: TextEncoder, text_encode
     assert cosine.mean() >= 0.99 and cosine.min() >= 0.97, (cosine.mean(), cosine.min())
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_onnx_keeps_input_order_and_is_batch_invariant(texts: list[str], onnx: TextEncoder) -> None:
     forward = onnx.encode(texts)
     backward = onnx.encode(texts[::-1])
@@ -70,6 +72,7 @@ def test_loading_is_quiet_without_show_progress(capfd: pytest.CaptureFixture[str
     assert "Loading weights" not in captured.err + captured.out
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_dynamic_quantization_is_derived_once_and_stays_close(
     texts: list[str], text_encoder: TextEncoder, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

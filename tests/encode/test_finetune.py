@@ -40,6 +40,7 @@ def test_every_pair_is_backed_by_a_user_of_the_given_data(ml_sample: Dataset, so
         assert any(a in items and b in items for items in liked), (a, b)
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 @pytest.mark.parametrize("source", SOURCES)
 def test_removed_interactions_never_reach_a_pair(ml_sample: Dataset, source: str) -> None:
     config = FinetuneConfig(source=source, max_pairs=20_000, max_per_item=1000, min_value=None, min_support=1)
@@ -79,6 +80,7 @@ def test_sequential_pairs_stay_within_the_window() -> None:
     assert len(named) == len(pairs)  # deduplicated, orientation included
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 @pytest.mark.parametrize("source", SOURCES)
 def test_pairs_are_distinct_capped_and_seeded(ml_sample: Dataset, source: str) -> None:
     config = FinetuneConfig(source=source, max_pairs=400, max_per_item=5, min_support=1, seed=1)
@@ -136,6 +138,7 @@ def tuned(ml_sample: Dataset, tmp_path_factory: pytest.TempPathFactory) -> tuple
     return config, out
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_writes_a_loadable_sentence_transformers_folder(tuned: tuple[TextEncoderConfig, Path]) -> None:
     config, out = tuned
     assert config.model_path == str(out)
@@ -174,6 +177,7 @@ def test_metadata_records_base_config_and_data(ml_sample: Dataset, tuned: tuple[
     assert meta["steps"] >= 4
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_fine_tuned_embeddings_differ_and_pull_pairs_together(
     ml_sample: Dataset, tuned: tuple[TextEncoderConfig, Path]
 ) -> None:

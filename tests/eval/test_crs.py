@@ -70,6 +70,7 @@ def test_samples_come_from_recommender_turns_with_context_before_them(
     assert built.summary()["n_samples_new"] == len(built.samples) - built.n_repeated
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_exclusion_never_ranks_a_mentioned_item_and_recall_is_a_share(
     dialogues: list[Dialogue], mapping: dict[str, str], pipeline: Pipeline
 ) -> None:

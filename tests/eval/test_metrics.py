@@ -345,6 +345,7 @@ def problems(draw: st.DrawFn, *, middle_padding: bool = True, max_items: int = 2
     return np.array(rows, dtype=np.int64), csr(rels, n_items)
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 @given(problems(), st.integers(1, 12))
 def test_accuracy_bounds_and_nan(problem: tuple[np.ndarray, sp.csr_matrix], k: int) -> None:
     ranked, truth = problem

@@ -17,6 +17,7 @@ def sample_results(ml_sample: Dataset) -> EvalResults:
     return evaluate_models(ml_sample, ["popular", "itemknn", ("ease", {"l2_reg": 50.0})], k=10, tune=True)
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_results_follow_the_shared_shape_and_round_trip(sample_results: EvalResults, tmp_path: Path) -> None:
     assert (sample_results.dataset, sample_results.protocol, sample_results.k) == (
         "movielens-sample",
@@ -70,6 +71,7 @@ def test_popularity_curve_puts_popular_recommendations_in_the_first_decile() -> 
     assert popularity_curve(np.array([[99, -1]]), popularity)[-1] == 1.0
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_html_report_has_table_and_plots(sample_results: EvalResults) -> None:
     html = render_html(sample_results)
     assert html.count("data:image/png;base64,") == 2

@@ -45,6 +45,7 @@ def test_paired_comparison_drops_users_missing_on_either_side_and_is_seeded() ->
         paired_comparison(np.array([np.nan]), np.array([1.0]))
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_intervals_cover_the_estimate_and_shrink_with_more_users(ml: Dataset) -> None:
     rng = np.random.default_rng(1)
     truth_items = rng.integers(50, ml.n_items, 600)
@@ -91,6 +92,7 @@ def seeded(ml_sample: Dataset) -> EvalResults:
     )
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_every_metric_has_an_interval_and_stochastic_models_have_seeds(seeded: EvalResults) -> None:
     for res in seeded.results:
         defined = {m for m, v in res.metrics.items() if v is not None and m != "n_users"}
@@ -122,6 +124,7 @@ def test_comparisons_default_to_the_best_classical_baseline(seeded: EvalResults)
         compare_results(seeded, "sasrec")
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_merging_runs_made_a_model_at_a_time(ml_sample: Dataset, seeded: EvalResults, tmp_path: Path) -> None:
     knn = evaluate_models(ml_sample, [("itemknn", {"k_neighbors": 20})], tune=False)
     assert knn.comparisons == []  # one model: nothing to compare
@@ -138,6 +141,7 @@ def test_results_record_their_provenance(seeded: EvalResults, tmp_path: Path) ->
     assert prov["cores"] >= 1 and prov["wall_s"] >= 0
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_cli_evaluate_with_seeds_and_a_reference(ml_sample: Dataset, tmp_path: Path, monkeypatch) -> None:
     from llmrec import cli
 
@@ -166,6 +170,7 @@ def test_cli_compare_merges_files_and_recomputes(seeded: EvalResults, tmp_path: 
     assert missing.exit_code == 2 and "not found" in missing.output
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_html_report_shows_intervals_and_the_comparison_table(seeded: EvalResults) -> None:
     from llmrec.eval.report import render_html
 

@@ -338,6 +338,7 @@ def test_injected_text_stays_data_and_never_reaches_the_explanation(tiny: Datase
 # -- the real model ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_real_lm_explanations_end_up_grounded(lm: Any, ml: Dataset, ml_catalogue: Catalogue) -> None:
     explainer = Explainer(lm, ml, ExplainConfig(max_new_tokens=32))
     explanations = explainer.explain_many("1", ["6", "1"])
@@ -350,6 +351,7 @@ def test_real_lm_explanations_end_up_grounded(lm: Any, ml: Dataset, ml_catalogue
     assert 0.0 <= rate <= 1.0
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_real_lm_stream_is_released_sentence_by_sentence(lm: Any, ml: Dataset, ml_catalogue: Catalogue) -> None:
     config = ExplainConfig(max_new_tokens=32)
     ev = build_evidence(History.of_user(ml, "1"), _idx(ml, "2571"), ml, config=config, catalogue=ml_catalogue)

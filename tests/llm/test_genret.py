@@ -224,6 +224,7 @@ def title_recs(titles: GenerativeRetriever, small: Dataset, users: list[str]) ->
     return check_recommendations(titles, small, users)
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_title_generation_returns_k_unseen_catalogue_items(
     titles: GenerativeRetriever, title_recs: Any, users: list[str]
 ) -> None:
@@ -240,6 +241,7 @@ def test_scores_are_the_replies_log_likelihoods(
     assert np.allclose(title_recs.scores[0], expected, atol=2e-3)
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_excluded_items_never_come_out_even_when_few_are_left(titles: GenerativeRetriever) -> None:
     n = titles.data.n_items
     keep = {3, 11}
@@ -247,6 +249,7 @@ def test_excluded_items_never_come_out_even_when_few_are_left(titles: Generative
     assert set(idx.tolist()) == keep and np.isfinite(scores).all()
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_semantic_generation(semantic: GenerativeRetriever, small: Dataset, users: list[str], lm: Any) -> None:
     ids = semantic.identifiers
     assert semantic.semantic_ids is not None and ids.strings == semantic.semantic_ids.strings()
@@ -270,6 +273,7 @@ def test_unknown_users_get_popular_items_and_unfitted_models_say_so(
         GenerativeRetriever(lm, num_beams=0)
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_genret_is_a_registered_retriever_a_pipeline_serves_and_saves(
     titles: GenerativeRetriever, title_recs: Any, small: Dataset, users: list[str], tmp_path: Path
 ) -> None:

@@ -57,6 +57,7 @@ def reference(lm: LocalLM) -> np.ndarray:
     return full_sequence_loglik(lm, PROMPT, TITLES)
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 @pytest.mark.parametrize("strategy", ["packed", "batch", "naive"])
 def test_loglik_equals_full_sequence_computation(lm: LocalLM, reference: np.ndarray, strategy: str) -> None:
     got = lm.loglik(PROMPT, TITLES, strategy=strategy)  # type: ignore[arg-type]
@@ -65,6 +66,7 @@ def test_loglik_equals_full_sequence_computation(lm: LocalLM, reference: np.ndar
     assert np.all(got.total < 0)
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_prefix_reuse_ranks_like_naive(lm: LocalLM) -> None:
     titles = [*TITLES, "Heat (1995)", "Jumanji (1995)", "Casino (1995)", "Sabrina (1995)"]
     messages = [{"role": "system", "content": "You recommend movies."}, {"role": "user", "content": PROMPT}]
@@ -74,6 +76,7 @@ def test_prefix_reuse_ranks_like_naive(lm: LocalLM) -> None:
     assert np.argsort(-reuse.mean).tolist() == np.argsort(-naive.mean).tolist()
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_prompt_cache_across_calls_changes_nothing(lm: LocalLM) -> None:
     first = PROMPT + " Answer with a title."
     second = PROMPT + " Answer with the title only, please."
@@ -83,6 +86,7 @@ def test_prompt_cache_across_calls_changes_nothing(lm: LocalLM) -> None:
     np.testing.assert_allclose(cached.total, uncached.total, atol=1e-4)
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_loglik_edge_cases(lm: LocalLM) -> None:
     assert lm.loglik(PROMPT, []).total.shape == (0,)
     empty = lm.loglik(PROMPT, ["", "Up"])
@@ -94,6 +98,7 @@ def test_loglik_edge_cases(lm: LocalLM) -> None:
     np.testing.assert_allclose(small.total, lm.loglik(PROMPT, TITLES).total, atol=1e-4)
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_generate_is_deterministic_greedy_and_stream_joins_to_it(lm: LocalLM) -> None:
     first = lm.generate("Name three colors.", max_new_tokens=12)
     assert first and first == lm.generate("Name three colors.", max_new_tokens=12)
@@ -102,6 +107,7 @@ def test_generate_is_deterministic_greedy_and_stream_joins_to_it(lm: LocalLM) ->
     assert "".join(pieces) == first
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_stop_strings_and_max_new_tokens(lm: LocalLM) -> None:
     full = lm.generate("Count from one to ten in words.", max_new_tokens=16)
     stop = full[len(full) // 2 : len(full) // 2 + 3]
@@ -158,6 +164,7 @@ def _save_adapter(lm: LocalLM, tmp_path: Path, kind: str) -> Path:
     return path
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 @pytest.mark.parametrize("kind", ["lora", "prompt"])
 def test_adapter_loads_on_top(lm: LocalLM, tmp_path: Path, kind: str) -> None:
     require("peft")
@@ -172,6 +179,7 @@ def test_adapter_loads_on_top(lm: LocalLM, tmp_path: Path, kind: str) -> None:
     assert tuned.generate("Say hi.", max_new_tokens=3)
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_int8_quantization_keeps_the_ranking(lm: LocalLM) -> None:
     quantized = LocalLM(lm.config.model_copy(update={"quantize": "int8"}))
     assert quantized.model_id.endswith("@int8") and quantized.model_id != lm.model_id

@@ -58,6 +58,7 @@ def test_chat_plain_and_streamed_agree_with_usage_on_the_stream(client: Any, mod
     assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == plain.usage.total_tokens
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_n_choices_are_numbered_and_seeded(client: Any, model: str) -> None:
     kwargs = {"model": model, "messages": CHAT, "max_tokens": 4, "temperature": 1.0, "seed": 3, "n": 2}
     first = client.chat.completions.create(**kwargs)

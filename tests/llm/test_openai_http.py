@@ -50,11 +50,13 @@ def test_protocol(client: OpenAIChatLM) -> None:
     assert client.model_id.startswith("openai:SmolLM2-135M-Instruct.Q4_1@http://127.0.0.1:")
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_generate_matches_the_local_model(client: OpenAIChatLM, lm: Any) -> None:
     text = client.generate("Name three colors.", max_new_tokens=8)
     assert text == lm.generate("Name three colors.", max_new_tokens=8)
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_stream_pieces_join_to_generate(client: OpenAIChatLM, lm: Any) -> None:
     pieces = list(client.stream("Name three colors.", max_new_tokens=8))
     assert len(pieces) > 1

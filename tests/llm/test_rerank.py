@@ -62,6 +62,7 @@ def test_yesno_is_the_yes_minus_no_likelihood_given_the_title(lm: Any) -> None:
         assert score == pytest.approx(yes - no, abs=1e-3)
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_listwise_orders_cancel_position_bias(lm: Any) -> None:
     # Shown forward and reversed, every candidate sits at both ends once: reversing the input changes nothing.
     both = LMReranker(lm, RerankConfig(method="listwise", permutations=2))

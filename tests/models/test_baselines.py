@@ -88,6 +88,7 @@ def test_itemknn_keeps_at_most_k_strongest_neighbours(ml_sample: Dataset) -> Non
         np.testing.assert_allclose(kept[kept > 0], full[j][kept > 0], rtol=1e-5)
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_itemknn_blocking_does_not_change_the_result(ml_sample: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
     whole = ItemKNN(k_neighbors=20).fit(ml_sample).similarity
     monkeypatch.setattr(itemknn_module, "_BLOCK_CELLS", ml_sample.n_items * 37)  # 37-item blocks

@@ -171,6 +171,7 @@ def test_store_cache_persists_item_embeddings(tmp_path: Path) -> None:
     assert Content(cache="none").fit(data).encoder.last.embedded == 3
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_cold_items_protocol_content_far_above_popularity(ml_sample: Dataset) -> None:
     results = evaluate_models(ml_sample, ["popular", ("content", {"half_life": None})], protocol="cold-items", k=10)
     assert results.protocol == "cold-items"

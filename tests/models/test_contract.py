@@ -83,6 +83,7 @@ def test_bad_config_field_is_config_error(name: str) -> None:
         get_scorer(name, not_a_field=1)
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_score_shapes_all_items_and_subset(fitted: Scorer, ml_sample: Dataset, users: np.ndarray) -> None:
     full = fitted.score(users)
     assert full.shape == (len(users), ml_sample.n_items)
@@ -109,6 +110,7 @@ def test_recommend_shapes_and_descending_scores(fitted: Scorer, ml_sample: Datas
     np.testing.assert_array_equal(np.take_along_axis(full, rec.item_idx, axis=1), rec.scores)
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 @pytest.mark.parametrize("name", NAMES)
 def test_same_seed_gives_identical_recommendations(name: str, ml_sample: Dataset, users: np.ndarray) -> None:
     options = TrainOptions(seed=11, threads=2)

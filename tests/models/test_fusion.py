@@ -56,6 +56,7 @@ def test_weights_are_searched_on_validation_without_refits(ml_sample: Dataset) -
     assert [c["weight"] for c in config["components"]] == best["config"]["weights"]
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_runner_reports_fusion_with_its_chosen_weights_and_label(ml_sample: Dataset) -> None:
     results = evaluate_models(ml_sample, [("fusion", {"components": COMPONENTS}, "knn+pop")], k=10)
     res = results.result("knn+pop")

@@ -56,6 +56,7 @@ def test_tuning_configs_expands_the_grid() -> None:
         tuning_configs("nope")
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_importing_the_registry_does_not_import_implicit() -> None:
     code = "import sys, llmrec.models.registry; print('implicit' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

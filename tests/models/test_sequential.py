@@ -305,6 +305,7 @@ def test_config_validation() -> None:
     assert get_scorer("sasrec", text_init=True).config.text_init
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_registry_import_does_not_import_torch() -> None:
     code = "import sys, llmrec.models.registry; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

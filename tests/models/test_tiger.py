@@ -76,6 +76,7 @@ def idx(data: Dataset, item: str) -> int:
     return int(data.item_vocab.index([item])[0])
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_codes_are_collision_free_and_cover_the_cold_item(fitted: Tiger, chain: Dataset) -> None:
     codes = fitted.codes
     assert codes is not None and codes.shape == (chain.n_items, 3)

@@ -45,6 +45,7 @@ def weights(model: Scorer) -> dict[str, np.ndarray]:
 
 
 # -- DP-SGD --------------------------------------------------------------------------------------------------
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_dp_training_spends_close_to_its_target_and_the_harness_reports_it(chain: Dataset) -> None:
     options = TrainOptions(seed=3, dp=DPOptions(epsilon=3.0, delta=1e-4))
     # Through the evaluation harness (one fit, no tuning): every result row of a DP model carries its report.

@@ -33,6 +33,7 @@ def _same(got: pd.DataFrame, want: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(got, want, check_exact=True)
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_pipeline_lists_equal_one_process_in_parquet_and_store(
     local_ray: Any, saved_pipeline: Path, synth_data: Dataset, tmp_path: Path
 ) -> None:
@@ -52,6 +53,7 @@ def test_pipeline_lists_equal_one_process_in_parquet_and_store(
     assert len(store.recommendations("als")) == 15
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_a_saved_scorer_and_a_user_subset_with_unknown_users(
     local_ray: Any, saved_scorer: Path, tmp_path: Path
 ) -> None:
@@ -64,6 +66,7 @@ def test_a_saved_scorer_and_a_user_subset_with_unknown_users(
     assert "nobody" in set(pd.read_parquet(out)["user_id"])  # an unknown user gets the popularity fallback
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_batch_rerank_gives_the_pipelines_reranked_lists(
     local_ray: Any, synth_data: Dataset, saved_scorer: Path, tmp_path: Path
 ) -> None:
@@ -138,6 +141,7 @@ def test_only_missing_texts_are_embedded_and_vectors_equal_one_process(
     assert np.array_equal(again, got)
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_cli_needs_somewhere_to_write(saved_pipeline: Path) -> None:
     from typer.testing import CliRunner
 

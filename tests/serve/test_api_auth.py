@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 from api_support import ADMIN, ADMIN_KEY, Api
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_requests_without_a_valid_key_get_401(api: Api) -> None:
     client = api.client
     user = str(api.data.user_vocab.ids[0])
@@ -71,6 +73,7 @@ def test_keys_of_another_dataset_do_not_work(make_api: object, api: Api) -> None
     assert api.client.get(f"/v1/users/{user}", headers=key).status_code == 401
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_without_an_admin_key_admin_routes_are_closed(make_api: object) -> None:
     api = make_api(admin_key=None)  # type: ignore[operator]
     response = api.client.get("/v1/users", headers={"Authorization": "Bearer "})

@@ -24,6 +24,7 @@ def chat_api(make_api: Callable[..., Api]) -> Api:
     return make_api(chat_text_search=False, pipeline={"retriever": {"name": "ease"}, "rerank": None})
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_a_streamed_turn_sends_state_then_items_then_done(chat_api: Api) -> None:
     client, items = chat_api.client, chat_api.data.items.set_index("item_id")
     user = str(chat_api.data.user_vocab.ids[0])
@@ -52,6 +53,7 @@ def test_a_streamed_turn_sends_state_then_items_then_done(chat_api: Api) -> None
     assert stored["turns"][1]["items"] == [i["item_id"] for i in shown]
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_feedback_and_a_constraint_change_the_very_next_answer(chat_api: Api) -> None:
     client, items = chat_api.client, chat_api.data.items.set_index("item_id")
     user = str(chat_api.data.user_vocab.ids[1])
@@ -77,6 +79,7 @@ def test_feedback_and_a_constraint_change_the_very_next_answer(chat_api: Api) ->
     }
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_sessions_are_private_and_bad_input_is_named(chat_api: Api) -> None:
     client = chat_api.client
     me, other = (str(u) for u in chat_api.data.user_vocab.ids[:2])
@@ -127,6 +130,7 @@ def test_users_created_after_the_fit_can_chat(make_api: Callable[..., Api]) -> N
     assert sum(i["item_id"] in best for i in reply.json()["items"]) >= 3
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_feedback_given_outside_the_conversation_holds_in_it(chat_api: Api) -> None:
     # A thumbs-down on the recommendations list (or any interaction since the fit) counts in every chat session.
     client = chat_api.client

@@ -51,6 +51,7 @@ def _parallel(calls: list[Callable[[], Any]]) -> list[Any]:
         return list(pool.map(run, calls))
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_concurrent_first_chat_requests_build_the_chat_once(
     make_tiny: Callable[..., Api], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -82,6 +83,7 @@ def test_concurrent_first_chat_requests_build_the_chat_once(
     assert len(builds) == 2 and len(fits) == 2, (builds, fits)
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_other_routes_answer_while_a_slow_request_runs(
     make_tiny: Callable[..., Api], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from api_support import ADMIN, Api
 
 from llmrec.serve.routes import ROUTERS
@@ -19,6 +20,7 @@ def _assert_error_model(response: object, status: int, kind: str) -> dict:
     return body["error"]
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_errors_share_one_model(api: Api) -> None:
     client = api.client
     _assert_error_model(client.get("/v1/nowhere", headers=ADMIN), 404, "not_found")

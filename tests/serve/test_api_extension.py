@@ -6,6 +6,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from api_support import ADMIN, serve_config
 from fastapi import APIRouter
 from fastapi.testclient import TestClient
@@ -17,6 +18,7 @@ from llmrec.serve import RecommendationOptions, RecommenderService, create_app
 from llmrec.serve.deps import Caller, ServiceDep
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_concurrent_first_requests_fit_once(tmp_path: Path, ml_sample: Dataset) -> None:
     store = Store(f"sqlite:///{tmp_path / 'c.db'}")
     store.ingest(ml_sample, name="sample")

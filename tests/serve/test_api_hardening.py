@@ -18,6 +18,7 @@ from llmrec.serve import RecommenderService, create_app
 from llmrec.serve.ratelimit import RateLimiter
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_every_response_has_a_request_id_and_security_headers(api: Api, caplog: pytest.LogCaptureFixture) -> None:
     client = api.client
     with caplog.at_level(logging.INFO, logger="llmrec.serve.access"):
@@ -72,6 +73,7 @@ def test_a_store_outage_is_a_503_that_shows_no_url_or_path(tmp_path: Path) -> No
     assert missing.status_code >= 400 and "secret-name" not in missing.text and str(tmp_path) not in missing.text
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_keys_expire(api: Api) -> None:
     made = api.client.post("/v1/keys", json={"user_id": "1", "expires_in_s": 1}, headers=ADMIN)
     assert made.status_code == 201 and made.json()["expires_at"].endswith("Z"), made.text
@@ -140,6 +142,7 @@ def test_the_token_bucket_refills_at_the_rate() -> None:
         ("POST", "/v1/interactions", {"interactions": [{"user_id": "a\x00b", "item_id": "1", "timestamp": 1}]}),
     ],
 )
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_a_nul_character_in_an_id_is_refused_on_every_route(api: Api, method: str, path: str, body: object) -> None:
     response = api.client.request(method, path, json=body, headers=ADMIN)
     assert response.status_code == 422, response.text

@@ -82,6 +82,7 @@ def _explain(api: Api) -> Any:
         ("garbage", 502, "lm_bad_gateway", None),
     ],
 )
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_lm_failures_through_the_explain_route(
     make_api: Callable[..., Api], upstream: Upstream, mode: str, status: int, kind: str, retry_after: str | None
 ) -> None:
@@ -97,6 +98,7 @@ def test_lm_failures_through_the_explain_route(
         assert error["fix"]
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_lm_server_down_is_503(make_api: Callable[..., Api]) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pytest
 from api_support import ADMIN, serve_config
 from fastapi.testclient import TestClient
 
@@ -49,6 +50,7 @@ def test_semantic_search_finds_items_by_meaning(tmp_path: Path) -> None:
     assert client.get("/v1/users/u1/interactions", params={"since": 10**20}, headers=ADMIN).status_code == 422
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_lm_rerank_reorders_the_retrievers_candidates(tmp_path: Path, ml_sample: Dataset, lm: Any) -> None:
     store = Store(f"sqlite:///{tmp_path / 'lm.db'}")
     store.ingest(ml_sample, name="sample")

@@ -65,6 +65,7 @@ def log_output() -> Iterator[io.StringIO]:
         package.setLevel(level)
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_personal_data_reaches_no_prompt_column_log_or_response(
     api: Api, tmp_path: Path, log_output: io.StringIO
 ) -> None:

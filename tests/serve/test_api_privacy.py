@@ -84,6 +84,7 @@ def test_every_table_is_classified_as_holding_user_rows_or_not(api: Api) -> None
     assert tables == set(USER_TABLES) | NO_USER_TABLES
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_delete_leaves_no_row_referencing_the_user_in_any_table(api: Api) -> None:
     client, store = api.client, api.service.store
     user = f"subject-{uuid.uuid4().hex[:10]}"
@@ -172,6 +173,7 @@ def test_export_returns_everything_stored_and_is_audited(api: Api) -> None:
     assert "delete" in paths["/v1/users/{user_id}"] and "get" in paths["/v1/users/{user_id}/export"]
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_a_deleted_user_is_unknown_at_once_cold_when_created_again_and_gone_after_refit(api: Api) -> None:
     client, service = api.client, api.service
     fitted = client.get("/v1/users/5/recommendations", params={"k": 10}, headers=ADMIN)

@@ -16,6 +16,7 @@ def _ids(response: object) -> list[str]:
     return [item["item_id"] for item in body["items"]]
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_lists_come_from_the_pipeline_with_the_chosen_retriever(api: Api) -> None:
     user = str(api.data.user_vocab.ids[0])
     for retriever in ("popular", "ease"):
@@ -61,6 +62,7 @@ def test_filters_genres_years_and_excluded_items(api: Api) -> None:
     assert typo.status_code == 422 and typo.json()["error"]["fields"][0]["loc"] == ["query", "kk"]
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_explanations_are_grounded_in_the_users_history(api: Api) -> None:
     user = str(api.data.user_vocab.ids[2])
     body = api.client.get(f"/v1/users/{user}/recommendations", params={"k": 3, "explain": True}, headers=ADMIN).json()
@@ -73,6 +75,7 @@ def test_explanations_are_grounded_in_the_users_history(api: Api) -> None:
     assert any(c["kind"] == "item" for item in body["items"] for c in item["explanation"]["citations"])
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_a_thumbs_down_removes_that_item_and_keeps_the_rest_of_the_list(api: Api) -> None:
     # The feedback path folds in the history the retriever was fitted on: nothing else moves.
     user = str(api.data.user_vocab.ids[7])
@@ -83,6 +86,7 @@ def test_a_thumbs_down_removes_that_item_and_keeps_the_rest_of_the_list(api: Api
     assert after[:9] == before[1:] and after[9] not in before
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_feedback_is_reflected_by_the_very_next_list(api: Api) -> None:
     client = api.client
     user = str(api.data.user_vocab.ids[3])
@@ -130,6 +134,7 @@ def _ids_of(body: dict) -> list[str]:
         ({"item_id": "1", "kind": "seen"}, 403, ["body", "user_id"]),  # the admin key has no user: name one
     ],
 )
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_bad_feedback_is_refused_and_stores_nothing(api: Api, body: dict, status: int, loc: list | None) -> None:
     response = api.client.post("/v1/feedback", json=body, headers=ADMIN)
     assert response.status_code == status, response.text
@@ -160,6 +165,7 @@ def test_new_users_get_the_cold_start_list_and_deleted_items_vanish(api: Api) ->
     assert top[0] not in _ids_of(client.get("/v1/users/fresh/recommendations", params={"k": 5}, headers=ADMIN).json())
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_a_user_known_only_by_a_profile_gets_recommendations_from_it(api: Api) -> None:
     client = api.client
     client.post("/v1/users", json={"user_id": "scifi-fan", "profile": "I love sci-fi"}, headers=ADMIN)

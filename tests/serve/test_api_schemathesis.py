@@ -20,6 +20,7 @@ Two allowances, each a status the spec documents:
 
 from __future__ import annotations
 
+import pytest
 import schemathesis
 from api_support import ADMIN, serve_config, tiny_dataset
 
@@ -104,6 +105,7 @@ def _run(app: object) -> tuple[list[str], int, float]:
     return sorted(set(failures)), cases, slowest
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_every_operation_meets_its_contract(tmp_path: object) -> None:
     store = Store(f"sqlite:///{tmp_path}/llmrec.db")
     store.ingest(tiny_dataset(), name="tiny")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from api_support import ADMIN, Api
 
 
@@ -31,6 +32,7 @@ def test_users_create_read_list(api: Api) -> None:
     assert client.post("/v1/users", json={"user_id": "two words"}, headers=ADMIN).status_code == 201
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_batch_ingest_is_all_or_nothing_and_names_row_and_field(api: Api) -> None:
     client = api.client
     rows = [

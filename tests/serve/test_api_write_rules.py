@@ -73,6 +73,7 @@ def test_feedback_events_sent_as_interactions_get_the_feedback_values(api: Api) 
     ("row", "field"),
     [({"item_id": "not-in-the-catalogue"}, "item_id"), ({"value": 1000}, "value"), ({"value": -3}, "value")],
 )
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_a_user_key_cannot_grow_the_catalogue_or_store_any_value(api: Api, row: dict[str, Any], field: str) -> None:
     """Issue 17: with a mere user key an unknown id was stored, and became a catalogue item at the next refit."""
     me = str(api.data.user_vocab.ids[0])

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
 from llmrec.data.dataset import Dataset
 from llmrec.data.store import Store
@@ -59,6 +60,7 @@ def _serving(tmp_path: Path, args: list[str]) -> Iterator[tuple[str, Path, subpr
     assert "Shutting down" in log.read_text() or "Finished server process" in log.read_text()
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_llmrec_serve_answers_health_and_recommendations(tmp_path: Path, ml_sample: Dataset) -> None:
     db = f"sqlite:///{tmp_path / 'serve.db'}"
     Store(db).ingest(ml_sample, name="sample")
@@ -75,6 +77,7 @@ def test_llmrec_serve_answers_health_and_recommendations(tmp_path: Path, ml_samp
         assert httpx.get(f"{base}/v1/users/{user}/recommendations", timeout=30).status_code == 401
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_llmrec_serve_starts_from_a_trained_model(tmp_path: Path, ml_sample: Dataset) -> None:
     from typer.testing import CliRunner
 
@@ -97,6 +100,7 @@ def test_llmrec_serve_starts_from_a_trained_model(tmp_path: Path, ml_sample: Dat
         assert recs.json()["retriever"] == "itemknn" and len(recs.json()["items"]) == 5
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_llmrec_serve_stops_within_10_s_while_a_slow_request_runs(tmp_path: Path, ml_sample: Dataset) -> None:
     import threading
 

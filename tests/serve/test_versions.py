@@ -40,6 +40,7 @@ def _items(service: RecommenderService, user: str) -> list[str]:
     return [it.item_id for it in service.recommend(user, RecommendationOptions(k=5)).items]
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_one_refit_reaches_the_other_worker_by_loading(pair: tuple[RecommenderService, ...]) -> None:
     a, b = pair
     a.pipeline()  # the first worker fits and publishes version 1
@@ -67,6 +68,7 @@ def test_one_refit_reaches_the_other_worker_by_loading(pair: tuple[RecommenderSe
     assert b.snapshot().saved  # loaded, not refitted
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_concurrent_refits_publish_one_version_each_and_prune(
     pair: tuple[RecommenderService, ...], tmp_path: Path
 ) -> None:
@@ -94,6 +96,7 @@ def test_concurrent_refits_publish_one_version_each_and_prune(
     assert folders == ["v000003", "v000004"]
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_a_user_deleted_through_one_worker_is_unknown_to_the_other_at_once(
     pair: tuple[RecommenderService, ...],
 ) -> None:

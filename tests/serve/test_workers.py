@@ -67,6 +67,7 @@ def _recs(base: str, user: str) -> dict[str, Any]:
     return dict(response.json())
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_one_refit_reaches_both_llmrec_serve_workers(tmp_path: Path, ml_sample: Dataset) -> None:
     db = f"sqlite:///{tmp_path / 'shared.db'}"
     Store(db).ingest(ml_sample, name="sample")

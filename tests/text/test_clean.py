@@ -206,6 +206,7 @@ def test_idempotent_keeping_newlines(text: str) -> None:
     assert clean_text(once, config) == once
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 @settings(max_examples=200, deadline=None)
 @given(st.one_of(st.text(), _MESSY))
 def test_output_is_normalized(text: str) -> None:

@@ -234,6 +234,7 @@ def _cards(draw: st.DrawFn) -> str:
     return sep.join(digits[i : i + size] for i in range(0, len(digits), size))
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(_NO_AT, st.emails()), min_size=1, max_size=4), _NO_AT)
 def test_no_email_survives(parts: list[tuple[str, str]], tail: str) -> None:
@@ -314,6 +315,7 @@ def reviews() -> list[str]:
         return [json.loads(line)["text"] for line in fh]
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_movie_reviews_have_almost_no_false_positives(reviews: list[str]) -> None:
     """Pang & Lee: 2,000 movie reviews (7.8 MB, lower-cased), full of years, ratings, runtimes and box-office.
 
@@ -326,6 +328,7 @@ def test_movie_reviews_have_almost_no_false_positives(reviews: list[str]) -> Non
     assert len(found) <= 2, found[:10]
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_title_cased_reviews_have_few_address_false_positives(reviews: list[str]) -> None:
     """The reviews are lower-case, which the address and ID rules (capitalized names, upper-case codes) never
     match. Title-casing and upper-casing every word is the worst case for those rules. Measured: 1 address in
