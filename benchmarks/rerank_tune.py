@@ -7,7 +7,7 @@ saved in the adapter registry (``--name``) with its card (``llmrec_adapter.json`
 wall time, load average) and is then used as ``LocalLMConfig(adapter=NAME)`` with ``RerankConfig(method="letters")``
 (``benchmarks/generative.py --methods tuned --adapter NAME``).
 
-    python benchmarks/rerank_tune.py --name letters-ease-ml [--max-seconds 1500] [--quick]
+    python benchmarks/rerank_tune.py --name letters-ease-ml [--max-seconds 1600] [--last-layers 8] [--quick]
 """
 
 from __future__ import annotations
@@ -38,11 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-examples", type=int, default=4000)
     parser.add_argument("--valid-users", type=int, default=20, help="users whose examples are the validation set")
     parser.add_argument("--valid-examples", type=int, default=64, help="at most this many validation examples")
-    parser.add_argument("--max-seconds", type=float, default=1500.0, help="training wall-time budget")
+    parser.add_argument("--max-seconds", type=float, default=1600.0, help="training wall-time budget")
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument(
+        "--last-layers", type=int, default=8, help="adapt only the last N decoder layers (0 = all; fewer = faster)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a few examples and steps (smoke run)")
@@ -73,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     config = LoraTuneConfig(
         r=args.rank,
         alpha=2.0 * args.rank,
+        last_layers=args.last_layers or None,
         lr=args.lr,
         batch_size=2 if args.quick else args.batch_size,
         max_steps=2 if args.quick else args.max_steps,

@@ -147,3 +147,26 @@ def test_too_long_examples_are_refused_not_cut(examples: Any, tmp_path: Path) ->
     config = LORA.model_copy(update={"max_tokens": 16})
     with pytest.raises(ConfigError, match="longer than max_tokens=16"):
         tune_lora(examples[:2], name="short", config=config, adapter_dir=tmp_path, lm=LocalLMConfig(threads=1))
+
+
+@pytest.mark.slow  # builds LoRA models on the language model
+def test_last_layers_adapts_only_the_top_layers_and_the_head_only_sees_targets(examples: Any) -> None:
+    import torch
+    from peft import get_peft_model
+
+    from llmrec.adapt.trainer import PeftTrainable, _loss, _target_loss
+    from llmrec.llm.local import load_trainable
+
+    model, _ = load_trainable(LocalLMConfig(threads=1))
+    n = model.config.num_hidden_layers
+    peft_model = get_peft_model(model, LoraTuneConfig(r=4, last_layers=2).peft_config(model))
+    lora = [name for name, _ in peft_model.named_parameters() if "lora_" in name]
+    assert {int(name.split(".layers.")[1].split(".")[0]) for name in lora} == {n - 2, n - 1}
+    kinds = {name.split(".lora_")[0].rsplit(".", 1)[-1] for name in lora}
+    assert {"q_proj", "v_proj", "down_proj"} <= kinds  # "all-linear" still means every linear of those layers
+    trainable = PeftTrainable(LoraTuneConfig(r=4), *load_trainable(LocalLMConfig(threads=1)), None)
+    rows, _ = trainable.encode(examples[:3], 512)
+    batch = trainable.batch(rows)
+    with torch.no_grad():  # the targeted head gives the full forward's loss
+        full = float(_loss(trainable.module, batch))
+        assert float(_target_loss(trainable.module, batch)) == pytest.approx(full, rel=1e-4)

@@ -15,6 +15,7 @@ from pydantic import Field
 
 from llmrec.adapt.instructions import InstructionExample
 from llmrec.adapt.trainer import StepInfo, TuneConfig, TuneResult, train_adapter
+from llmrec.errors import ConfigError
 
 __all__ = ["LoraTuneConfig", "tune_lora"]
 
@@ -27,6 +28,9 @@ class LoraTuneConfig(TuneConfig):
         alpha: Scaling numerator (the update is scaled by ``alpha / r``).
         dropout: Dropout on the adapter's input.
         target_modules: Module names to adapt, or ``"all-linear"`` (every linear layer but the output head).
+        last_layers: Adapt only the last this many decoder layers (``None`` = all). Backpropagation then stops at
+            the lowest adapted layer, so a step costs little more than a forward pass: on 2 CPU cores the last 8
+            of SmolLM2's 30 layers train about 1.6x faster per example than all of them.
 
     """
 
@@ -35,20 +39,48 @@ class LoraTuneConfig(TuneConfig):
     alpha: float = Field(default=16.0, gt=0)
     dropout: float = Field(default=0.05, ge=0, lt=1)
     target_modules: tuple[str, ...] | Literal["all-linear"] = "all-linear"
+    last_layers: int | None = Field(default=None, ge=1)
 
     def peft_config(self, model: Any) -> Any:
-        """The PEFT ``LoraConfig`` for a causal LM."""
+        """The PEFT ``LoraConfig`` for a causal LM.
+
+        Raises:
+            ConfigError: ``last_layers`` on a model whose config does not say how many layers it has.
+        """
         from peft import LoraConfig
 
-        targets = self.target_modules if isinstance(self.target_modules, str) else list(self.target_modules)
+        targets: str | list[str] = (
+            self.target_modules if isinstance(self.target_modules, str) else list(self.target_modules)
+        )
+        layers: list[int] | None = None
+        if self.last_layers is not None:
+            n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+            if not isinstance(n, int):
+                raise ConfigError("last_layers needs a model whose config has num_hidden_layers: leave it unset")
+            layers = list(range(max(0, n - self.last_layers), n))
+            if targets == "all-linear":  # peft takes a layer subset only with named modules
+                targets = _layer_linear_names(model)
         return LoraConfig(
             r=self.r,
             # peft annotates lora_alpha as int but only ever divides it by r; a fractional alpha works as-is.
             lora_alpha=self.alpha,  # type: ignore[arg-type]
             lora_dropout=self.dropout,
             target_modules=targets,
+            layers_to_transform=layers,
             task_type="CAUSAL_LM",
         )
+
+
+def _layer_linear_names(model: Any) -> list[str]:
+    """The short names of the linear modules inside the decoder layers (``q_proj``, ``up_proj``...)."""
+    import torch
+
+    names = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and ".layers." in name
+    }
+    return sorted(names)
 
 
 def tune_lora(
