@@ -6,6 +6,9 @@ time left, and an optional status such as the running loss) when ``show`` is tru
 so library code calls it unconditionally and the caller (the CLI, ``TrainOptions.show_progress``) decides.
 Work with several parts shown at once (a store ingest: items, users, interactions) opens a
 :func:`progress_group` and adds one bar per part.
+
+Evaluations report to their caller instead of drawing: they take an ``on_progress`` :class:`ProgressCallback`,
+called as ``on_progress(done, total, message)``, and the caller draws a bar, prints or logs.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any, Literal, Protocol
 
-__all__ = ["AddBar", "Advance", "progress", "progress_group"]
+__all__ = ["AddBar", "Advance", "ProgressCallback", "progress", "progress_group"]
 
 
 class Advance(Protocol):
@@ -30,6 +33,21 @@ class AddBar(Protocol):
 
     def __call__(self, description: str, total: float | None, *, completed: float = 0) -> Advance:
         """A bar of ``total`` steps (``None``: unknown), ``completed`` of them already done."""
+        ...
+
+
+class ProgressCallback(Protocol):
+    """The ``on_progress`` of long evaluations: how far they got, and what they do now.
+
+    Called as ``on_progress(done, total, message)``: ``done`` steps of ``total`` are finished (``total`` is
+    ``None`` when not known in advance) and ``message`` says, in a few words, what the work is doing now.
+    :func:`llmrec.eval.runner.evaluate_models` and :func:`~llmrec.eval.runner.evaluate_pipeline` call it before
+    each fit or tuning trial ("ease: tuning {'l2_reg': 50.0}"); :func:`llmrec.eval.crs.evaluate_ranker` after each
+    sample scored ("excluded: 12/340 samples").
+    """
+
+    def __call__(self, done: int, total: int | None, message: str, /) -> None:
+        """``done`` of ``total`` steps are finished; ``message`` says what happens now."""
         ...
 
 
