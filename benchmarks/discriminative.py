@@ -93,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(sequential) - set(SEQUENTIAL)
     if unknown:
         parser.error(f"unknown --sequential variants {sorted(unknown)}; choose from {', '.join(SEQUENTIAL)}")
-    log = lambda msg: console.print(f"[dim]{msg}[/]")  # noqa: E731
+
+    def log(done: int, total: int | None, message: str) -> None:
+        """The evaluation's on_progress: print what it does next."""
+        console.print(f"[dim]{message}[/]")
 
     # 1. Warm protocol: baselines and content tuned on validation; sequential models with their defaults.
     reused = EvalResults.read_json(args.from_baselines) if args.from_baselines else None

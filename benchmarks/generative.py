@@ -136,7 +136,11 @@ def _rerank_section(
 ) -> tuple[EvalResults | None, dict[str, float]]:
     """Step 1: retriever vs retriever+rerank per method; returns the results and each method's chosen weight."""
     options = TrainOptions(seed=args.seed)
-    log = lambda msg: console.print(f"[dim]{msg}[/]")  # noqa: E731
+
+    def log(done: int, total: int | None, message: str) -> None:
+        """The evaluation's on_progress: print what it does next."""
+        console.print(f"[dim]{message}[/]")
+
     key = f"ndcg@{args.k}"
     merged: EvalResults | None = None
     chosen: dict[str, float] = {}

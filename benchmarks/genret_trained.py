@@ -51,7 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     console = Console()
-    log = lambda msg: console.print(f"[dim]{msg}[/]")  # noqa: E731
+
+    def log(done: int, total: int | None, message: str) -> None:
+        """The evaluation's on_progress: print what it does next."""
+        console.print(f"[dim]{message}[/]")
+
     data = load_movielens()
     options = TrainOptions(seed=args.seed)
     seeds = args.seeds or (1 if args.quick else 3)

@@ -70,6 +70,7 @@ from llmrec.eval.stats import clustered_interval, paired_clustered_comparison
 from llmrec.llm.rerank import RerankConfig
 from llmrec.models.base import TrainOptions
 from llmrec.pipeline import LMSpec, Pipeline, PipelineConfig, RetrieverSpec
+from llmrec.progress import ProgressCallback
 from llmrec.query import Query
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -194,13 +195,10 @@ def _compare(
     )
 
 
-def _progress(name: str, total: int, console: Console) -> Any:
+def _progress(name: str, console: Console) -> ProgressCallback:
     """An ``on_progress`` callback that prints every 500 samples scored (and the last), over every variant."""
-    done = 0
 
-    def report(_: int) -> None:
-        nonlocal done
-        done += 1
+    def report(done: int, total: int | None, message: str) -> None:
         if done % 500 == 0 or done == total:
             console.print(f"[dim]{name}: {done}/{total} samples[/]")
 
@@ -282,8 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             if name in RETRIEVERS:
                 pipe, fit_s = pipeline(name)
-                n_all = len(_chosen(samples, "excluded")) + len(samples)
-                result = evaluate_ranker(samples, fold_in_ranker(pipe), KS, on_progress=_progress(name, n_all, console))
+                result = evaluate_ranker(samples, fold_in_ranker(pipe), KS, on_progress=_progress(name, console))
                 config: dict[str, Any] = {"retriever": RETRIEVERS[name].model_dump(), "history": "context mentions"}
             else:
                 pipe, fit_s = pipeline("ease")
@@ -296,13 +293,12 @@ def main(argv: list[str] | None = None) -> int:
                     fit_s += time.perf_counter() - t1
                 chat_config = ChatConfig(k=WIDTH, rerank=False, query_weight=args.query_weight)
                 chat = ConversationalRecommender(pipe, searcher=searcher, config=chat_config)
-                n_excluded = len(_chosen(samples, "excluded"))
                 result = evaluate_ranker(
                     samples,
                     chat_ranker(chat, mapping),
                     KS,
                     variants=("excluded",),
-                    on_progress=_progress(name, n_excluded, console),
+                    on_progress=_progress(name, console),
                 )
                 config = {"retriever": RETRIEVERS["ease"].model_dump(), "chat": chat_config.model_dump()}
             results += _entries(name, result, fit_s, config, samples)
@@ -337,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
                 rerank_ranker(lm_pipe),
                 KS,
                 variants=("excluded",),
-                on_progress=_progress("ease+rerank:loglik", len(subset), console),
+                on_progress=_progress("ease+rerank:loglik", console),
             )
             rerank_results += _entries(
                 "ease+rerank:loglik",

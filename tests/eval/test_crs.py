@@ -134,3 +134,19 @@ def test_dialogue_states_read_the_context_without_the_future(
         assert set(state.liked + state.disliked + state.seen + state.rejected) >= mentioned_so_far
     text = render_message(dialogue.messages[0], dialogue)
     assert "@" not in text or not any(ch.isdigit() for ch in text.split("@", 1)[1][:1])
+
+
+def test_on_progress_counts_samples_over_every_variant(dialogues: list[Dialogue], mapping: dict[str, str]) -> None:
+    samples = build_samples(dialogues, mapping).samples
+    calls: list[tuple[int, int | None, str]] = []
+
+    def on_progress(done: int, total: int | None, message: str) -> None:
+        calls.append((done, total, message))
+
+    result = evaluate_ranker(samples, lambda s, exclude: ["1", "2"], on_progress=on_progress)
+    n_excluded, n_included = result.n_samples["excluded"], result.n_samples["included"]
+    total = n_excluded + n_included
+    assert [done for done, _, _ in calls] == list(range(1, total + 1))
+    assert {t for _, t, _ in calls} == {total}
+    assert calls[n_excluded - 1][2] == f"excluded: {n_excluded}/{n_excluded} samples"
+    assert calls[-1][2] == f"included: {n_included}/{n_included} samples"

@@ -94,3 +94,20 @@ def test_cold_items_popularity_gets_no_credit_for_catalogue_order() -> None:
     results = evaluate_models(data, ["popular"], k=5, protocol="cold-items", tune=False)
     # A random order of the ~20 cold test items finds ~55% relevant ones (the low half plus a few high ones).
     assert results.result("popular").metrics["precision@5"] < 0.8
+
+
+def test_on_progress_reports_finished_steps_before_each_next_one() -> None:
+    rng = np.random.default_rng(1)
+    rows = [(f"u{u}", f"i{i:02d}", t, 1.0) for u in range(30) for t, i in enumerate(rng.choice(40, 8, replace=False))]
+    data = Dataset(pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "value"]), name="tiny")
+    calls: list[tuple[int, int | None, str]] = []
+
+    def on_progress(done: int, total: int | None, message: str) -> None:
+        calls.append((done, total, message))
+
+    evaluate_models(data, ["popular", ("ease", {"l2_reg": 50.0})], k=5, on_progress=on_progress)
+    assert calls == [
+        (0, None, "popular: tuning defaults"),  # a named model is tuned over its grid (popular: one config)
+        (1, None, "popular: final fit defaults"),
+        (2, None, "ease: final fit {'l2_reg': 50.0}"),  # a given config is not
+    ]

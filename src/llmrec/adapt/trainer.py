@@ -32,7 +32,7 @@ import os
 import resource
 import shutil
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from llmrec.adapt.instructions import InstructionExample
 from llmrec.adapt.registry import METADATA_FILE, adapter_root, check_name, read_metadata
 from llmrec.errors import ConfigError
+from llmrec.progress import progress
 
 __all__ = ["PeftTrainable", "StepInfo", "Trainable", "TuneConfig", "TuneResult", "train_adapter"]
 
@@ -554,7 +555,9 @@ def train_adapter(
             best_loss, best = first_valid, trainable.state()
         every_ckpt = config.checkpoint_every or config.eval_every or 0
         stopped_early = False
-        with _progress(show_progress, f"tuning {config.kind} adapter {name}", total, step) as advance:
+        running = _RunningLoss()
+        label = f"tuning {config.kind} adapter {name}"
+        with progress(show_progress, label, total, completed=step) as advance:
             while step < total:
                 epoch, k = divmod(step, per_epoch)
                 order = np.random.default_rng(config.seed + epoch).permutation(len(train_rows))
@@ -583,7 +586,7 @@ def train_adapter(
                         bad += 1
                     stopped_early = config.patience is not None and bad >= config.patience and step < total
                 history.append(record)
-                advance(loss_value, record["valid_loss"])
+                advance(status=running.status(loss_value, record["valid_loss"]))
                 if every_ckpt and step % every_ckpt == 0 and step < total and not stopped_early:
                     state = {
                         "step": step,
@@ -649,30 +652,16 @@ def train_adapter(
     return TuneResult(out, metadata, history)
 
 
-@contextlib.contextmanager
-def _progress(show: bool, label: str, total: int, done: int) -> Iterator[Callable[[float, float | None], None]]:
-    """Yield ``advance(loss, valid_loss)``: one step on a rich bar showing the running losses (no-op unless shown)."""
-    if not show:
-        yield lambda loss, valid: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+class _RunningLoss:
+    """The status of a tuning bar: the mean loss of the last 20 steps and the latest validation loss."""
 
-    columns: tuple[ProgressColumn, ...] = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-    )
-    columns += (TextColumn("loss {task.fields[loss]}  valid {task.fields[valid]}"),)
-    with Progress(*columns) as bar:
-        task = bar.add_task(label, total=total, completed=done, loss="-", valid="-")
-        smoothed: list[float] = []
+    def __init__(self) -> None:
+        self._recent: deque[float] = deque(maxlen=20)
+        self._valid = "-"
 
-        def advance(loss: float, valid: float | None) -> None:
-            smoothed.append(loss)
-            fields: dict[str, Any] = {"loss": f"{np.mean(smoothed[-20:]):.3f}"}
-            if valid is not None:
-                fields["valid"] = f"{valid:.3f}"
-            bar.update(task, advance=1, **fields)
-
-        yield advance
+    def status(self, loss: float, valid: float | None) -> str:
+        """Take one step's loss (and validation loss when there was one); returns the text to show."""
+        self._recent.append(loss)
+        if valid is not None:
+            self._valid = f"{valid:.3f}"
+        return f"loss {np.mean(self._recent):.3f}  valid {self._valid}"

@@ -41,13 +41,10 @@ def _run_evaluation(
     ]
     with Progress(*columns, console=err_console, transient=True) as progress:
         task = progress.add_task("evaluating", total=total)
-        started = [False]
 
-        def step(message: str) -> None:
-            if started[0]:
-                progress.advance(task)
-            started[0] = True
-            progress.update(task, description=message)
+        def step(done: int, steps: int | None, message: str) -> None:
+            # The runner does not know its total in advance (steps is None): the bar keeps the estimate above.
+            progress.update(task, completed=done, description=message)
 
         return evaluate_models(
             data,

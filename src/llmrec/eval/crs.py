@@ -35,6 +35,7 @@ import numpy as np
 from llmrec.chat.parse import parse_turn
 from llmrec.chat.state import DialogueState, StateUpdate
 from llmrec.data.redial import MENTION_PATTERN, Dialogue, Message
+from llmrec.progress import ProgressCallback
 
 if TYPE_CHECKING:
     from llmrec.catalogue import Catalogue
@@ -304,7 +305,7 @@ def evaluate_ranker(
     ks: Sequence[int] = (1, 10, 50),
     variants: Sequence[Variant] = VARIANTS,
     *,
-    on_progress: Callable[[int], None] | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> RankerResult:
     """Recall@k of ``ranker`` on ``samples`` in each variant (see the module docstring).
 
@@ -313,7 +314,9 @@ def evaluate_ranker(
         ranker: See :data:`Ranker`; it must return at least ``max(ks)`` items where it can.
         ks: Cut-offs.
         variants: Which variants to score (``excluded`` skips repeated targets and removes context items).
-        on_progress: Called with the number of samples done after each sample.
+        on_progress: Called after each sample scored with the samples done and in all, over every variant
+            (a sample scored in two variants counts twice), and the variant's own count ("excluded: 12/340
+            samples").
 
     Returns:
         Metrics, sample counts, timing and per-sample ranks.
@@ -321,9 +324,11 @@ def evaluate_ranker(
     """
     width = max(ks)
     out = RankerResult()
-    for variant in variants:
+    scored = [(variant, [s for s in samples if not (variant == "excluded" and s.repeated)]) for variant in variants]
+    total = sum(len(chosen) for _, chosen in scored)
+    done = 0
+    for variant, chosen in scored:
         exclude = variant == "excluded"
-        chosen = [s for s in samples if not (exclude and s.repeated)]
         ranks = np.full(len(chosen), -1, dtype=np.int64)
         spent = 0.0
         for n, sample in enumerate(chosen):
@@ -332,8 +337,9 @@ def evaluate_ranker(
             spent += time.perf_counter() - start
             blocked = frozenset(sample.context_items) if exclude else frozenset()
             ranks[n] = _rank(items, sample.target, blocked, width)
+            done += 1
             if on_progress is not None:
-                on_progress(n + 1)
+                on_progress(done, total, f"{variant}: {n + 1}/{len(chosen)} samples")
         out.metrics[variant] = recall_at(ranks, ks)
         out.n_samples[variant] = len(chosen)
         out.ms_per_sample[variant] = 1000.0 * spent / max(len(chosen), 1)

@@ -28,6 +28,7 @@ from llmrec.eval.results import EvalResults, ModelResult
 from llmrec.eval.stats import metric_intervals, seed_mean
 from llmrec.models.base import Scorer, TrainOptions
 from llmrec.models.registry import SCORERS, get_scorer, tuning_configs
+from llmrec.progress import ProgressCallback
 from llmrec.query import Query
 
 if TYPE_CHECKING:
@@ -203,6 +204,19 @@ def _timer() -> Iterator[list[float]]:
     out.append(time.perf_counter() - start)
 
 
+class _Steps:
+    """The finished steps of an evaluation, told to its ``on_progress`` before each next step."""
+
+    def __init__(self, on_progress: ProgressCallback | None, total: int | None = None) -> None:
+        self.on_progress, self.total, self.done = on_progress, total, 0
+
+    def begin(self, message: str, steps: int = 1) -> None:
+        """Report what is finished and that ``message`` comes next; it counts as ``steps`` steps once done."""
+        if self.on_progress is not None:
+            self.on_progress(self.done, self.total, message)
+        self.done += steps
+
+
 def evaluate_models(
     data: Dataset,
     models: Sequence[ModelSpec],
@@ -213,7 +227,7 @@ def evaluate_models(
     options: TrainOptions | None = None,
     seeds: int = 1,
     compare_to: str | None = None,
-    on_progress: Callable[[str], None] | None = None,
+    on_progress: ProgressCallback | None = None,
     trials: TrialExecutor | None = None,
 ) -> EvalResults:
     """Evaluate scorers on a time-respecting split with full ranking over all items, with intervals.
@@ -234,7 +248,8 @@ def evaluate_models(
             ``options.seed + 1``, ...); metrics are then means over seeds, with ``per_seed`` and ``metrics_sd``.
         compare_to: The reference model label of the comparisons; ``None`` = the best classical baseline
             evaluated (by NDCG@k), or no comparisons when none was.
-        on_progress: Called with a short message before each fit (the CLI drives a progress bar with it).
+        on_progress: Called before each fit and tuning trial with the fits and trials finished (the total is
+            not known in advance: ``None``) and what comes next; the CLI drives a progress bar with it.
         trials: How tuning trials run: :class:`SerialTrials` (default) or in parallel, e.g.
             :class:`llmrec.scale.tune.RayTuneTrials`; the chosen configs and every number are the same.
 
@@ -258,6 +273,7 @@ def evaluate_models(
     split = make_split(data, protocol)
     stages = {"valid": _Stage(split, "valid"), "test": _Stage(split, "test")}
     features = item_features(data)
+    steps = _Steps(on_progress)
     results = []
     for spec in models:
         name, fixed = (spec, None) if isinstance(spec, str) else (spec[0], dict(spec[1]))
@@ -284,14 +300,12 @@ def evaluate_models(
             if trials is None or isinstance(trials, SerialTrials):
 
                 def each(config: dict[str, Any], trial: TrialFn = trial, name: str = name) -> dict[str, float]:
-                    if on_progress:
-                        on_progress(f"{name}: tuning {config or 'defaults'}")
+                    steps.begin(f"{name}: tuning {config or 'defaults'}")
                     return trial(config)
 
                 measured = [each(config) for config in candidates]
             else:
-                if on_progress:
-                    on_progress(f"{name}: tuning {len(candidates)} configs in parallel")
+                steps.begin(f"{name}: tuning {len(candidates)} configs in parallel", len(candidates))
                 measured = trials.map(trial, candidates)
             for config, valid_metrics in zip(candidates, measured, strict=True):
                 score = valid_metrics[f"ndcg@{k}"]
@@ -304,8 +318,7 @@ def evaluate_models(
             seed_list = [options.seed + i for i in range(seeds)]
         runs = []
         for seed in seed_list:
-            if on_progress:
-                on_progress(f"{name}: final fit {config or 'defaults'}" + (f", seed {seed}" if seeds > 1 else ""))
+            steps.begin(f"{name}: final fit {config or 'defaults'}" + (f", seed {seed}" if seeds > 1 else ""))
             seeded = options.model_copy(update={"seed": seed})
             runs.append(_run(name, config, split, "test", stages["test"], k, seeded, features))
         results.append(_model_result(label, runs, seed_list, stages["test"], config, best, tried, k))
@@ -420,7 +433,7 @@ def evaluate_pipeline(
     max_users: int | None = None,
     options: TrainOptions | None = None,
     lm: LanguageModel | None = None,
-    on_progress: Callable[[str], None] | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> EvalResults:
     """Evaluate a :class:`~llmrec.pipeline.Pipeline` with and without its language-model rerank stage.
 
@@ -440,7 +453,8 @@ def evaluate_pipeline(
             second per user on a CPU.
         options: Seed, threads and progress.
         lm: A loaded language model to share (otherwise built from ``config.lm``).
-        on_progress: Called with a short message before each step.
+        on_progress: Called before each fit-and-rerank step (two with ``weights``, else one) with the steps
+            finished, the total and what comes next.
 
     Returns:
         Two results: ``<retriever>`` and ``<retriever>+rerank:<method>`` (its ``config`` holds the chosen weight,
@@ -455,6 +469,7 @@ def evaluate_pipeline(
     features = item_features(data)
     rng = np.random.default_rng(options.seed)
     key = f"ndcg@{k}"
+    steps = _Steps(on_progress, 2 if weights else 1)
 
     def ranked_batch(stage: Stage) -> tuple[Any, _Stage, np.ndarray, float, float]:
         targets = _Stage(split, stage)
@@ -462,8 +477,7 @@ def evaluate_pipeline(
         rows = np.arange(len(targets.users))
         if max_users is not None and len(rows) > max_users:
             rows = np.sort(rng.choice(rows, max_users, replace=False))
-        if on_progress:
-            on_progress(f"pipeline: fit and rerank {len(rows)} {stage} users")
+        steps.begin(f"pipeline: fit and rerank {len(rows)} {stage} users")
         pipe = Pipeline(config, lm=lm)
         with _timer() as fit_t:
             pipe.fit(targets.fit, options)

@@ -65,6 +65,7 @@ from pydantic import Field, model_validator
 from llmrec.data.dataset import Dataset
 from llmrec.errors import ArtifactError, ConfigError
 from llmrec.models.base import PrivacyReport, Scorer, ScorerConfig, TrainOptions
+from llmrec.progress import progress
 
 if TYPE_CHECKING:
     import torch
@@ -667,8 +668,7 @@ class SequentialScorer(Scorer):
         self.history = []
         best: tuple[float, int, dict[str, torch.Tensor] | None] | None = None
         self.stopped_early = False
-        progress = _progress(options.show_progress, f"{self.name}", cfg.max_epochs)
-        with progress as bar:
+        with progress(options.show_progress, f"{self.name} epochs", cfg.max_epochs) as advance:
             for epoch in range(1, cfg.max_epochs + 1):
                 epoch_start = time.perf_counter()
                 total, count = self._train_epoch(model, optimizer, windows, rng, sampler, full_softmax, device)
@@ -678,7 +678,7 @@ class SequentialScorer(Scorer):
                 log.debug("%s epoch %d: loss %.4f hr@10 %.4f ndcg@10 %.4f", self.name, epoch, entry.loss, hr, ndcg)
                 if best is None or ndcg > best[0] or not early:
                     best = (ndcg, epoch, copy.deepcopy(model.state_dict()) if early else None)
-                bar.advance(entry, best[0])
+                advance(status=_epoch_status(entry, best[0]))
                 if early and epoch - best[1] >= cfg.patience:
                     self.stopped_early = epoch < cfg.max_epochs
                     break
@@ -831,8 +831,8 @@ class SequentialScorer(Scorer):
             dp.max_grad_norm,
         )
         self.history = []
-        progress = _progress(options.show_progress, f"{self.name} (DP)", cfg.max_epochs)
-        with progress as bar, warnings.catch_warnings():
+        bar = progress(options.show_progress, f"{self.name} (DP) epochs", cfg.max_epochs)
+        with bar as advance, warnings.catch_warnings():
             # torch.func has no batching rule for CPU flash attention yet and loops over the batch (correct, slower).
             warnings.filterwarnings("ignore", message="There is a performance drop", category=UserWarning)
             for epoch in range(1, cfg.max_epochs + 1):
@@ -859,7 +859,7 @@ class SequentialScorer(Scorer):
                     optimizer.zero_grad(set_to_none=True)
                 entry = EpochLog(epoch, total / max(count, 1), math.nan, math.nan, time.perf_counter() - epoch_start)
                 self.history.append(entry)
-                bar.advance(entry, math.nan)
+                advance(status=_epoch_status(entry, math.nan))
         epsilon = math.inf if sigma == 0 else float(accountant.get_epsilon(delta=dp.delta, **orders))
         self.stopped_early = False
         self._finish(model, data, device, cfg.max_epochs)
@@ -1059,38 +1059,6 @@ class _NegativeSampler:
         return torch.from_numpy(np.minimum(idx, len(self._cumulative) - 1)).to(self._device)
 
 
-class _Progress:
-    """A rich progress bar over epochs showing loss and early-stopping NDCG@10 (no-op when hidden)."""
-
-    def __init__(self, show: bool, name: str, total: int) -> None:
-        self.show, self.name, self.total = show, name, total
-        self._bar: Any = None
-        self._task: Any = None
-
-    def __enter__(self) -> Self:
-        if self.show:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._bar = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
-            )
-            self._bar.__enter__()
-            self._task = self._bar.add_task(f"{self.name} epochs", total=self.total)
-        return self
-
-    def advance(self, entry: EpochLog, best: float) -> None:
-        """Show one finished epoch."""
-        if self._bar is not None:
-            self._bar.update(
-                self._task,
-                advance=1,
-                description=f"{self.name} loss {entry.loss:.4f} ndcg@10 {entry.ndcg:.4f} (best {best:.4f})",
-            )
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
-
-
-def _progress(show: bool, name: str, total: int) -> _Progress:
-    return _Progress(show, name, total)
+def _epoch_status(entry: EpochLog, best: float) -> str:
+    """The status an epochs bar shows after one epoch: its loss and early-stopping NDCG@10, and the best so far."""
+    return f"loss {entry.loss:.4f} ndcg@10 {entry.ndcg:.4f} (best {best:.4f})"

@@ -46,6 +46,7 @@ from llmrec.data.store.records import RecordAccess
 from llmrec.data.store.subjects import SubjectAccess
 from llmrec.data.store.versions import VersionAccess
 from llmrec.errors import ConfigError, DataProblem, DataValidationError, StoreError
+from llmrec.progress import progress_group
 
 if TYPE_CHECKING:
     from llmrec.privacy.at_rest import TextProtection
@@ -146,36 +147,6 @@ def _attribute_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         else:
             columns[key] = pd.Series(values)
     return pd.DataFrame(columns, index=pd.RangeIndex(len(records)))
-
-
-# -- progress ----------------------------------------------------------------------------------------------
-class _Progress:
-    """A rich progress bar over rows, or nothing when ``show_progress`` is off."""
-
-    def __init__(self, show: bool) -> None:
-        self._bar: Any = None
-        if show:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self._bar = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
-            )
-
-    def __enter__(self) -> _Progress:
-        if self._bar is not None:
-            self._bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-    def task(self, description: str, total: int | None) -> Callable[[int], None]:
-        """Add a task; returns a function advancing it by a number of rows."""
-        if self._bar is None:
-            return lambda n: None
-        task_id = self._bar.add_task(description, total=total)
-        return lambda n: self._bar.advance(task_id, n)
 
 
 # -- the store ---------------------------------------------------------------------------------------------
@@ -435,20 +406,20 @@ class Store(RecordAccess, SubjectAccess, VersionAccess):
         field -> the file's column) name the file in problems the store finds (duplicates across chunks).
         """
         report = IngestReport(name)
-        with _Progress(show_progress) as progress, self._transaction(f"store dataset '{name}'") as conn:
+        with progress_group(show_progress) as add_bar, self._transaction(f"store dataset '{name}'") as conn:
             conn.execute(self._insert(Base.metadata.tables["datasets"]), {"name": name})
             for table in ("items", "users"):
                 if table not in tables:
                     continue
                 rows = tables[table]
                 self._number(conn, table, name, rows)
-                advance = progress.task(f"{name}: {table}", len(rows))
+                advance = add_bar(f"{name}: {table}", len(rows))
                 inserted = self._write_rows(conn, Base.metadata.tables[table], rows, advance)
                 report = report + IngestReport(
                     name, inserted, len(rows) - inserted, {table: (inserted, len(rows) - inserted)}
                 )
             if interactions is not None:
-                advance = progress.task(f"{name}: interactions", None)
+                advance = add_bar(f"{name}: interactions", None)
                 inserted, offered = _write_interactions(conn, name, interactions, advance, source, columns or {})
                 report = report + IngestReport(
                     name, inserted, offered - inserted, {"interactions": (inserted, offered - inserted)}
