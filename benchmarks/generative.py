@@ -11,17 +11,22 @@ language model (the packaged SmolLM2) loaded once and shared by every stage:
    on the train split only; ``--max-users 0`` ranks every validation and test user). The
    language model costs about 1-3 s per user on a small CPU, so validation and test users are capped
    (``--max-users``, a seeded sample); the JSON records how many users were ranked (``n_users``).
+   ``tuned-int8`` is ``tuned`` with int8 weights: what makes it fast, with its NDCG effect beside ``tuned``.
+1b. Trained generative retrieval (``tiger``, ``--tiger-seeds`` seeds) against SASRec on every test user, paired
+   (SASRec reused from ``--baselines`` when that run holds it), as ``benchmarks/genret_trained.py`` does.
 2. Generative retrieval: the model names the next titles by constrained beam search (zero-shot), scored on a
    sample of test users, with its measured valid-output ratio; the retriever on the same users for reference.
-3. Grounded explanations of the pipeline's top 3: the share that passes the faithfulness check.
-4. Rerank latency for 20 candidates (one user per call; again for the same user with the prompt cached),
-   generation tokens/s, and the peak resident memory of this process.
+3. Explanations of the pipeline's top 3: grounding, informativeness and copy rate, beside the template's.
+4. Rerank latency for 20 candidates of ``--latency-method`` (default the tuned letters, int8 when run; one user
+   per call, then the same user with the prompt cached), generation tokens/s, and the peak resident memory.
+6. Dialogue understanding: slot precision/recall/F1 of the chat's turn reader on the labelled utterances.
 
 Prints tables and the target lines, and writes one JSON: the retriever/rerank results in the shared shape
 (DESIGN.md "Evaluation protocol") plus ``genret``, ``explanations``, ``latency``, ``generation``,
-``peak_rss_mb`` and ``settings``.
+``dialogue``, ``peak_rss_mb`` and ``settings``.
 
     python benchmarks/generative.py --out out/generative.json [--quick] [--methods loglik,yesno,fewshot]
+    python benchmarks/generative.py --methods tuned,tuned-int8 --max-users 0 --out results/generative.json
         [--max-users 150] [--genret-users 60] [--explain-users 30] [--latency-users 40] [--threads 2]
 """
 
@@ -53,7 +58,7 @@ from llmrec.eval.latency import latency_metrics
 from llmrec.eval.metrics import compute_metrics, item_features
 from llmrec.eval.provenance import provenance
 from llmrec.eval.results import EvalResults
-from llmrec.eval.runner import evaluate_pipeline
+from llmrec.eval.runner import evaluate_models, evaluate_pipeline
 from llmrec.llm.explain import (
     Explainer,
     explanation_quality,
@@ -71,8 +76,12 @@ from llmrec.pipeline import LMSpec, Pipeline, PipelineConfig, RerankedBatch, Ret
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-METHODS = ("loglik", "yesno", "fewshot", "listwise", "tuned")
+METHODS = ("loglik", "yesno", "fewshot", "listwise", "tuned", "tuned-int8")
 QUICK_USERS = 8
+BASELINES = Path(__file__).resolve().parents[1] / "results" / "baselines-leave-last-out.json"
+UTTERANCES = Path(__file__).resolve().parents[1] / "tests" / "chat" / "data" / "utterances.jsonl"
+TIGER: dict[str, Any] = {"max_epochs": 40, "patience": 8}  # as benchmarks/genret_trained.py
+DIALOGUE_F1_TARGET = 0.9
 LATENCY_TARGET_MS = 300.0
 GROUNDING_TARGET = 0.95
 GEN_PROMPTS = [
@@ -109,17 +118,27 @@ def _rerank_config(method: str, args: argparse.Namespace) -> tuple[RerankConfig,
         )
     if method == "loglik":
         return RerankConfig(method="loglik", calibrate=True), None, "loglik"
-    if method == "tuned":  # one pass over the letters, with the LoRA adapter of --adapter (see _lm_settings)
-        return RerankConfig(method="letters"), None, "tuned"
+    if method in ("tuned", "tuned-int8"):  # one pass over the letters, with the LoRA adapter of --adapter
+        return RerankConfig(method="letters"), None, method
     return RerankConfig(method=method), None, method  # yesno, listwise
 
 
 def _lm_settings(method: str, args: argparse.Namespace) -> dict[str, Any]:
     """The ``LocalLMConfig`` fields of one method's language model (``tuned`` wears ``--adapter``)."""
     settings: dict[str, Any] = {"threads": args.threads, "quantize": args.quantize}
-    if method == "tuned":
+    if method in ("tuned", "tuned-int8"):
         settings["adapter"] = args.adapter
+    if method == "tuned-int8":  # what makes it fast, with its NDCG effect measured beside "tuned"
+        settings["quantize"] = "int8"
     return settings
+
+
+def _method_lm(method: str, args: argparse.Namespace, lm: LocalLM) -> LocalLM:
+    """The language model of one method: the shared ``lm`` when its settings are the base ones."""
+    settings = _lm_settings(method, args)
+    if settings == {"threads": args.threads, "quantize": args.quantize}:
+        return lm
+    return LocalLM(LocalLMConfig(**settings))
 
 
 def _truth(split: Split, fit: Dataset, users: np.ndarray) -> sp.csr_matrix:
@@ -132,9 +151,17 @@ def _truth(split: Split, fit: Dataset, users: np.ndarray) -> sp.csr_matrix:
 
 
 def _rerank_section(
-    data: Dataset, args: argparse.Namespace, retriever: RetrieverSpec, lm: LocalLM, console: Console
+    data: Dataset,
+    args: argparse.Namespace,
+    retriever: RetrieverSpec,
+    lm: LocalLM,
+    console: Console,
+    lms: dict[str, LocalLM],
 ) -> tuple[EvalResults | None, dict[str, float]]:
-    """Step 1: retriever vs retriever+rerank per method; returns the results and each method's chosen weight."""
+    """Step 1: retriever vs retriever+rerank per method; returns the results and each method's chosen weight.
+
+    Each method's language model is put in ``lms`` (the shared one unless it wears an adapter or int8 weights).
+    """
     options = TrainOptions(seed=args.seed)
 
     def log(done: int, total: int | None, message: str) -> None:
@@ -156,7 +183,7 @@ def _rerank_section(
         users = args.max_users or "all"
         console.print(f"[bold]rerank {suffix}[/] ({users} validation + {users} test users)")
         started = time.perf_counter()
-        method_lm = LocalLM(LocalLMConfig(**_lm_settings(method, args))) if method == "tuned" else lm
+        method_lm = lms.setdefault(method, _method_lm(method, args, lm))
         part = evaluate_pipeline(
             data, config, k=args.k, max_users=args.max_users or None, options=options, lm=method_lm, on_progress=log
         )
@@ -168,8 +195,8 @@ def _rerank_section(
                 "method": rerank.method,
                 "calibrate": rerank.calibrate,
                 "shots": fewshot.shots if fewshot else 0,
-                "adapter": args.adapter if method == "tuned" else None,
-                "quantize": args.quantize,
+                "adapter": _lm_settings(method, args).get("adapter"),
+                "quantize": _lm_settings(method, args)["quantize"],
                 "candidates": args.candidates,
                 "valid_users_ranked": int(reranked.valid_metrics.get("n_users") or 0),
                 "test_users_ranked": int(reranked.metrics.get("n_users") or 0),
@@ -193,6 +220,95 @@ def _rerank_section(
                 merged.results.append(base)
             merged.results.append(reranked)
     return merged, chosen
+
+
+def _print_targets(results: EvalResults, key: str, console: Console) -> None:
+    """The rerank and trained-retrieval target lines, from the paired comparisons (an interval, not a point)."""
+    for c in results.comparisons:
+        if c.metric != key:
+            continue
+        if "+rerank:" in c.a:
+            weight = results.result(c.a).config.get("weight")
+            note = " (weight 0 chosen on validation: the retriever's order)" if weight == 0 else ""
+            question = f"{c.a} beats {c.b} (95% interval above 0)?"
+        elif c.a == "tiger":
+            note, question = "", f"trained generative retrieval at least {c.b}?"
+        else:
+            continue
+        met = c.ci95[0] > 0 if "+rerank:" in c.a else c.diff >= 0
+        console.print(
+            f"{question} {'met' if met else 'missed'}: {key} {c.diff:+.4f} [{c.ci95[0]:+.4f}, {c.ci95[1]:+.4f}] "
+            f"on {c.n_users} users, {c.verdict}{note}"
+        )
+
+
+def _tiger_section(
+    data: Dataset, args: argparse.Namespace, results: EvalResults | None, console: Console
+) -> EvalResults:
+    """Step 1b: the trained generative retriever (``tiger``) and SASRec on every test user, compared paired.
+
+    SASRec is reused from ``--baselines`` when that run holds it (same split, its seeds); otherwise it is fitted
+    here with as many seeds as ``tiger``. Returns ``results`` with both rows and a ``tiger`` vs ``sasrec``
+    comparison added to the rerank comparisons.
+    """
+    seeds = 1 if args.quick else args.tiger_seeds
+    options = TrainOptions(seed=args.seed)
+
+    def log(done: int, total: int | None, message: str) -> None:
+        console.print(f"[dim]{message}[/]")
+
+    config = {"max_epochs": 2, "patience": 1} if args.quick else TIGER
+    console.print(f"[bold]trained generative retrieval[/] (tiger, {seeds} seed(s)) vs SASRec, every test user")
+    own = evaluate_models(
+        data, [("tiger", config, "tiger")], k=args.k, tune=False, options=options, seeds=seeds, on_progress=log
+    )
+    reused = EvalResults.read_json(args.baselines) if args.baselines and args.baselines.is_file() else None
+    sasrec = [r for r in reused.results if r.model == "sasrec"] if reused is not None and not args.quick else []
+    if sasrec:
+        console.print(f"[dim]sasrec reused from {args.baselines} (seeds {sasrec[0].seeds})[/]")
+    else:
+        fitted = evaluate_models(
+            data,
+            [("sasrec", {"max_epochs": 2} if args.quick else {}, "sasrec")],
+            k=args.k,
+            tune=False,
+            options=options,
+            seeds=seeds,
+            on_progress=log,
+        )
+        sasrec = fitted.results
+    pair = compare_results(own.model_copy(update={"results": sasrec + own.results}), "sasrec")
+    if results is None:
+        return pair
+    return results.model_copy(
+        update={
+            "results": results.results + pair.results,
+            "comparisons": results.comparisons + pair.comparisons,
+        }
+    )
+
+
+def _dialogue_section() -> dict[str, Any]:
+    """Step 6: slot precision/recall/F1 of the chat's turn reader on the labelled utterances (rules, no LM)."""
+    from llmrec.catalogue import Catalogue
+    from llmrec.data.movielens import load_movielens
+    from llmrec.eval.dialogue import load_utterances, score_utterances
+
+    movies = load_movielens()
+    catalogue = Catalogue.of(movies)
+    newest = max(y for y in (catalogue.year(i) for i in range(len(catalogue))) if y)
+    rows = load_utterances(UTTERANCES)
+    report = score_utterances(rows, catalogue, popularity=movies.item_popularity, newest_year=newest)
+    overall = report["overall"]
+    return {
+        "utterances": len(rows),
+        "utterances_file": str(UTTERANCES.relative_to(UTTERANCES.parents[3])),
+        "overall": overall,
+        "slots": report["slots"],
+        "exact_match": report["exact_match"],
+        "intent_accuracy": report["intent_accuracy"],
+        "target": {"overall_f1": DIALOGUE_F1_TARGET, "met": overall["f1"] >= DIALOGUE_F1_TARGET},
+    }
 
 
 def _genret_section(
@@ -265,6 +381,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--genret-semantic", action="store_true", help="also zero-shot semantic ids (near chance)")
     parser.add_argument("--explain-users", type=int, default=30, help="test users whose top 3 are explained")
     parser.add_argument("--latency-users", type=int, default=40, help="distinct users timed for rerank latency")
+    parser.add_argument(
+        "--latency-method",
+        choices=METHODS,
+        default=None,
+        help="the rerank timed (and explained): default tuned-int8 or tuned when run, else loglik",
+    )
+    parser.add_argument(
+        "--tiger-seeds", type=int, default=3, help="seeds of trained generative retrieval vs SASRec (0 = skip)"
+    )
+    parser.add_argument(
+        "--baselines",
+        type=Path,
+        default=BASELINES,
+        help="reuse SASRec from this baselines run of the same split (missing: SASRec is fitted here)",
+    )
     parser.add_argument("--gen-tokens", type=int, default=64, help="new tokens per generation prompt")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the LM (2 = the target machine)")
     parser.add_argument("--quantize", choices=["none", "int8"], default="none", help="LocalLM weights (int8: faster)")
@@ -301,9 +432,14 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"[dim]loaded {lm.model_id} ({lm.load_source}) in {time.perf_counter() - started:.1f} s[/]")
 
     # 1. Retriever vs retriever + LM rerank.
-    results, chosen = _rerank_section(data, args, retriever, lm, console) if args.methods else (None, {})
+    lms: dict[str, LocalLM] = {}
+    results, chosen = _rerank_section(data, args, retriever, lm, console, lms) if args.methods else (None, {})
     if results is not None:
         results = compare_results(results, retriever.name)  # each rerank minus the retriever on the same users
+    # 1b. Trained generative retrieval against SASRec (both on every test user of the same split).
+    if args.tiger_seeds and not args.rerank_only:
+        results = _tiger_section(data, args, results, console)
+    if results is not None:
         console.print(metrics_table(results, [key, f"hr@{args.k}", f"mrr@{args.k}", f"coverage@{args.k}"]))
         console.print(comparisons_table(results))
     if args.rerank_only:
@@ -317,14 +453,18 @@ def main(argv: list[str] | None = None) -> int:
     split = make_split(data, "leave-last-out")
     fit = split.fit_data("test")
     split.check(fit, "test")
-    weight = chosen.get("loglik", RerankConfig().weight)
+    fast = args.latency_method or next((m for m in ("tuned-int8", "tuned") if m in args.methods), "loglik")
+    fast_rerank, fast_fewshot, _ = _rerank_config(fast, args)
+    weight = chosen.get(fast, RerankConfig().weight)
     pipe_config = PipelineConfig(
         retriever=retriever,
         candidates=args.candidates,
-        rerank=RerankConfig(method="loglik", calibrate=True, weight=weight),
-        lm=LMSpec(local={"threads": args.threads}),
+        rerank=fast_rerank.model_copy(update={"weight": weight}),
+        fewshot=fast_fewshot,
+        lm=LMSpec(local=_lm_settings(fast, args)),
     )
-    pipe = Pipeline(pipe_config, lm=lm).fit(fit, TrainOptions(seed=args.seed))
+    fast_lm = lms.get(fast) or _method_lm(fast, args, lm)
+    pipe = Pipeline(pipe_config, lm=fast_lm).fit(fit, TrainOptions(seed=args.seed))
     test_users = np.unique(split.targets("test").user_idx)
     order = np.random.default_rng(args.seed + 1).permutation(test_users)  # one seeded sample for steps 2-4
     features = item_features(data)
@@ -358,7 +498,9 @@ def main(argv: list[str] | None = None) -> int:
         cached_ms.append(1000 * (time.perf_counter() - w0))
     latency = {
         "candidates": args.candidates,
-        "method": "loglik (calibrated)",
+        "method": fast,
+        "rerank": pipe_config.rerank.model_dump() if pipe_config.rerank else None,
+        "lm": _lm_settings(fast, args),
         "retriever": retriever.name,
         "n_users": len(first_ms),
         **latency_metrics(first_ms, mean=True, digits=1),
@@ -422,6 +564,9 @@ def main(argv: list[str] | None = None) -> int:
         "max_new_tokens": args.gen_tokens,
         "greedy": True,
     }
+    # 6. Dialogue understanding.
+    console.print("[dim]dialogue: slot scores on the labelled utterances...[/]")
+    dialogue = _dialogue_section()
     peak_mb = round(_peak_rss_mb(), 1)
     elapsed = time.perf_counter() - started_all
 
@@ -464,17 +609,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(stable)
 
     if results is not None:
-        base = results.results[0]
-        for r in results.results[1:]:
-            if "+rerank:" not in r.model:
-                continue
-            gain = r.metrics[key] - base.metrics[key]
-            verdict = "yes" if gain > 0 else "no"
-            note = " (weight 0 chosen on validation: the retriever's order)" if r.config["weight"] == 0 else ""
-            console.print(
-                f"rerank improves {retriever.name} {key}? {r.model}: {verdict}, {base.metrics[key]:.4f} -> "
-                f"{r.metrics[key]:.4f} ({gain:+.4f}) on {int(r.metrics.get('n_users') or 0)} test users{note}"
-            )
+        _print_targets(results, key, console)
     p95 = latency["latency_p95_ms"]
     console.print(
         f"rerank latency p95 <= {LATENCY_TARGET_MS:.0f} ms? {'met' if p95 <= LATENCY_TARGET_MS else 'missed'}: "
@@ -487,6 +622,11 @@ def main(argv: list[str] | None = None) -> int:
             f"generative retrieval ({identifier}) valid 100%? {'yes' if ratio == 1.0 else 'no'}: "
             f"{ratio:.1%} of {g['generated']} generated"
         )
+    f1 = dialogue["overall"]["f1"]
+    console.print(
+        f"dialogue slot F1 >= {DIALOGUE_F1_TARGET}? {'met' if f1 >= DIALOGUE_F1_TARGET else 'missed'}: {f1:.3f} on "
+        f"{dialogue['utterances']} labelled utterances"
+    )
     rate = explain_section["grounding_rate"]
     console.print(
         f"explanations grounded >= {GROUNDING_TARGET:.0%}? {'yes' if rate >= GROUNDING_TARGET else 'no'}: {rate:.1%} "
@@ -504,6 +644,7 @@ def main(argv: list[str] | None = None) -> int:
             "explanations": explain_section,
             "latency": latency,
             "generation": generation,
+            "dialogue": dialogue,
             "peak_rss_mb": peak_mb,
             "settings": {
                 "model_id": lm.model_id,

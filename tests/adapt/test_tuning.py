@@ -124,7 +124,10 @@ def soft_prompt_moved(path: Path, lm: Any, config: PromptTuneConfig) -> bool:
     return not np.allclose(soft, words, atol=1e-6)  # the starting point is the init text's embeddings
 
 
-def test_registry_resolves_names_and_paths(lora_run: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+@pytest.mark.slow  # loads the language model with the adapter twice
+def test_registry_resolves_names_and_paths(
+    lora_run: Any, examples: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     root = lora_run.path.parent
     assert list_adapters(root) == ["ml-yesno"]
     assert resolve_adapter("ml-yesno", root) == lora_run.path
@@ -137,6 +140,9 @@ def test_registry_resolves_names_and_paths(lora_run: Any, monkeypatch: pytest.Mo
     get_settings.cache_clear()
     try:
         assert resolve_adapter("ml-yesno") == lora_run.path  # the settings' folder by default
+        by_name = LocalLM(LocalLMConfig(threads=1, adapter="ml-yesno"))  # the LM takes a registered name too
+        by_path = LocalLM(LocalLMConfig(threads=1, adapter=str(lora_run.path)))
+        assert _target_loglik(by_name, examples[:2]) == pytest.approx(_target_loglik(by_path, examples[:2]))
     finally:
         get_settings.cache_clear()
     with pytest.raises(ConfigError, match="is not allowed"):

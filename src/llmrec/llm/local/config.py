@@ -34,7 +34,8 @@ class LocalLMConfig(BaseModel):
             shared with other busy processes 1 thread can be several times faster than 2 (OpenMP threads
             spin-wait for each other when one is descheduled).
         cache_dir: Where the fp32 safetensors copy of a GGUF model goes. ``None`` = ``<settings.cache_dir>/lm``.
-        adapter: A PEFT adapter folder to load on top of the weights. LoRA-family adapters are merged into the
+        adapter: A PEFT adapter to load on top of the weights: a registered name (`llmrec tune --name`) or a
+            folder. LoRA-family adapters are merged into the
             weights (inference then costs nothing extra); prompt-tuning / p-tuning adapters become a soft prompt
             in front of every input; a CoLLM adapter (:mod:`llmrec.llm.collm`) adds item soft tokens to
             :meth:`LocalLM.loglik_items` (its LoRA weights, if any, are merged).

@@ -193,10 +193,13 @@ def _apply_adapter(model: Any, adapter: str) -> tuple[Any, Any | None, CollmRunt
     """Load an adapter on ``model``: merge LoRA, make prompt tuning a soft prompt, load a CoLLM projector.
 
     A CoLLM adapter's projector and item table are loaded beside the model (its LoRA weights, if any, are merged).
+    ``adapter`` is a registered name (``llmrec tune --name``) or a folder.
     """
     import torch
 
-    path = Path(adapter).expanduser()
+    from llmrec.adapt.registry import resolve_adapter
+
+    path = resolve_adapter(adapter)
     collm = load_collm(path, int(model.config.hidden_size)) if is_collm_adapter(path) else None
     if collm is not None and not collm.has_lora:
         return model, None, collm
