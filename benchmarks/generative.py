@@ -57,7 +57,7 @@ from llmrec.eval.compare import compare_results
 from llmrec.eval.latency import latency_metrics
 from llmrec.eval.metrics import compute_metrics, item_features
 from llmrec.eval.provenance import provenance
-from llmrec.eval.results import EvalResults
+from llmrec.eval.results import Comparison, EvalResults
 from llmrec.eval.runner import evaluate_models, evaluate_pipeline
 from llmrec.llm.explain import (
     Explainer,
@@ -220,6 +220,70 @@ def _rerank_section(
                 merged.results.append(base)
             merged.results.append(reranked)
     return merged, chosen
+
+
+def speed_comparisons(results: EvalResults) -> list[Comparison]:
+    """What int8 weights cost in ranking quality: each ``...tuned-int8`` row against its fp32 ``...tuned`` row."""
+    labels = {r.model for r in results.results}
+    rows: list[Comparison] = []
+    for fast in sorted(m for m in labels if m.endswith(":tuned-int8")):
+        slow = fast.removesuffix("-int8")
+        if slow in labels:
+            pair = results.model_copy(update={"results": [results.result(slow), results.result(fast)]})
+            rows += compare_results(pair, slow).comparisons
+    return rows
+
+
+def refresh(out: dict[str, Any]) -> dict[str, Any]:
+    """Add the parts derived from a results JSON's own numbers: the int8-vs-fp32 comparisons and the targets."""
+    parsed = EvalResults.model_validate(out)
+    have = {(c["a"], c["b"], c["metric"]) for c in out.get("comparisons", [])}
+    extra = [c.model_dump() for c in speed_comparisons(parsed) if (c.a, c.b, c.metric) not in have]
+    out["comparisons"] = [*out.get("comparisons", []), *extra]
+    out["targets"] = targets(out)
+    return out
+
+
+def targets(out: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 19's targets, each met or missed, from a written results JSON (the README table of them).
+
+    Derived from the file's own numbers only, so ``--refresh FILE`` can add them to a file written before this
+    function existed without running anything again.
+    """
+    key = f"ndcg@{out.get('k', 10)}"
+    rows: list[dict[str, Any]] = []
+
+    def add(target: str, value: str, met: bool) -> None:
+        rows.append({"target": target, "value": value, "met": bool(met), "verdict": "met" if met else "missed"})
+
+    def interval(c: dict[str, Any]) -> str:
+        return f"{c['diff']:+.4f} [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] on {c['n_users']} users"
+
+    for c in out.get("comparisons", []):
+        if c["metric"] == key and "+rerank:" in c["b"]:  # int8 against fp32: the NDCG effect of the speed-up
+            add(f"{c['a']} not below {c['b']} (the NDCG effect of int8)", interval(c), c["ci95"][1] >= 0)
+        elif c["metric"] == key and "+rerank:" in c["a"]:
+            add(f"{c['a']} beats {c['b']}: {key} difference, 95% interval above 0", interval(c), c["ci95"][0] > 0)
+        elif c["metric"] == key and c["a"] == "tiger":
+            add(f"trained generative retrieval (tiger) {key} at least {c['b']}'s", interval(c), c["diff"] >= 0)
+    latency = out.get("latency") or {}
+    if latency:
+        p95, p50, n = latency["latency_p95_ms"], latency["latency_p50_ms"], latency["n_users"]
+        target = f"rerank p95 <= {LATENCY_TARGET_MS:.0f} ms, {latency['candidates']} candidates ({latency['method']})"
+        add(target, f"p95 {p95:.0f} ms, p50 {p50:.0f} ms over {n} users", p95 <= LATENCY_TARGET_MS)
+    dialogue = out.get("dialogue") or {}
+    if dialogue:
+        f1, n = dialogue["overall"]["f1"], dialogue["utterances"]
+        add(f"dialogue slot F1 >= {DIALOGUE_F1_TARGET}", f"{f1:.3f} on {n} utterances", f1 >= DIALOGUE_F1_TARGET)
+    explanations = out.get("explanations") or {}
+    if explanations:
+        rate = explanations["grounding_rate"]
+        value = f"{rate:.1%} of {explanations['n_explanations']}"
+        add(f"explanations grounded >= {GROUNDING_TARGET:.0%}", value, rate >= GROUNDING_TARGET)
+        kept = (explanations.get("quality") or {}).get("lm_informative_copy_free_rate")
+        if kept is not None:
+            add("LM-phrased explanations kept unrepaired, informative and copy-free >= 90%", f"{kept:.1%}", kept >= 0.9)
+    return rows
 
 
 def _print_targets(results: EvalResults, key: str, console: Console) -> None:
@@ -406,7 +470,19 @@ def main(argv: list[str] | None = None) -> int:
         help="stop after the rerank comparison (step 1) and write it, with paired intervals, as a results JSON",
     )
     parser.add_argument("--quick", action="store_true", help=f"cap every user count at {QUICK_USERS} (smoke run)")
+    parser.add_argument(
+        "--refresh",
+        type=Path,
+        default=None,
+        help="only add what derives from this results JSON's own numbers (int8 vs fp32, the targets) and stop",
+    )
     args = parser.parse_args(argv)
+    if args.refresh is not None:
+        written = refresh(json.loads(args.refresh.read_text(encoding="utf-8")))
+        args.refresh.write_text(json.dumps(written, indent=2) + "\n", encoding="utf-8")
+        for row in written["targets"]:
+            print(f"{'met   ' if row['met'] else 'MISSED'} {row['target']}: {row['value']}")
+        return 0
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
@@ -669,8 +745,9 @@ def main(argv: list[str] | None = None) -> int:
             "provenance": provenance(),
         }
     )
+    out = refresh(_clean(out))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(_clean(out), indent=2) + "\n", encoding="utf-8")
+    args.out.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     console.print(f"wrote {args.out} in {elapsed:.0f} s")
     return 0
 

@@ -207,3 +207,22 @@ def test_paired_clustered_comparison_sign_and_noise() -> None:
     assert same.ci95[0] < 0 < same.ci95[1] and same.p_value > 0.05
     with pytest.raises(ConfigError):
         paired_clustered_comparison(a, b[:10], clusters)
+
+
+def test_the_comparisons_table_names_each_baseline_when_they_differ(seeded: EvalResults) -> None:
+    from rich.console import Console
+
+    from llmrec.cli import comparisons_table
+    from llmrec.eval.results import Comparison
+
+    def render(results: EvalResults) -> str:
+        console = Console(width=200, record=True)
+        console.print(comparisons_table(results))
+        return console.export_text()
+
+    against = compare_results(seeded, "ease")
+    one = render(against)
+    assert "paired differences vs ease" in one and "als vs ease" not in one
+    other = Comparison(a="tiger", b="sasrec", metric="ndcg@10", diff=-0.01, ci95=[-0.02, 0.0], p_value=0.01, n_users=9)
+    mixed = render(against.model_copy(update={"comparisons": [*against.comparisons, other]}))
+    assert "each model's named baseline" in mixed and "tiger vs sasrec" in mixed and "als vs ease" in mixed

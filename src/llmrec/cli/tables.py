@@ -41,12 +41,20 @@ def _with_interval(res: Any, column: str, *, first: bool) -> str:
 
 
 def comparisons_table(results: Any) -> Table:
-    """A rich table of the paired comparisons against the reference model."""
-    table = Table(title=f"paired differences vs {results.reference} (95% bootstrap interval over users)")
+    """A rich table of the paired comparisons: against the reference model, or each against its own ``b``."""
+    references = {c.b for c in results.comparisons}
+    mixed = len(references) > 1 or (bool(references) and references != {results.reference})
+    vs = "each model's named baseline" if mixed else results.reference
+    table = Table(title=f"paired differences vs {vs} (95% bootstrap interval over users)")
     for col in ("model", "metric", "diff", "95% interval", "p", "verdict"):
         table.add_column(col, justify="left" if col in ("model", "metric", "verdict") else "right")
     for c in results.comparisons:
         table.add_row(
-            c.a, c.metric, f"{c.diff:+.4f}", f"[{c.ci95[0]:+.4f}, {c.ci95[1]:+.4f}]", f"{c.p_value:.4f}", c.verdict
+            f"{c.a} vs {c.b}" if mixed else c.a,
+            c.metric,
+            f"{c.diff:+.4f}",
+            f"[{c.ci95[0]:+.4f}, {c.ci95[1]:+.4f}]",
+            f"{c.p_value:.4f}",
+            c.verdict,
         )
     return table
