@@ -58,7 +58,7 @@ from llmrec.eval.latency import latency_metrics
 from llmrec.eval.metrics import compute_metrics, item_features
 from llmrec.eval.provenance import provenance
 from llmrec.eval.results import Comparison, EvalResults
-from llmrec.eval.runner import evaluate_models, evaluate_pipeline
+from llmrec.eval.runner import evaluate_pipeline
 from llmrec.llm.explain import (
     Explainer,
     explanation_quality,
@@ -80,7 +80,6 @@ METHODS = ("loglik", "yesno", "fewshot", "listwise", "tuned", "tuned-int8")
 QUICK_USERS = 8
 BASELINES = Path(__file__).resolve().parents[1] / "results" / "baselines-leave-last-out.json"
 UTTERANCES = Path(__file__).resolve().parents[1] / "tests" / "chat" / "data" / "utterances.jsonl"
-TIGER: dict[str, Any] = {"max_epochs": 40, "patience": 8}  # as benchmarks/genret_trained.py
 DIALOGUE_F1_TARGET = 0.9
 LATENCY_TARGET_MS = 300.0
 GROUNDING_TARGET = 0.95
@@ -321,27 +320,20 @@ def _tiger_section(
     def log(done: int, total: int | None, message: str) -> None:
         console.print(f"[dim]{message}[/]")
 
-    config = {"max_epochs": 2, "patience": 1} if args.quick else TIGER
+    from genret_trained import QUICK, TIGER, tiger_vs_sasrec  # the sibling benchmark: one home for this step
+
+    config = QUICK if args.quick else TIGER
     console.print(f"[bold]trained generative retrieval[/] (tiger, {seeds} seed(s)) vs SASRec, every test user")
-    own = evaluate_models(
-        data, [("tiger", config, "tiger")], k=args.k, tune=False, options=options, seeds=seeds, on_progress=log
+    pair = tiger_vs_sasrec(
+        data,
+        config,
+        k=args.k,
+        options=options,
+        seeds=seeds,
+        baselines=args.baselines,
+        quick=args.quick,
+        on_progress=log,
     )
-    reused = EvalResults.read_json(args.baselines) if args.baselines and args.baselines.is_file() else None
-    sasrec = [r for r in reused.results if r.model == "sasrec"] if reused is not None and not args.quick else []
-    if sasrec:
-        console.print(f"[dim]sasrec reused from {args.baselines} (seeds {sasrec[0].seeds})[/]")
-    else:
-        fitted = evaluate_models(
-            data,
-            [("sasrec", {"max_epochs": 2} if args.quick else {}, "sasrec")],
-            k=args.k,
-            tune=False,
-            options=options,
-            seeds=seeds,
-            on_progress=log,
-        )
-        sasrec = fitted.results
-    pair = compare_results(own.model_copy(update={"results": sasrec + own.results}), "sasrec")
     if results is None:
         return pair
     return results.model_copy(

@@ -21,16 +21,52 @@ from typing import Any
 from rich.console import Console
 
 from llmrec.cli import comparisons_table, metrics_table
+from llmrec.data.dataset import Dataset
 from llmrec.data.movielens import load_movielens
 from llmrec.eval.compare import compare_results
 from llmrec.eval.provenance import provenance
 from llmrec.eval.results import EvalResults
 from llmrec.eval.runner import evaluate_models
 from llmrec.models.base import TrainOptions
+from llmrec.progress import ProgressCallback
 
 BASELINES = Path(__file__).resolve().parents[1] / "results" / "baselines-leave-last-out.json"
 TIGER: dict[str, Any] = {"max_epochs": 40, "patience": 8}
 QUICK: dict[str, Any] = {"max_epochs": 2, "patience": 1}
+
+
+def tiger_vs_sasrec(
+    data: Dataset,
+    config: dict[str, Any],
+    *,
+    k: int,
+    options: TrainOptions,
+    seeds: int,
+    baselines: Path | None,
+    quick: bool,
+    on_progress: ProgressCallback,
+) -> EvalResults:
+    """``tiger`` (``config``, ``seeds`` seeds) and SASRec on every leave-last-out test user, compared paired.
+
+    SASRec is reused from ``baselines`` when that run holds it (same split, its own seeds; never in a quick run),
+    otherwise fitted here. ``benchmarks/generative.py`` runs this same step.
+    """
+    results = evaluate_models(
+        data, [("tiger", config, "tiger")], k=k, tune=False, options=options, seeds=seeds, on_progress=on_progress
+    )
+    reused = EvalResults.read_json(baselines) if baselines is not None and baselines.is_file() and not quick else None
+    sasrec = [r for r in reused.results if r.model == "sasrec"] if reused is not None else []
+    if not sasrec:
+        sasrec = evaluate_models(
+            data,
+            [("sasrec", {"max_epochs": 2} if quick else {}, "sasrec")],
+            k=k,
+            tune=False,
+            options=options,
+            seeds=seeds,
+            on_progress=on_progress,
+        ).results
+    return compare_results(results.model_copy(update={"results": sasrec + results.results}), "sasrec")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,29 +92,18 @@ def main(argv: list[str] | None = None) -> int:
         """The evaluation's on_progress: print what it does next."""
         console.print(f"[dim]{message}[/]")
 
-    data = load_movielens()
-    options = TrainOptions(seed=args.seed)
     seeds = args.seeds or (1 if args.quick else 3)
     config = {**(QUICK if args.quick else TIGER), **(args.config or {})}
-    results = evaluate_models(
-        data, [("tiger", config, "tiger")], k=args.k, tune=False, options=options, seeds=seeds, on_progress=log
+    results = tiger_vs_sasrec(
+        load_movielens(),
+        config,
+        k=args.k,
+        options=TrainOptions(seed=args.seed),
+        seeds=seeds,
+        baselines=args.from_baselines,
+        quick=args.quick,
+        on_progress=log,
     )
-    partial = results.write_json(args.out.with_suffix(".partial.json"))  # kept only if what follows fails
-    reused = EvalResults.read_json(args.from_baselines) if args.from_baselines else None
-    if reused is not None and any(r.model == "sasrec" for r in reused.results):
-        results.results = [r for r in reused.results if r.model == "sasrec"] + results.results
-    else:
-        sasrec = evaluate_models(
-            data,
-            [("sasrec", {"max_epochs": 2} if args.quick else {}, "sasrec")],
-            k=args.k,
-            tune=False,
-            options=options,
-            seeds=seeds,
-            on_progress=log,
-        )
-        results.results = sasrec.results + results.results
-    results = compare_results(results, reference="sasrec")
     key = f"ndcg@{args.k}"
     console.print(metrics_table(results, [key, f"hr@{args.k}", f"mrr@{args.k}", f"coverage@{args.k}"]))
     console.print(comparisons_table(results))
@@ -101,7 +126,6 @@ def main(argv: list[str] | None = None) -> int:
     out["tiger"] = {"config": config, "seeds": seeds, "quick": args.quick, "target": verdict}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1, default=str) + "\n", encoding="utf-8")
-    partial.unlink(missing_ok=True)
     console.print(f"wrote {args.out}")
     return 0
 
