@@ -1,5 +1,6 @@
-"""Shared fixtures: the bundled MovieLens data (full and a small sample), database URLs (SQLite, and PostgreSQL from
-``LLMREC_TEST_PG_URL``: ``export LLMREC_TEST_PG_URL=$(bash scripts/postgres.sh)``), and the packaged language model.
+"""Shared fixtures: the bundled MovieLens data (full and a small sample), a tiny sequential ``chain``, database
+URLs (SQLite, and PostgreSQL from ``LLMREC_TEST_PG_URL``: ``export LLMREC_TEST_PG_URL=$(bash scripts/postgres.sh)``),
+and the packaged language model.
 """
 
 from __future__ import annotations
@@ -15,6 +16,23 @@ import pytest
 from llmrec.data.dataset import Dataset
 from llmrec.data.movielens import load_movielens
 from required import skip_or_fail
+
+
+@pytest.fixture(scope="session")
+def chain() -> Dataset:
+    """40 users walking a 30-item catalogue in order (item i is always followed by i+1): easy to learn."""
+    import numpy as np
+    import pandas as pd
+
+    rows = []
+    rng = np.random.default_rng(0)
+    for u in range(40):
+        start = int(rng.integers(0, 12))
+        for t, i in enumerate(range(start, start + int(rng.integers(8, 18)))):
+            rows.append((f"u{u}", f"i{i}", t))
+    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(30)], "title": [f"Item {i}" for i in range(30)]})
+    return Dataset(inter, items, name="chain")
 
 
 @pytest.fixture(scope="session")

@@ -26,20 +26,6 @@ from llmrec.models.sequential import Sequences, pca_projection, torch_modules, u
 FAST = {"max_len": 12, "hidden": 16, "blocks": 1, "heads": 2, "max_epochs": 3, "patience": 3, "batch_size": 64}
 
 
-@pytest.fixture(scope="module")
-def chain() -> Dataset:
-    """40 users walking a 30-item catalogue in order (item i is always followed by i+1): easy to learn."""
-    rows = []
-    rng = np.random.default_rng(0)
-    for u in range(40):
-        start = int(rng.integers(0, 12))
-        for t, i in enumerate(range(start, start + int(rng.integers(8, 18)))):
-            rows.append((f"u{u}", f"i{i}", t))
-    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
-    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(30)], "title": [f"Item {i}" for i in range(30)]})
-    return Dataset(inter, items, name="chain")
-
-
 def model_of(causal: bool, n_items: int = 30, max_len: int = 8) -> torch.nn.Module:
     torch.manual_seed(0)
     model = torch_modules().SequenceModel(n_items, max_len, 16, 2, 2, 0.1, causal, not causal)

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from required import require
@@ -25,19 +24,6 @@ from llmrec.privacy import federated  # noqa: E402
 
 #: Tiny and fast: a DP epoch of 40 users takes well under a second.
 FAST = {"max_len": 8, "hidden": 16, "blocks": 1, "heads": 1, "max_epochs": 2, "batch_size": 16, "negatives": 8}
-
-
-@pytest.fixture(scope="module")
-def chain() -> Dataset:
-    """40 users walking a 30-item catalogue in order (item i is always followed by i+1)."""
-    rows = []
-    rng = np.random.default_rng(0)
-    for u in range(40):
-        start = int(rng.integers(0, 12))
-        for t, i in enumerate(range(start, start + int(rng.integers(8, 18)))):
-            rows.append((f"u{u}", f"i{i}", t))
-    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
-    return Dataset(inter, name="chain")
 
 
 def weights(model: Scorer) -> dict[str, np.ndarray]:
