@@ -645,6 +645,8 @@ def measure(scenario: Scenario, server: Server, user_ids: Sequence[str], args: a
             "warmup_s": round(warm_s, 2),
             "client_cpu_over_90pct": client_cpu_warning,
             "error_examples": dict(list(samples.error_messages.items())[:5]),
+            # The curve behind the slope, every 30 s: a leak climbs steadily, allocator warm-up flattens out.
+            "rss_mb_every_30s": list({int(t // 30): round(mb, 1) for t, mb in reversed(rss)}.values())[::-1],
         }
         label = scenario.name if scenario.name != "chat" else f"chat: {CHAT_LABELS.get(name, name)}"
         results.append(ModelResult(model=label, metrics=metrics, fit_s=0.0, config=config))

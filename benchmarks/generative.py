@@ -118,7 +118,9 @@ def _rerank_config(method: str, args: argparse.Namespace) -> tuple[RerankConfig,
     if method == "loglik":
         return RerankConfig(method="loglik", calibrate=True), None, "loglik"
     if method in ("tuned", "tuned-int8"):  # one pass over the letters, with the LoRA adapter of --adapter
-        return RerankConfig(method="letters"), None, method
+        history = args.rerank_history or RerankConfig().history
+        suffix = method if history == RerankConfig().history else f"{method}-h{history}"
+        return RerankConfig(method="letters", history=history), None, suffix
     return RerankConfig(method=method), None, method  # yesno, listwise
 
 
@@ -425,6 +427,12 @@ def main(argv: list[str] | None = None) -> int:
         "--retriever-config", default=None, help='its config as JSON (default for ease: {"l2_reg": 500.0})'
     )
     parser.add_argument("--candidates", type=int, default=20, help="retrieved items the LM reranks")
+    parser.add_argument(
+        "--rerank-history",
+        type=int,
+        default=None,
+        help="liked titles the tuned letters prompt shows (default: RerankConfig's; fewer = a shorter, faster prompt)",
+    )
     parser.add_argument("--methods", default="loglik,yesno,fewshot", help=f"rerank variants, from {','.join(METHODS)}")
     parser.add_argument("--shots", type=int, default=2, help="demonstrations of the fewshot variant")
     parser.add_argument(
@@ -539,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. Generative retrieval.
     genret: dict[str, Any] = {}
-    identifiers = ["title", "semantic"] if args.genret_semantic else ["title"]
+    identifiers = (["title", "semantic"] if args.genret_semantic else ["title"]) if args.genret_users else []
     for identifier in identifiers:
         console.print(f"[dim]generative retrieval ({identifier} ids), {args.genret_users} test users...[/]")
         genret[identifier] = _genret_section(
