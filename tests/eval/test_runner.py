@@ -96,6 +96,7 @@ def test_cold_items_popularity_gets_no_credit_for_catalogue_order() -> None:
     assert results.result("popular").metrics["precision@5"] < 0.8
 
 
+@pytest.mark.slow  # 2.4 s in the clean-clone CI run: outside the fast lane
 def test_on_progress_reports_finished_steps_before_each_next_one() -> None:
     rng = np.random.default_rng(1)
     rows = [(f"u{u}", f"i{i:02d}", t, 1.0) for u in range(30) for t, i in enumerate(rng.choice(40, 8, replace=False))]
