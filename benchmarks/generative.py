@@ -68,7 +68,7 @@ from llmrec.llm.explain import (
 )
 from llmrec.llm.fewshot import FewShotConfig
 from llmrec.llm.genret import GenerativeRetriever
-from llmrec.llm.local import LocalLM, LocalLMConfig
+from llmrec.llm.local import LocalLM, LocalLMConfig, clear_prompt_caches
 from llmrec.llm.rerank import RerankConfig
 from llmrec.models.base import TrainOptions
 from llmrec.pipeline import LMSpec, Pipeline, PipelineConfig, RerankedBatch, RetrieverSpec
@@ -269,9 +269,17 @@ def targets(out: dict[str, Any]) -> list[dict[str, Any]]:
             add(f"trained generative retrieval (tiger) {key} at least {c['b']}'s", interval(c), c["diff"] >= 0)
     latency = out.get("latency") or {}
     if latency:
-        p95, p50, n = latency["latency_p95_ms"], latency["latency_p50_ms"], latency["n_users"]
         target = f"rerank p95 <= {LATENCY_TARGET_MS:.0f} ms, {latency['candidates']} candidates ({latency['method']})"
-        add(target, f"p95 {p95:.0f} ms, p50 {p50:.0f} ms over {n} users", p95 <= LATENCY_TARGET_MS)
+        cold = f"p95 {latency['latency_p95_ms']:.0f} ms, p50 {latency['latency_p50_ms']:.0f} ms"
+        warm = latency.get("history_cached")
+        if warm:  # the issue's setting: the user's part of the prompt cached ahead; the cold figure beside it
+            value = (
+                f"p95 {warm['latency_p95_ms']:.0f} ms, p50 {warm['latency_p50_ms']:.0f} ms over {latency['n_users']} "
+                f"users, history prompt cached ahead (cold first request: {cold})"
+            )
+            add(f"{target}, the user's prompt cached", value, warm["latency_p95_ms"] <= LATENCY_TARGET_MS)
+        else:
+            add(target, f"{cold} over {latency['n_users']} users", latency["latency_p95_ms"] <= LATENCY_TARGET_MS)
     dialogue = out.get("dialogue") or {}
     if dialogue:
         f1, n = dialogue["overall"]["f1"], dialogue["utterances"]
@@ -557,6 +565,22 @@ def main(argv: list[str] | None = None) -> int:
         w0 = time.perf_counter()
         pipe.rerank_scores([user])  # the same user again: prompt (and title priors) cached
         cached_ms.append(1000 * (time.perf_counter() - w0))
+    # The same users with their history part of the prompt computed ahead (Pipeline.warm, as a server does when
+    # a user's history changes): the request computes only the candidate list. Scores must not change.
+    clear_prompt_caches()
+    warm_ms, warm_tokens, warm_diff, same_order = [], [], [], 0
+    for u in order[: args.latency_users]:
+        user = fit.user_vocab.ids[u]
+        warm_tokens.append(pipe.warm([user]))
+        w0 = time.perf_counter()
+        warmed = pipe.rerank_scores([user])
+        warm_ms.append(1000 * (time.perf_counter() - w0))
+        cold_lm, warm_lm = batches[int(u)].lm_scores, warmed.lm_scores
+        assert cold_lm is not None and warm_lm is not None
+        real = np.isfinite(cold_lm)
+        warm_diff.append(float(np.abs(cold_lm[real] - warm_lm[real]).max()) if real.any() else 0.0)
+        same_order += bool(np.array_equal(np.argsort(-cold_lm[real]), np.argsort(-warm_lm[real])))
+        clear_prompt_caches()
     latency = {
         "candidates": args.candidates,
         "method": fast,
@@ -571,6 +595,13 @@ def main(argv: list[str] | None = None) -> int:
         "prompt_cached": {
             **latency_metrics(cached_ms, mean=True, digits=1),
             "throughput_per_s": round(1000 * len(cached_ms) / sum(cached_ms), 3),
+        },
+        "history_cached": {
+            **latency_metrics(warm_ms, mean=True, digits=1),
+            "note": "each user's prompt up to the candidate list computed ahead (Pipeline.warm), then one rerank",
+            "tokens_cached_mean": round(float(np.mean(warm_tokens)), 1),
+            "max_abs_lm_score_diff": round(max(warm_diff), 6),
+            "same_order_users": same_order,
         },
     }
 
@@ -657,7 +688,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{latency['latency_p50_ms']:.0f} / {latency['latency_p95_ms']:.0f}",
     )
     pc = latency["prompt_cached"]
-    stable.add_row("rerank p50 / p95 ms, prompt cached", f"{pc['latency_p50_ms']:.0f} / {pc['latency_p95_ms']:.0f}")
+    hc = latency["history_cached"]
+    stable.add_row("rerank p50 / p95 ms, history cached", f"{hc['latency_p50_ms']:.0f} / {hc['latency_p95_ms']:.0f}")
+    stable.add_row("rerank p50 / p95 ms, same prompt again", f"{pc['latency_p50_ms']:.0f} / {pc['latency_p95_ms']:.0f}")
     stable.add_row(
         f"explanations grounded ({len(explanations)})",
         f"{explain_section['grounding_rate']:.1%}" if explanations else "-",
@@ -669,11 +702,10 @@ def main(argv: list[str] | None = None) -> int:
     stable.add_row("peak RSS MB", f"{peak_mb:.0f}")
     console.print(stable)
 
-    p95 = latency["latency_p95_ms"]
     console.print(
-        f"rerank latency p95 <= {LATENCY_TARGET_MS:.0f} ms? {'met' if p95 <= LATENCY_TARGET_MS else 'missed'}: "
-        f"p95 {p95:.0f} ms (prompt cached: {pc['latency_p95_ms']:.0f} ms), {args.threads} threads, load average "
-        f"{load_before[0]:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+        f"latency: {args.threads} threads, load average {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} CPUs; history-cached scores differ from cold by at most {hc['max_abs_lm_score_diff']:.1e} "
+        f"(same order for {hc['same_order_users']} of {latency['n_users']} users)"
     )
     for identifier, g in genret.items():
         ratio = g["metrics"]["valid_ratio"]

@@ -99,6 +99,18 @@ def test_the_language_model_sees_the_users_recent_liked_history(ml_sample: Datas
 
 
 @pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
+def test_warm_computes_a_users_prompt_ahead_and_changes_no_score(pipe: Pipeline) -> None:
+    from llmrec.llm.local import clear_prompt_caches
+
+    clear_prompt_caches()
+    cold = pipe.rerank_scores(["4"]).lm_scores
+    clear_prompt_caches()
+    assert pipe.warm(["4"]) > 0
+    assert pipe.lm is not None and len(pipe.lm._state().prompt_cache) == 1  # type: ignore[attr-defined]
+    np.testing.assert_allclose(pipe.rerank_scores(["4"]).lm_scores, cold, atol=1e-4)
+
+
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_few_shot_pipeline_runs(ml_sample: Dataset, lm: Any) -> None:
     config = SMALL.model_copy(update={"fewshot": FewShotConfig(shots=1, history=3)})
     pipe = Pipeline(config, lm=lm).fit(ml_sample)
@@ -115,6 +127,10 @@ def test_errors(ml_sample: Dataset, lm: Any) -> None:
         fitted.recommend(["1"], k=9)
     with pytest.raises(ConfigError, match="rerank stage"):
         fitted.recommend(["1"], k=3, rerank=True)
+    with pytest.raises(ConfigError, match="no prompt to warm"):
+        fitted.warm(["1"])
+    with pytest.raises(NotFittedError):
+        Pipeline(SMALL, lm=lm).warm(["1"])
     assert fitted.recommend(["1"], k=3).items.shape == (1, 3)
 
 

@@ -114,6 +114,37 @@ def test_item_text_cannot_break_out_of_its_block(lm: Any) -> None:
     assert np.isfinite(scores).all()
 
 
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
+@pytest.mark.parametrize("method", ["letters", "loglik"])
+def test_warm_caches_the_users_part_only_and_changes_no_score(lm: Any, method: str) -> None:
+    from llmrec.llm.local import LocalLM, LocalLMConfig, clear_prompt_caches
+
+    reranker = LMReranker(lm, RerankConfig(method=method))
+    clear_prompt_caches()
+    cached = reranker.warm(TOYS)
+    full = lm.render(reranker.listwise_prompt(TOYS, TOY_CANDIDATES) if method == "letters" else reranker.prompt(TOYS))
+    ids = lm.encode(full)
+    assert tuple(ids[:cached]) in lm._state().prompt_cache  # kept, and exactly the start of the real prompt
+    if method == "letters":  # the history is in, the candidates are not: any candidate list reuses it
+        kept = lm.decode(ids[:cached])
+        assert "Finding Nemo" in kept and "<candidates>" not in kept and 0 < cached < len(ids)
+    else:  # the candidates are the replies: the whole prompt is the user's part
+        assert cached == len(ids)
+    warm = reranker.score(TOYS, TOY_CANDIDATES)
+    cold = LMReranker(LocalLM(LocalLMConfig(threads=lm.config.threads, prompt_cache_size=0)), reranker.config)
+    np.testing.assert_allclose(warm, cold.score(TOYS, TOY_CANDIDATES), atol=1e-4)
+    assert cold.warm(TOYS) == 0  # a model that keeps no cache: nothing to warm
+
+
+def test_warm_is_a_no_op_for_a_model_without_a_prompt_cache(lm: Any) -> None:
+    assert LMReranker(Recording(lm), RerankConfig(method="letters")).warm(TOYS) == 0
+
+
+def test_prefill_needs_its_cut_marker_in_the_prompt(lm: Any) -> None:
+    with pytest.raises(ConfigError, match="nothing to cut"):
+        lm.prefill("Name a movie.", stop_at="<candidates>")
+
+
 def test_blend() -> None:
     retriever = np.array([3.0, 2.0, 1.0, -np.inf])
     lm = np.array([0.0, 1.0, 5.0, 9.0])

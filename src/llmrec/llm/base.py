@@ -13,7 +13,7 @@ from typing import Literal, Protocol, TypedDict, runtime_checkable
 
 import numpy as np
 
-__all__ = ["ItemTokenLM", "LanguageModel", "LogLik", "Message", "Prompt", "as_messages"]
+__all__ = ["ItemTokenLM", "LanguageModel", "LogLik", "Message", "PrefixCachingLM", "Prompt", "as_messages"]
 
 
 class Message(TypedDict):
@@ -85,6 +85,20 @@ class LanguageModel(Protocol):
         stop: Sequence[str] | None = None,
     ) -> Iterator[str]:
         """The reply as text pieces, as they are produced."""
+        ...
+
+
+@runtime_checkable
+class PrefixCachingLM(Protocol):
+    """A language model that can compute a prompt's beginning ahead of time and keep it for later calls.
+
+    A reranker's prompt starts with what depends on the user only (instructions, their history) and ends with
+    the candidates; computing the user's part once, when their history changes, leaves a request only the
+    candidates to compute (see :meth:`llmrec.llm.rerank.LMReranker.warm`).
+    """
+
+    def prefill(self, prompt: Prompt, *, stop_at: str | None = None) -> int:
+        """Compute and keep the cache of ``prompt`` as rendered, cut before ``stop_at``; returns tokens kept."""
         ...
 
 

@@ -22,6 +22,10 @@ candidate against a prompt whose key/value cache is computed once:
   has learnt where the retriever's order is right and where it is not, so one pass is enough, and one forward
   of ~350 tokens replaces the scoring of 20 titles (the latency target).
 
+The prompt puts the user's part (instructions, history) before the candidates, so :meth:`LMReranker.warm` can
+compute it ahead, when the user's history changes; a request then computes only the candidate list (with a model
+that keeps prompt caches, :class:`~llmrec.llm.base.PrefixCachingLM`), and the scores do not change.
+
 Every method returns one score per given candidate, so a rerank is a permutation of the candidate set: an item
 outside it can never come out. :func:`blend` mixes the language model's opinion with the retriever's scores.
 """
@@ -39,7 +43,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmrec.errors import ConfigError
-from llmrec.llm.base import ItemTokenLM, LanguageModel, Message
+from llmrec.llm.base import ItemTokenLM, LanguageModel, Message, PrefixCachingLM
 from llmrec.llm.prompts import DATA_NOTICE, data_block, sanitize
 
 __all__ = ["Demonstration", "LMReranker", "RerankConfig", "blend"]
@@ -142,6 +146,27 @@ class LMReranker:
             "Reply with its letter only."
         )
         return [self._system(), {"role": "user", "content": self._ask(history) + question}]
+
+    # -- caching ------------------------------------------------------------------------------------------------
+
+    def warm(self, history: Sequence[str]) -> int:
+        """Compute the user's part of the prompt now, so their next :meth:`score` computes only the candidates.
+
+        For ``letters`` and ``listwise`` that is everything before the candidate list (instructions and the
+        history); for ``loglik`` and ``yesno`` the whole prompt (the candidates are its replies). Call it when a
+        user's history changes, ahead of their requests: the scores are the same, only sooner. A language model
+        that cannot keep a prompt's cache (a remote one) makes this a no-op.
+
+        Returns:
+            How many prompt tokens are now cached (0 when the model keeps none).
+        """
+        if not isinstance(self.lm, PrefixCachingLM):
+            return 0
+        if self.config.method in ("letters", "listwise"):
+            return self.lm.prefill(self.listwise_prompt(history, ["-"]), stop_at="<candidates>")
+        if self.config.method == "yesno" and isinstance(self.lm, ItemTokenLM) and self.lm.item_slot:
+            return 0  # the history carries soft tokens, which only loglik_items computes
+        return self.lm.prefill(self.prompt(history))
 
     # -- scoring ------------------------------------------------------------------------------------------------
 

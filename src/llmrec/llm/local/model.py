@@ -382,6 +382,37 @@ class LocalLM(GenerationMixin):
 
     # -- the protocol -----------------------------------------------------------------------------------------
 
+    def prefill(self, prompt: Prompt, *, stop_at: str | None = None) -> int:
+        """Compute ``prompt``'s key/value cache now and keep it, so later prompts that begin the same reuse it.
+
+        The prompt is rendered as :meth:`loglik` renders it and cut right before the first ``stop_at`` (for
+        example a reranker's candidate list, which changes per request, while the user's part before it does
+        not). The kept cache is one of the ``prompt_cache_size`` most recent, so keep that at least the number
+        of users warmed at once.
+
+        Returns:
+            How many tokens are now cached; 0 when the cache is off (``prompt_cache_size=0``) or the model has
+            sliding-window layers (its caches cannot be cut and reused).
+
+        Raises:
+            ConfigError: ``stop_at`` does not occur in the rendered prompt.
+        """
+        import torch
+
+        text = self.render(prompt)
+        if stop_at is not None:
+            cut = text.find(stop_at)
+            if cut < 0:
+                raise ConfigError(f"prefill: {stop_at!r} is not in the prompt, so there is nothing to cut it at")
+            text = text[:cut]
+        state = self._state()
+        if self.config.prompt_cache_size == 0 or state.sliding or not text:
+            return 0
+        ids = self.encode(text)
+        with state.lock, _torch_threads(self.config.threads), torch.inference_mode():
+            self._prefill(state, ids)
+        return len(ids)
+
     def loglik(
         self,
         prompt: Prompt,
