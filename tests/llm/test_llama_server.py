@@ -10,6 +10,7 @@ elsewhere those tests skip and say so.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -298,8 +299,14 @@ def test_llama_loglik_and_rerank_match_the_in_process_model(llama: OpenAIChatLM,
     in_process = LMReranker(lm, config).score(HISTORY, CANDIDATES)
     print("rerank llama.cpp", served, "in-process", in_process)
     np.testing.assert_allclose(served, in_process, atol=RERANK_ATOL)
-    assert np.argsort(-served).tolist() == np.argsort(-in_process).tolist()
+    # The order is as exact as the scores: every pair the in-process model separates by more than the tolerance
+    # keeps its order (quantized llama.cpp kernels may swap a near-tie: measured gaps of 0.03 swapped).
+    for i, j in itertools.combinations(range(len(CANDIDATES)), 2):
+        if abs(in_process[i] - in_process[j]) > RERANK_ATOL:
+            assert (served[i] > served[j]) == (in_process[i] > in_process[j]), (CANDIDATES[i], CANDIDATES[j])
 
 
+# llama.cpp runs the Q4_1 weights with quantized activations, LocalLM the same weights dequantized to fp32.
+# Measured (SmolLM2-135M, llama-cpp-python 0.3.36): totals within 0.29 nats, rerank scores within 0.06.
 LOGLIK_ATOL = 0.5
 RERANK_ATOL = 0.1
