@@ -62,6 +62,7 @@ class EchoFake:
     """Answers ``/completions`` with echo like a server of the given kind.
 
     ``aligned``: OpenAI semantics (``max_tokens: 0`` generates nothing, several prompts per request).
+    ``vllm``: aligned, but ``max_tokens: 0`` is a 400.
     ``shift``: each value reported ``shift`` positions late (+1) or early (-1).
     ``llama``: llama-cpp-python 0.3.36: the leading BOS (``<|im_start|>``) dropped, special tokens printed as ""
     and left out of the offsets, ``max_tokens: 0`` = unlimited, a list of two prompts answered with a 500.
@@ -72,6 +73,8 @@ class EchoFake:
 
     def __call__(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         prompts = [body["prompt"]] if isinstance(body["prompt"], str) else list(body["prompt"])
+        if self.kind == "vllm" and body.get("max_tokens") == 0:
+            return 400, {"error": {"message": "max_tokens must be at least 1, got 0."}}
         if self.kind == "llama" and len(prompts) > 1:
             return 500, {"error": {"message": "AssertionError"}}
         choices, generated = [], 0
@@ -163,6 +166,15 @@ def test_a_llama_cpp_like_server_is_read_by_token_text_one_prompt_at_a_time(scri
     assert {r["max_tokens"] for r in ranking} == {1}  # never 0: llama-cpp-python would generate to the context end
     zero = [r["body"] for r in scripted.script.requests[:before] if r["body"].get("max_tokens") == 0]
     assert zero and all(r.get("stop") for r in zero)  # the one 0 the probe sends carries stop strings
+
+
+@pytest.mark.parametrize("echo_max_tokens", [None, 0])
+def test_a_server_that_rejects_max_tokens_0_is_sent_1(scripted: ScriptedServer, echo_max_tokens: int | None) -> None:
+    scripted.script.completions = EchoFake("vllm")
+    client = _client(scripted.url, echo_max_tokens=echo_max_tokens)
+    assert (client.probe().aligned, client.probe().echo_max_tokens, client.probe().batch) == (True, 1, True)
+    np.testing.assert_allclose(client.loglik(PROMPT, TITLES).total, _scores(PROMPT, TITLES))
+    assert scripted.script.requests[-1]["body"]["max_tokens"] == 1
 
 
 def test_a_llama_cpp_like_server_without_a_leading_bos_is_refused(scripted: ScriptedServer) -> None:

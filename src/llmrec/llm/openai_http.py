@@ -375,14 +375,13 @@ class OpenAIChatLM:
         head = self.render(PROBE_ASK)
         text = head + PROBE_REPLY + (self.config.end_of_turn or "")
         fixed = self.config.echo_max_tokens
-        echo = self._probe_echo(text, 1 if fixed is None else fixed)
+        echo, max_tokens = self._probe_echo(text, 1 if fixed is None else fixed)
         attribution: Attribution = "offsets" if _offsets_match(echo, text) else "tokens"
         strings, values = self._reply(echo, text, len(head), attribution)
         copied, shift = _alignment(strings, values, PROBE_REPLY, PROBE_SURPRISE)
         if copied is None:
             raise self._cannot_rank(f"the probe reply's tokens {strings!r} do not spell {PROBE_REPLY!r}")
         aligned = shift == 0 and copied > COPY_FLOOR
-        max_tokens = 1 if fixed is None else fixed
         batch = False
         if aligned:
             if fixed is None and self._zero_is_honoured(text, len(echo.tokens) - (echo.generated or 0)):
@@ -399,14 +398,14 @@ class OpenAIChatLM:
             batch=batch,
         )
 
-    def _probe_echo(self, text: str, max_tokens: int) -> _Echo:
-        """The probe text's echo; a server that rejects ``max_tokens: 0`` (vLLM) is asked again with 1."""
+    def _probe_echo(self, text: str, max_tokens: int) -> tuple[_Echo, int]:
+        """The probe text's echo and the ``max_tokens`` that got it: a server that rejects 0 (vLLM) gets 1."""
         try:
-            return self._echo_one(text, max_tokens)
+            return self._echo_one(text, max_tokens), max_tokens
         except LMCapabilityError as exc:
             if isinstance(exc.__cause__, LMHTTPError) and exc.__cause__.status_code in (400, 422) and max_tokens == 0:
                 logger.info("%s rejected max_tokens=0 with echo; using max_tokens=1", self.config.base_url)
-                return self._echo_one(text, 1)
+                return self._echo_one(text, 1), 1
             raise
 
     def _zero_is_honoured(self, text: str, prompt_entries: int) -> bool:
