@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -16,13 +17,17 @@ THREADS = int(os.environ.get("LLMREC_TEST_LM_THREADS", "1"))
 
 @dataclass
 class Script:
-    """What the scripted server answers: ``fail`` times ``status``, then a chat completion (or ``final_status``)."""
+    """What the scripted server answers: ``fail`` times ``status``, then a chat completion (or ``final_status``).
+
+    ``completions``, when set, answers ``/completions`` (not chat) instead: request body -> (status, JSON payload).
+    """
 
     fail: int = 0
     status: int = 503
     retry_after: str | None = None
     final_status: int = 200
     requests: list[dict[str, Any]] = field(default_factory=list)
+    completions: Callable[[dict[str, Any]], tuple[int, dict[str, Any]]] | None = None
 
 
 class ScriptedServer:
@@ -42,7 +47,9 @@ class ScriptedServer:
                 script = outer.script
                 script.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
                 failed = sum(1 for r in script.requests if r["path"] == self.path) - 1
-                if failed < script.fail:
+                if script.completions is not None and self.path.endswith("/completions") and "chat" not in self.path:
+                    self._send(*script.completions(body))
+                elif failed < script.fail:
                     self._send(script.status, {"error": {"message": "busy, try later"}}, script.retry_after)
                 elif script.final_status != 200:
                     self._send(script.final_status, {"error": {"message": "no such route here"}})
