@@ -134,6 +134,10 @@ def test_warm_caches_the_users_part_only_and_changes_no_score(lm: Any, method: s
     cold = LMReranker(LocalLM(LocalLMConfig(threads=lm.config.threads, prompt_cache_size=0)), reranker.config)
     np.testing.assert_allclose(warm, cold.score(TOYS, TOY_CANDIDATES), atol=1e-4)
     assert cold.warm(TOYS) == 0  # a model that keeps no cache: nothing to warm
+    clear_prompt_caches()  # warm=True: the user's part is its own pass inside score(), kept for the next request
+    split = LMReranker(lm, reranker.config.model_copy(update={"warm": True})).score(TOYS, TOY_CANDIDATES)
+    np.testing.assert_allclose(split, warm, atol=1e-4)
+    assert tuple(ids[:cached]) in lm._state().prompt_cache
 
 
 def test_warm_is_a_no_op_for_a_model_without_a_prompt_cache(lm: Any) -> None:

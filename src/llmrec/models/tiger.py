@@ -59,7 +59,10 @@ class TigerConfig(ScorerConfig):
         batch_size: Training sequences per step.
         max_epochs: Most training epochs.
         patience: Epochs without a better validation NDCG@10 before stopping.
-        holdout: Share of train users whose last item is the early-stopping target (at most 1000 users).
+        holdout: Share of the train users with three or more items whose last item is the early-stopping target
+            (at most 10,000 users; the rest of each such sequence still trains). All of them by default, as
+            SASRec does: with a tenth (61 MovieLens users) the stopping epoch was noise and seeds scored
+            NDCG@10 0.039, 0.026 and 0.024.
         beam: Beams of :meth:`Tiger.generate` (at least ``k`` are used).
         encoder: The text encoder of the item texts (the packaged MiniLM).
     """
@@ -77,7 +80,7 @@ class TigerConfig(ScorerConfig):
     batch_size: int = Field(default=128, ge=1)
     max_epochs: int = Field(default=40, ge=1)
     patience: int = Field(default=8, ge=1)
-    holdout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    holdout: float = Field(default=1.0, ge=0.0, le=1.0)
     beam: int = Field(default=20, ge=1, le=1024)
     encoder: TextEncoderConfig = TextEncoderConfig()
 
@@ -318,7 +321,7 @@ class Tiger(Scorer):
         seqs = user_sequences(data)
         users = [seqs.items[seqs.indptr[u] : seqs.indptr[u + 1]] for u in range(data.n_users)]
         eligible = np.flatnonzero([len(s) >= 3 for s in users])
-        n_val = min(1000, int(len(eligible) * c.holdout))
+        n_val = min(10_000, round(len(eligible) * c.holdout))
         val = rng.choice(eligible, n_val, replace=False) if n_val else np.zeros(0, dtype=np.int64)
         is_val = np.zeros(len(users), dtype=bool)
         is_val[val] = True
