@@ -469,7 +469,8 @@ class Pipeline:
 
         The language model keeps the cache of the prompt up to the candidate list (see
         :meth:`~llmrec.llm.rerank.LMReranker.warm`), so a later :meth:`recommend` for that user computes only the
-        candidates. Call it when a user's history changes; scores are unchanged. Keep
+        candidates. Call it when a user's history changes. With fp32 weights the scores are unchanged; with int8 they
+        move with where the pass is cut (see :attr:`~llmrec.llm.rerank.RerankConfig.warm`). Keep
         ``LocalLMConfig.prompt_cache_size`` at least the number of users kept warm at once.
 
         Returns:
@@ -489,10 +490,17 @@ class Pipeline:
             )
         cached = 0
         for q in as_queries(queries):
-            u = -1 if q.user is None else int(self.data.user_vocab.index([q.user], missing="negative")[0])
-            liked = self.history(u) if not q.folds_in else self._history_idx(self._history, q, u)
+            liked = self._lm_history(q, self._user_idx(q))
             cached += self.reranker.warm([self.titles[i] for i in liked])
         return cached
+
+    def _user_idx(self, query: Query) -> int:
+        """The fitted index of ``query.user``; -1 for an anonymous or unknown user."""
+        return -1 if query.user is None else int(self.data.user_vocab.index([query.user], missing="negative")[0])
+
+    def _lm_history(self, query: Query, user_idx: int) -> np.ndarray:
+        """The liked history the language model is shown for a query (indices): what a rerank and a warm share."""
+        return self.history(user_idx) if not query.folds_in else self._history_idx(self._history, query, user_idx)
 
     def _retrieve(
         self, queries: list[Query], tie_seed: int | None
@@ -513,8 +521,7 @@ class Pipeline:
             mask_scores(scores, blocked=blocked, allowed=allowed)
             idx[start : start + len(chunk)], vals[start : start + len(chunk)] = top_k(scores, width, tie_seed)
             for q, u in zip(chunk, uidx, strict=True):
-                liked = self.history(int(u)) if not q.folds_in else self._history_idx(self._history, q, int(u))
-                histories.append((liked, int(u)))
+                histories.append((self._lm_history(q, int(u)), int(u)))
         labels = np.array([q.label for q in queries], dtype=object)
         return Recommendations(labels, data.item_vocab.ids_of(idx), vals, idx), histories
 
@@ -616,7 +623,7 @@ class Pipeline:
         A known user's liked history from the fitted data, without ``query.disliked``, then ``query.liked``. An
         unknown or anonymous user starts empty.
         """
-        uidx = -1 if query.user is None else int(self.data.user_vocab.index([query.user], missing="negative")[0])
+        uidx = self._user_idx(query)
         return [str(i) for i in self.data.item_vocab.ids_of(self._history_idx(self._history, query, uidx))]
 
     def _check_k(self, k: int) -> None:

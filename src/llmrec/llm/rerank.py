@@ -24,7 +24,8 @@ candidate against a prompt whose key/value cache is computed once:
 
 The prompt puts the user's part (instructions, history) before the candidates, so :meth:`LMReranker.warm` can
 compute it ahead, when the user's history changes; a request then computes only the candidate list (with a model
-that keeps prompt caches, :class:`~llmrec.llm.base.PrefixCachingLM`), and the scores do not change.
+that keeps prompt caches, :class:`~llmrec.llm.base.PrefixCachingLM`). With fp32 weights the scores do not change;
+with int8 weights they do (``RerankConfig.warm`` explains why and how to evaluate that path).
 
 Every method returns one score per given candidate, so a rerank is a permutation of the candidate set: an item
 outside it can never come out. :func:`blend` mixes the language model's opinion with the retriever's scores.
@@ -160,7 +161,8 @@ class LMReranker:
 
         For ``letters`` and ``listwise`` that is everything before the candidate list (instructions and the
         history); for ``loglik`` and ``yesno`` the whole prompt (the candidates are its replies). Call it when a
-        user's history changes, ahead of their requests: the scores are the same, only sooner. A language model
+        user's history changes, ahead of their requests: with fp32 weights the scores are the same, only sooner (with
+        int8 they are not, see ``RerankConfig.warm``). A language model
         that cannot keep a prompt's cache (a remote one) makes this a no-op.
 
         Returns:
