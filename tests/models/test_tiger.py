@@ -16,7 +16,7 @@ import pytest
 
 from llmrec.data.dataset import Dataset
 from llmrec.models import TrainOptions
-from llmrec.models.tiger import Tiger, assign_codes
+from llmrec.models.tiger import Tiger, _disambiguate, assign_codes
 
 N_ITEMS = 30
 COLD = "i30"  # in the catalogue with a title, never interacted with
@@ -125,6 +125,30 @@ def test_assign_codes_reproduces_residual_nearest_centroids() -> None:
     books = [np.array([[0.0, 0.0], [10.0, 10.0]]), np.array([[0.0, 0.0], [1.0, 0.0]])]
     out = assign_codes(np.array([[11.0, 10.0], [0.2, 0.1]]), books)
     assert out.tolist() == [[1, 1], [0, 0]]
+
+
+def test_scores_are_a_distribution_over_the_catalogue(fitted: Tiger, chain: Dataset) -> None:
+    # The trie softmax gives no probability to code paths that name no item, so the catalogue's probabilities sum
+    # to one; without it the mass on missing paths is lost unevenly across branches and distorts the ranking.
+    probs = np.exp(fitted.score_histories([np.array([0, 1, 2]), np.array([7])]))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
+def test_without_the_trie_softmax_codes_of_no_item_take_mass(chain: Dataset, tmp_path: Path) -> None:
+    plain = Tiger(embedder=WordHashEncoder(), **{**FAST, "max_epochs": 3, "trie_softmax": False})
+    plain.fit(chain, TrainOptions(seed=0))
+    scores = plain.score_histories([np.array([0, 1, 2])])
+    assert np.exp(scores).sum() < 0.999  # the mass the trie softmax gives back to real items
+    loaded = Tiger.load(plain.save(tmp_path / "plain"))  # the models saved before the trie softmax load as such
+    np.testing.assert_allclose(loaded.score_histories([np.array([0, 1, 2])]), scores, rtol=1e-6, atol=1e-6)
+
+
+def test_items_sharing_codes_are_numbered_by_popularity() -> None:
+    codes = np.array([[0, 1], [0, 1], [2, 3], [0, 1]])
+    out = _disambiguate(codes, np.array([1, 5, 2, 3]))
+    assert out[:, -1].tolist() == [2, 0, 0, 1]  # the most popular of a shared tuple is 0, the next 1, ...
+    assert _disambiguate(codes)[:, -1].tolist() == [0, 1, 0, 2]  # no popularity: item order
 
 
 def test_save_load_round_trip_gives_the_same_scores(fitted: Tiger, chain: Dataset, tmp_path: Path) -> None:
