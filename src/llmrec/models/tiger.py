@@ -181,16 +181,6 @@ def _prefixes(codes: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def _children(codes: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
-    """Per level ``j``: a ``(prefixes, sizes[j])`` mask of the codes that continue each prefix to a catalogue item."""
-    masks = []
-    for j, (uniq, inv) in enumerate(_prefixes(codes)):
-        mask = np.zeros((len(uniq), sizes[j]), dtype=bool)
-        mask[inv, codes[:, j]] = True
-        masks.append(mask)
-    return masks
-
-
 def _make_net(sizes: list[int], config: TigerConfig, n_prefixes: list[int]) -> Any:
     """The torch module: history encoder (causal transformer) and the level-by-level code decoder."""
     import torch
@@ -395,9 +385,7 @@ class Tiger(Scorer):
             (np.ones(len(val)), (val, [int(users[u][-1]) for u in val])), shape=(data.n_users, data.n_items)
         )
         self._fit_codes(data, options, (data.matrix("binary") - held).maximum(0).tocsr())
-        assert self.codes is not None
-        sizes = [int(v) + 1 for v in self.codes.max(axis=0)]
-        self._net = _make_net(sizes, c, [len(u) for u, _ in _prefixes(self.codes)])
+        self._net = self._new_net()
         self._prepare(data)
         inputs, targets = self._windows(train_seqs)
         opt = torch.optim.Adam(self._net.parameters(), lr=c.lr)
@@ -443,6 +431,12 @@ class Tiger(Scorer):
         rank = (scores > target[:, None]).sum(axis=1)
         return float(np.mean(np.where(rank < 10, 1.0 / np.log2(rank + 2.0), 0.0)))
 
+    def _new_net(self) -> Any:
+        """An untrained network sized for ``self.codes`` (codes per level, prefixes per level for the biases)."""
+        assert self.codes is not None
+        sizes = [int(v) + 1 for v in self.codes.max(axis=0)]
+        return _make_net(sizes, self.config, [len(u) for u, _ in _prefixes(self.codes)])
+
     def _prepare(self, data: Dataset) -> None:
         """Per-level distinct prefixes (for exact scoring) and the catalogue trie (for generation)."""
         import torch
@@ -454,8 +448,12 @@ class Tiger(Scorer):
         self._prefix_tokens = [u for u, _ in levels]
         self._prefix_inv = [inv for _, inv in levels]
         self._prefix_index = [{tuple(row): i for i, row in enumerate(u.tolist())} for u in self._prefix_tokens]
-        assert self.codes is not None
-        self._net.masks = [torch.from_numpy(m) for m in _children(self.codes, self._net.sizes)]
+        masks = []  # the trie softmax's: which codes continue each prefix to a catalogue item
+        for j, (uniq, inv) in enumerate(levels):
+            mask = np.zeros((len(uniq), self._net.sizes[j]), dtype=bool)
+            mask[inv, tokens[:, j] - self._net.offsets[j]] = True
+            masks.append(torch.from_numpy(mask))
+        self._net.masks = masks
         self._item_tokens = tokens
         self._trie = IdTrie(tokens.tolist(), end_id=int(sum(self._net.sizes)) + 1)
         from llmrec.models.sequential import user_sequences
@@ -579,8 +577,7 @@ class Tiger(Scorer):
         self.codebooks = [np.asarray(state[f"codebook_{j}"]) for j in range(self.config.levels)]
         if self.config.trie_softmax and "w:bias.0" not in state:  # saved before the trie softmax existed
             self.config = self.config.model_copy(update={"trie_softmax": False})
-        sizes = [int(v) + 1 for v in self.codes.max(axis=0)]
-        self._net = _make_net(sizes, self.config, [len(u) for u, _ in _prefixes(self.codes)])
+        self._net = self._new_net()
         weights = {k[2:]: torch.from_numpy(np.asarray(state[k])) for k in state if k.startswith("w:")}
         self._net.load_state_dict(weights)
         self._net.eval()
