@@ -31,7 +31,7 @@ from llmrec.models.base import TrainOptions
 from llmrec.progress import ProgressCallback
 
 BASELINES = Path(__file__).resolve().parents[1] / "results" / "baselines-leave-last-out.json"
-TIGER: dict[str, Any] = {"max_epochs": 40, "patience": 8}
+TIGER: dict[str, Any] = {}  # TigerConfig's defaults
 QUICK: dict[str, Any] = {"max_epochs": 2, "patience": 1}
 
 
