@@ -8,6 +8,11 @@ wall time, load average) and is then used as ``LocalLMConfig(adapter=NAME)`` wit
 (``benchmarks/generative.py --methods tuned --adapter NAME``).
 
     python benchmarks/rerank_tune.py --name letters-ease-ml [--max-seconds 1600] [--last-layers 8] [--quick]
+    python benchmarks/rerank_tune.py --name letters-ease-ml --evaluate-only --out results/letters-adapter-nll.json
+
+The card's ``letter_nll_valid`` is the validation letters' own cross-entropy (the trainer's loss averages the letter
+and the end-of-turn token) beside the position prior: a tuned model that does not go below the prior has learnt
+nothing the retriever's order did not already say.
 """
 
 from __future__ import annotations
@@ -21,10 +26,41 @@ from pathlib import Path
 
 import numpy as np
 
-from llmrec.adapt.letters import LetterDataConfig, build_letter_examples
+from llmrec.adapt.instructions import InstructionExample
+from llmrec.adapt.letters import LetterDataConfig, build_letter_examples, letter_losses
 from llmrec.adapt.lora import LoraTuneConfig, tune_lora
+from llmrec.adapt.registry import resolve_adapter
 from llmrec.data.registry import load_named
 from llmrec.data.splits import make_split
+
+
+def _letter_report(
+    train: list[InstructionExample], valid: list[InstructionExample], candidates: int, adapter: Path, threads: int
+) -> dict[str, float]:
+    """The validation letters' cross-entropy: the tuned and the untuned model beside the position prior.
+
+    The trainer's validation loss averages the letter and the end-of-turn token; this is the letter's own loss, and
+    a tuned model that does not go below ``position_prior`` has learnt nothing the retriever's order did not say.
+    """
+    from llmrec.llm.local import LocalLM, LocalLMConfig
+
+    tuned, untuned = (
+        LocalLM(LocalLMConfig(threads=threads, adapter=str(adapter))),
+        LocalLM(LocalLMConfig(threads=threads)),
+    )
+    hits = [ex for ex in valid if ex.template == "letters-hit"]
+    report: dict[str, float] = {"n_valid": len(valid), "n_valid_hits": len(hits)}
+    # All validation examples, then the natural hits alone (the faithful ones: at inference every candidate is
+    # retrieved, where an inserted target is the odd one out of its list).
+    for suffix, rows in (("", valid), ("_hits", hits)):
+        if not rows:
+            continue
+        losses = letter_losses(train, rows, candidates, lm=tuned)
+        base = letter_losses(train, rows, candidates, lm=untuned)
+        losses.update({"untuned_model": base["model"], "untuned_model_letters": base["model_letters"]})
+        report.update({f"{k}{suffix}": v for k, v in losses.items()})
+    print("validation letter cross-entropy (nats): " + ", ".join(f"{k} {v:.3f}" for k, v in report.items()), flush=True)
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a few examples and steps (smoke run)")
     parser.add_argument("--out", type=Path, default=None, help="also write the card as JSON here")
+    parser.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="train nothing: report the letter cross-entropy of the adapter already registered as --name on the "
+        "validation examples these settings build (the defaults rebuild those of letters-ease-ml)",
+    )
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -116,6 +158,16 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
 
+    if args.evaluate_only:
+        path = resolve_adapter(args.name, args.adapter_dir)
+        report = {
+            "adapter": str(path),
+            "letter_nll_valid": _letter_report(train, valid, data_config.candidates, path, args.threads),
+        }
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        return 0
     result = tune_lora(
         train,
         valid,
@@ -128,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     meta = dict(result.metadata)
     meta["card"]["train_s"] = meta["wall_s"]
+    meta["card"]["letter_nll_valid"] = _letter_report(train, valid, data_config.candidates, result.path, args.threads)
     meta["card"]["loadavg_end"] = os.getloadavg()
     (result.path / "llmrec_adapter.json").write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
     print(json.dumps({k: meta[k] for k in ("steps", "wall_s", "valid_loss_start", "valid_loss_best", "n_train")}))

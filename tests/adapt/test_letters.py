@@ -4,16 +4,19 @@ letter tokens, a tuned adapter round-trips through the registry with its card an
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from llmrec.adapt.letters import LetterDataConfig, build_letter_examples
+from llmrec.adapt.instructions import InstructionExample
+from llmrec.adapt.letters import LetterDataConfig, build_letter_examples, letter_losses
 from llmrec.adapt.registry import read_metadata, resolve_adapter
 from llmrec.data.dataset import Dataset
 from llmrec.data.splits import Split, leave_last_out
+from llmrec.errors import ConfigError
 from llmrec.llm.base import LogLik
 from llmrec.llm.rerank import LETTERS, LMReranker, RerankConfig
 from required import require
@@ -110,6 +113,28 @@ def test_letters_with_the_packaged_model_are_next_token_log_probabilities(lm: An
     scores = reranker.score(["Toy Story", "Finding Nemo"], ["Toy Story 2", "Schindler's List", "Se7en"])
     assert scores.shape == (3,) and np.all(scores < 0)
     assert np.logaddexp.reduce(scores) <= 1e-6  # three outcomes of one distribution
+
+
+def _at(example: InstructionExample, position: int) -> InstructionExample:
+    return dataclasses.replace(example, label=float(position), target=LETTERS[position])
+
+
+def test_the_position_prior_is_learnt_from_train_and_scored_on_valid(examples: list[Any]) -> None:
+    first = [_at(examples[0], 0)] * 6 + [_at(examples[0], 1)] * 2  # add-one counts over 4 letters: 7, 3, 1, 1
+    losses = letter_losses(first, [_at(examples[1], 0), _at(examples[1], 3)], candidates=4)
+    assert losses["uniform"] == pytest.approx(np.log(4))
+    assert losses["position_prior"] == pytest.approx(-(np.log(7 / 12) + np.log(1 / 12)) / 2)
+    assert "model" not in losses
+    with pytest.raises(ConfigError, match="label"):
+        letter_losses(first, [dataclasses.replace(examples[1], label=4.0)], candidates=4)
+
+
+def test_the_model_letter_loss_is_its_next_token_distribution(examples: list[Any], lm: Any) -> None:
+    short = sorted(examples, key=lambda e: len(e.messages[-1]["content"]))[:2]
+    losses = letter_losses(examples, short, candidates=4, lm=lm)
+    assert losses["model"] > 0
+    # Renormalised over the four shown letters, the same log-probabilities can only lose less.
+    assert 0 < losses["model_letters"] <= losses["model"]
 
 
 @pytest.mark.slow  # one LoRA step on the packaged model

@@ -19,6 +19,7 @@ next-token distribution over the letter tokens. To teach a small model that form
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,9 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from llmrec.adapt.instructions import InstructionExample, _NoLM
 from llmrec.data.splits import Split
 from llmrec.errors import ConfigError
-from llmrec.llm.rerank import LETTERS, LMReranker, RerankConfig
+from llmrec.llm.base import LanguageModel
+from llmrec.llm.rerank import LETTERS, LMReranker, RerankConfig, letter_logprobs
 
-__all__ = ["LetterDataConfig", "build_letter_examples"]
+__all__ = ["LetterDataConfig", "build_letter_examples", "letter_losses"]
 
 log = logging.getLogger(__name__)
 
@@ -172,4 +174,48 @@ def build_letter_examples(
         out = [out[i] for i in np.sort(rng.choice(len(out), config.max_examples, replace=False))]
     out = [out[i] for i in rng.permutation(len(out))]
     log.info("letter examples: %d (%d natural hits) from %d users", len(out), len(hits), len(eligible))
+    return out
+
+
+def letter_losses(
+    train: Sequence[InstructionExample],
+    valid: Sequence[InstructionExample],
+    candidates: int,
+    lm: LanguageModel | None = None,
+) -> dict[str, float]:
+    """Cross-entropy (nats per example) of the validation examples' target letters, beside what it must beat.
+
+    A letter adapter that has learnt nothing but *where* the retriever tends to be right scores the position
+    prior; only a loss below it says the model reads the titles. (The trainer's validation loss averages the letter
+    and the end-of-turn token, which halves the letter's loss and hides that comparison.)
+
+    Returns:
+        ``uniform``: ``ln(candidates)``; ``position_prior``: the target positions' frequencies in ``train``
+        (add-one smoothed) scored on ``valid``; with ``lm``: ``model``, the letter's next-token log-probability
+        (one pass per example, as :meth:`LMReranker.score` with ``method="letters"`` ranks), and ``model_letters``,
+        the same renormalised over the shown letters.
+
+    Raises:
+        ConfigError: ``valid`` is empty, or an example's label is not a position below ``candidates``.
+    """
+    if not valid:
+        raise ConfigError("letter_losses needs at least one validation example")
+    positions = []
+    for row, ex in enumerate([*train, *valid]):
+        if ex.label is None or not 0 <= ex.label < candidates:
+            raise ConfigError(
+                f"example {row} has label {ex.label!r}, not a position below {candidates}",
+                field="label",
+                fix="pass letter examples built with the same number of candidates",
+            )
+        positions.append(int(ex.label))
+    counts = np.bincount(positions[: len(train)], minlength=candidates) + 1.0
+    prior = np.log(counts / counts.sum())
+    valid_pos = np.asarray(positions[len(train) :])
+    out = {"uniform": float(np.log(candidates)), "position_prior": float(-prior[valid_pos].mean())}
+    if lm is not None:
+        logp = np.stack([letter_logprobs(lm, list(ex.messages), candidates) for ex in valid])
+        picked = logp[np.arange(len(valid)), valid_pos]
+        out["model"] = float(-picked.mean())
+        out["model_letters"] = float(-(picked - np.logaddexp.reduce(logp, axis=1)).mean())
     return out

@@ -47,7 +47,7 @@ from llmrec.errors import ConfigError
 from llmrec.llm.base import ItemTokenLM, LanguageModel, Message, PrefixCachingLM
 from llmrec.llm.prompts import DATA_NOTICE, data_block, sanitize
 
-__all__ = ["Demonstration", "LMReranker", "RerankConfig", "blend"]
+__all__ = ["Demonstration", "LMReranker", "RerankConfig", "blend", "letter_logprobs"]
 
 log = logging.getLogger(__name__)
 
@@ -284,12 +284,7 @@ class LMReranker:
         n = len(candidates)
         if n > len(LETTERS):
             raise ConfigError(f"letters reranking labels candidates A-Z: give at most 26, got {n}")
-        prompt, letters = self.listwise_prompt(history, candidates), list(LETTERS[:n])
-        if "end_of_turn" in inspect.signature(self.lm.loglik).parameters:  # LocalLM: the letter alone, one pass
-            ll = self.lm.loglik(prompt, letters, end_of_turn=False)  # type: ignore[call-arg]
-        else:
-            ll = self.lm.loglik(prompt, letters)
-        return np.asarray(ll.total, dtype=np.float64)
+        return letter_logprobs(self.lm, self.listwise_prompt(history, candidates), n)
 
     def _listwise(self, history: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
         n = len(candidates)
@@ -302,6 +297,20 @@ class LMReranker:
             ll = self.lm.loglik(self.listwise_prompt(history, shown), list(LETTERS[:n]))
             total[order] += ll.total  # position p holds candidate order[p]
         return total / len(orders)
+
+
+def letter_logprobs(lm: LanguageModel, prompt: list[Message], n: int) -> np.ndarray:
+    """Next-token log-probability of each of the first ``n`` letters after ``prompt`` (one forward pass).
+
+    The letter alone is scored (no end-of-turn token) when the model allows it (``LocalLM``), so the ``n`` values
+    are outcomes of one next-token distribution; other models score the letter as a whole reply.
+    """
+    letters = list(LETTERS[:n])
+    if "end_of_turn" in inspect.signature(lm.loglik).parameters:
+        ll = lm.loglik(prompt, letters, end_of_turn=False)  # type: ignore[call-arg]
+    else:
+        ll = lm.loglik(prompt, letters)
+    return np.asarray(ll.total, dtype=np.float64)
 
 
 def _standardise(values: np.ndarray) -> np.ndarray:
