@@ -36,7 +36,7 @@ from llmrec.data.splits import make_split
 
 def _letter_report(
     train: list[InstructionExample], valid: list[InstructionExample], candidates: int, adapter: Path, threads: int
-) -> dict[str, float]:
+) -> dict[str, dict[str, float]]:
     """The validation letters' cross-entropy: the tuned and the untuned model beside the position prior.
 
     The trainer's validation loss averages the letter and the end-of-turn token; this is the letter's own loss, and
@@ -49,17 +49,24 @@ def _letter_report(
         LocalLM(LocalLMConfig(threads=threads)),
     )
     hits = [ex for ex in valid if ex.template == "letters-hit"]
-    report: dict[str, float] = {"n_valid": len(valid), "n_valid_hits": len(hits)}
+    report: dict[str, dict[str, float]] = {}
     # All validation examples, then the natural hits alone (the faithful ones: at inference every candidate is
     # retrieved, where an inserted target is the odd one out of its list).
-    for suffix, rows in (("", valid), ("_hits", hits)):
+    for label, rows in (("all validation", valid), ("natural hits", hits)):
         if not rows:
             continue
         losses = letter_losses(train, rows, candidates, lm=tuned)
         base = letter_losses(train, rows, candidates, lm=untuned)
-        losses.update({"untuned_model": base["model"], "untuned_model_letters": base["model_letters"]})
-        report.update({f"{k}{suffix}": v for k, v in losses.items()})
-    print("validation letter cross-entropy (nats): " + ", ".join(f"{k} {v:.3f}" for k, v in report.items()), flush=True)
+        report[label] = {
+            "n": len(rows),
+            **losses,
+            "untuned_model": base["model"],
+            "untuned_model_letters": base["model_letters"],
+        }
+        print(
+            f"{label} letter cross-entropy (nats): " + ", ".join(f"{k} {v:.3f}" for k, v in report[label].items()),
+            flush=True,
+        )
     return report
 
 
@@ -161,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.evaluate_only:
         path = resolve_adapter(args.name, args.adapter_dir)
         report = {
-            "adapter": str(path),
+            "adapter": args.name,
             "letter_nll_valid": _letter_report(train, valid, data_config.candidates, path, args.threads),
         }
         if args.out is not None:
