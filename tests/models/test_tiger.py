@@ -16,7 +16,7 @@ import pytest
 
 from llmrec.data.dataset import Dataset
 from llmrec.models import TrainOptions
-from llmrec.models.tiger import Tiger, _disambiguate, assign_codes
+from llmrec.models.tiger import Tiger, _disambiguate, _WeightAverage, assign_codes
 
 N_ITEMS = 30
 COLD = "i30"  # in the catalogue with a title, never interacted with
@@ -191,3 +191,30 @@ def test_fold_in_of_a_new_history(fitted: Tiger, chain: Dataset) -> None:
     assert scores.shape == (1, chain.n_items)
     scores[0, liked] = -np.inf
     assert int(np.argmax(scores[0])) == idx(chain, "i12")
+
+
+def test_the_weight_average_follows_closely_at_first_then_with_its_decay() -> None:
+    torch = pytest.importorskip("torch")
+    net = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        net.weight.fill_(0.0)
+    average = _WeightAverage(net, decay=0.5)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    average.update(net)  # step 0: decay min(0.5, 1/10) = 0.1
+    assert float(average.state["weight"]) == pytest.approx(0.9)
+    for _ in range(20):
+        average.update(net)
+    assert float(average.state["weight"]) == pytest.approx(1.0, abs=1e-5)
+    with torch.no_grad():
+        net.weight.fill_(0.0)
+    average.update(net)  # later steps: the configured decay
+    assert float(average.state["weight"]) == pytest.approx(0.5, abs=1e-5)
+
+
+def test_the_fit_keeps_the_averaged_weights(chain: Dataset) -> None:
+    raw = Tiger(embedder=WordHashEncoder(), **{**FAST, "ema": 0.0}).fit(chain, TrainOptions(seed=0))
+    averaged = Tiger(embedder=WordHashEncoder(), **{**FAST, "ema": 0.9}).fit(chain, TrainOptions(seed=0))
+    a, b = raw.score_histories([np.arange(4)])[0], averaged.score_histories([np.arange(4)])[0]
+    assert np.logaddexp.reduce(b) == pytest.approx(0.0, abs=1e-6)  # still a distribution over the catalogue
+    assert not np.allclose(a, b, atol=1e-4)  # same seed and batches: only the average differs
