@@ -165,3 +165,11 @@ def test_a_tuned_letter_adapter_round_trips_with_its_card_and_reranks_in_the_pip
     assert batch.lm_scores is not None and np.all(np.isfinite(batch.lm_scores[0]))
     recs = pipe.recommend([user], k=4)
     assert set(recs.items[0]) == set(batch.retrieved.items[0])  # a permutation of the retrieved candidates
+
+
+def test_more_candidates_than_letters_is_a_clear_error(examples: list[Any]) -> None:
+    reranker = LMReranker(_LetterLM(), RerankConfig(method="letters"))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="at most 26"):
+        reranker.score(["Heat"], [f"Film {i}" for i in range(27)])
+    with pytest.raises(ConfigError, match="at most 26"):  # the same check guards the loss report
+        letter_losses(examples, examples[:1], candidates=27, lm=_LetterLM())  # type: ignore[arg-type]

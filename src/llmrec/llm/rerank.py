@@ -282,7 +282,7 @@ class LMReranker:
     def _letters(self, history: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
         """One pass: each candidate's letter's next-token log-probability after the listwise prompt."""
         n = len(candidates)
-        if n > len(LETTERS):
+        if n > len(LETTERS):  # before the prompt, which labels the candidates with the letters
             raise ConfigError(f"letters reranking labels candidates A-Z: give at most 26, got {n}")
         return letter_logprobs(self.lm, self.listwise_prompt(history, candidates), n)
 
@@ -304,7 +304,12 @@ def letter_logprobs(lm: LanguageModel, prompt: list[Message], n: int) -> np.ndar
 
     The letter alone is scored (no end-of-turn token) when the model allows it (``LocalLM``), so the ``n`` values
     are outcomes of one next-token distribution; other models score the letter as a whole reply.
+
+    Raises:
+        ConfigError: ``n`` is above 26 (the letters A-Z label the candidates).
     """
+    if n > len(LETTERS):
+        raise ConfigError(f"letters reranking labels candidates A-Z: give at most 26, got {n}")
     letters = list(LETTERS[:n])
     if "end_of_turn" in inspect.signature(lm.loglik).parameters:
         ll = lm.loglik(prompt, letters, end_of_turn=False)  # type: ignore[call-arg]

@@ -451,18 +451,17 @@ class Tiger(Scorer):
                 raw = _copy_state(self._net)
                 self._net.load_state_dict(average.state)
             ndcg = self._validate([train_seqs[u] for u in val], [int(users[u][-1]) for u in val]) if n_val else 0.0
-            validated = _copy_state(self._net)
+            if not n_val or ndcg > best:  # without early stopping: the last epoch's (averaged) weights
+                best_state = _copy_state(self._net)
             if raw is not None:
                 self._net.load_state_dict(raw)
             self.epochs.append(
                 {"epoch": epoch + 1, "loss": total / len(order), "ndcg": ndcg, "seconds": time.perf_counter() - start}
             )
             if not n_val:
-                best_state = validated  # no early stopping: the last epoch's (averaged) weights
                 continue
             if ndcg > best:
                 best, bad = ndcg, 0
-                best_state = validated
             else:
                 bad += 1
                 if bad >= c.patience:
