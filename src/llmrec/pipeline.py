@@ -33,6 +33,7 @@ from pydantic.json_schema import JsonSchemaValue
 from llmrec.data.artifacts import new_header, read_meta, write_meta, writing_folder
 from llmrec.data.dataset import Dataset
 from llmrec.errors import ArtifactError, ConfigError, NotFittedError
+from llmrec.llm.encoder_rerank import EncoderReranker
 from llmrec.llm.explain import ExplainConfig, Explainer, Explanation, ExplanationStream
 from llmrec.llm.fewshot import FewShotConfig, FewShotPool
 from llmrec.llm.rerank import LMReranker, RerankConfig, blend
@@ -230,7 +231,7 @@ class Pipeline:
         self._lm = lm
         self._data: Dataset | None = None
         self.retriever: Scorer | None = None
-        self.reranker: LMReranker | None = None
+        self.reranker: LMReranker | EncoderReranker | None = None
         self.fewshot: FewShotPool | None = None
         self._explainer: Explainer | None = None
         self.loaded_from: Path | None = None
@@ -266,7 +267,9 @@ class Pipeline:
         self._history = _histories(data, self.config.liked_min_value)
         self._fitted_history = _histories(data, None)
         self._explainer = None
-        if self.config.rerank is not None:
+        if self.config.rerank is not None and self.config.rerank.method == "encoder":
+            self.reranker = EncoderReranker(data, self.config.rerank)
+        elif self.config.rerank is not None:
             self.reranker = LMReranker(self.lm, self.config.rerank)
             if self.config.fewshot is not None and self.config.fewshot.shots > 0:
                 self.fewshot = FewShotPool(data, self.titles, self.config.fewshot)
@@ -488,6 +491,8 @@ class Pipeline:
                 field="rerank",
                 fix="configure PipelineConfig.rerank",
             )
+        if isinstance(self.reranker, EncoderReranker):
+            return 0  # nothing to compute ahead: a history vector is one weighted mean
         cached = 0
         for q in as_queries(queries):
             liked = self._lm_history(q, self._user_idx(q))
@@ -499,8 +504,15 @@ class Pipeline:
         return -1 if query.user is None else int(self.data.user_vocab.index([query.user], missing="negative")[0])
 
     def _lm_history(self, query: Query, user_idx: int) -> np.ndarray:
-        """The liked history the language model is shown for a query (indices): what a rerank and a warm share."""
-        return self.history(user_idx) if not query.folds_in else self._history_idx(self._history, query, user_idx)
+        """The history the rerank reads for a query (indices): what a rerank and a warm share.
+
+        The causal model's prompt shows the liked history; the encoder rerank reads every interaction, because the
+        order of what was watched is its signal (see :mod:`llmrec.llm.encoder_rerank`).
+        """
+        histories = self._fitted_history if isinstance(self.reranker, EncoderReranker) else self._history
+        if not query.folds_in:
+            return histories[user_idx] if 0 <= user_idx < len(histories) else np.zeros(0, dtype=np.int64)
+        return self._history_idx(histories, query, user_idx)
 
     def _retrieve(
         self, queries: list[Query], tie_seed: int | None
@@ -606,6 +618,9 @@ class Pipeline:
             if not real.any():
                 continue
             history, user_idx = histories[row]
+            if isinstance(self.reranker, EncoderReranker):
+                lm_scores[row, real] = self.reranker.score(history, retrieved.item_idx[row, real])
+                continue
             demos = self.fewshot.select(history, exclude_user=user_idx) if self.fewshot else []
             titles = [self.titles[i] for i in retrieved.item_idx[row, real]]
             lm_scores[row, real] = self.reranker.score(

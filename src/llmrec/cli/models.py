@@ -196,7 +196,10 @@ def train(
     method: Annotated[
         str,
         typer.Option(
-            help="LM rerank method: loglik, yesno, listwise or letters (one pass; use with a tuned --adapter)."
+            help=(
+                "Rerank method: loglik, yesno, listwise or letters (the LM; letters with a tuned --adapter), "
+                "or encoder (the text encoder's similarity to the recent items)."
+            )
         ),
     ] = "loglik",
     config: Annotated[
@@ -247,7 +250,10 @@ def recommend(
     method: Annotated[
         str,
         typer.Option(
-            help="LM rerank method: loglik, yesno, listwise or letters (one pass; use with a tuned --adapter)."
+            help=(
+                "Rerank method: loglik, yesno, listwise or letters (the LM; letters with a tuned --adapter), "
+                "or encoder (the text encoder's similarity to the recent items)."
+            )
         ),
     ] = "loglik",
     explain: Annotated[bool, typer.Option(help="Explain each recommendation (grounded, checked).")] = False,

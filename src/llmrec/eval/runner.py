@@ -434,6 +434,7 @@ def evaluate_pipeline(
     options: TrainOptions | None = None,
     lm: LanguageModel | None = None,
     on_progress: ProgressCallback | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> EvalResults:
     """Evaluate a :class:`~llmrec.pipeline.Pipeline` with and without its language-model rerank stage.
 
@@ -441,7 +442,10 @@ def evaluate_pipeline(
     computed once, and the blend weight is chosen among ``weights`` on validation NDCG@k (``None`` keeps
     ``config.rerank.weight``). Then it is refitted on train + validation and the test users are ranked twice by the
     same :meth:`Pipeline.rerank_scores` call: by the retriever alone (weight 0) and with the chosen weight. Both
-    results are reported on the same users, so the difference is the rerank's effect.
+    results are reported on the same users, so the difference is the rerank's effect. With several ``seeds`` (a
+    stochastic retriever such as SASRec) every stage is fitted once per seed, the weight is chosen on the
+    validation NDCG@k averaged over the seeds, and each user's test metrics are averaged over the seeds before
+    the paired comparison (as :func:`evaluate_models` does).
 
     Args:
         data: The whole dataset; it is split here (``protocol``).
@@ -453,8 +457,10 @@ def evaluate_pipeline(
             second per user on a CPU.
         options: Seed, threads and progress.
         lm: A loaded language model to share (otherwise built from ``config.lm``).
-        on_progress: Called before each fit-and-rerank step (two with ``weights``, else one) with the steps
-            finished, the total and what comes next.
+        on_progress: Called before each fit-and-rerank step (two per seed with ``weights``, else one) with the
+            steps finished, the total and what comes next.
+        seeds: Seeds to fit the pipeline with (``None`` = ``options.seed`` alone); the user sample is the same
+            for every seed.
 
     Returns:
         Two results: ``<retriever>`` and ``<retriever>+rerank:<method>`` (its ``config`` holds the chosen weight,
@@ -465,22 +471,27 @@ def evaluate_pipeline(
     if config.rerank is None:
         raise ConfigError("evaluate_pipeline needs a pipeline with a rerank stage (config.rerank)")
     options = options or TrainOptions()
+    seed_list = list(seeds) if seeds else [options.seed]
     split = make_split(data, protocol)
     features = item_features(data)
     rng = np.random.default_rng(options.seed)
     key = f"ndcg@{k}"
-    steps = _Steps(on_progress, 2 if weights else 1)
+    steps = _Steps(on_progress, (2 if weights else 1) * len(seed_list))
+    samples: dict[Stage, np.ndarray] = {}
 
-    def ranked_batch(stage: Stage) -> tuple[Any, _Stage, np.ndarray, float, float]:
+    def ranked_batch(stage: Stage, seed: int) -> tuple[Any, _Stage, np.ndarray, float, float]:
         targets = _Stage(split, stage)
         split.check(targets.fit, stage)
-        rows = np.arange(len(targets.users))
-        if max_users is not None and len(rows) > max_users:
-            rows = np.sort(rng.choice(rows, max_users, replace=False))
-        steps.begin(f"pipeline: fit and rerank {len(rows)} {stage} users")
+        if stage not in samples:  # one seeded user sample per stage, shared by every seed's fit
+            rows = np.arange(len(targets.users))
+            if max_users is not None and len(rows) > max_users:
+                rows = np.sort(rng.choice(rows, max_users, replace=False))
+            samples[stage] = rows
+        rows = samples[stage]
+        steps.begin(f"pipeline: fit and rerank {len(rows)} {stage} users (seed {seed})")
         pipe = Pipeline(config, lm=lm)
         with _timer() as fit_t:
-            pipe.fit(targets.fit, options)
+            pipe.fit(targets.fit, options.model_copy(update={"seed": seed}))
         with _timer() as rec_t:
             queries = targets.queries()
             batch = pipe.rerank_scores([queries[r] for r in rows], show_progress=options.show_progress)
@@ -498,22 +509,24 @@ def evaluate_pipeline(
     tried: list[dict[str, Any]] = []
     valid_metrics: dict[str, float] = {}
     if weights:
-        batch, targets, rows, _, _ = ranked_batch("valid")
+        valid = [ranked_batch("valid", seed) for seed in seed_list]
         for weight in weights:
-            parts, _ = metrics_of(batch, targets, rows, weight)
-            metrics = parts.summary()
+            summaries = [metrics_of(b, t, r, weight)[0].summary() for b, t, r, _, _ in valid]
+            metrics = {name: float(np.mean([m[name] for m in summaries])) for name in summaries[0]}
             tried.append({"config": {"weight": weight}, key: metrics[key]})
             if not valid_metrics or metrics[key] > valid_metrics[key]:
                 chosen, valid_metrics = weight, metrics
-    batch, targets, rows, fit_s, rec_s = ranked_batch("test")
+    tests = [ranked_batch("test", seed) for seed in seed_list]
+    targets, rows = tests[0][1], tests[0][2]
     name = config.retriever.name
-    ms_per_user = round(1000 * rec_s / max(len(rows), 1), 4)
+    ms_per_user = round(1000 * float(np.mean([t[4] for t in tests])) / max(len(rows), 1), 4)
     results = []
     for reranked, label, weight in ((False, name, 0.0), (True, f"{name}+rerank:{config.rerank.method}", chosen)):
-        parts, recs = metrics_of(batch, targets, rows, weight)
-        result = _model_result(
-            label, [(parts, fit_s, rec_s, recs.item_idx, None)], [options.seed], targets, {}, None, [], k
-        )
+        runs: list[_Run] = []
+        for batch, stage_targets, stage_rows, fit_s, rec_s in tests:
+            parts, recs = metrics_of(batch, stage_targets, stage_rows, weight)
+            runs.append((parts, fit_s, rec_s, recs.item_idx, None))
+        result = _model_result(label, runs, seed_list, targets, {}, None, [], k)
         results.append(
             result.model_copy(
                 update={

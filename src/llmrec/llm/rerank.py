@@ -58,13 +58,17 @@ class RerankConfig(BaseModel):
     """How the language model is asked about the candidates.
 
     Attributes:
-        method: ``loglik``, ``yesno``, ``listwise`` or ``letters`` (see the module docstring).
+        method: ``loglik``, ``yesno``, ``listwise`` or ``letters`` (see the module docstring), or ``encoder``: the
+            text encoder's similarity to the user's recent items (:class:`~llmrec.llm.encoder_rerank.EncoderReranker`,
+            which the pipeline builds instead of an :class:`LMReranker`).
         history: How many of the user's most recent (liked) items the prompt shows.
         calibrate: For ``loglik``: subtract each title's history-free log-likelihood.
         permutations: For ``listwise``: how many orders of the list are scored and averaged.
         weight: Share of the language model in :func:`blend` (0 = the retriever's order, 1 = the model's).
         item_noun: What the items are called in the prompt ("movie", "book", ...).
         prior_cache_size: How many titles' history-free log-likelihoods to keep.
+        half_life: For ``encoder`` (:mod:`llmrec.llm.encoder_rerank`, the text encoder instead of the causal model):
+            recency decay of the user's history vector, in interactions (1 = the last item weighs half).
         warm: Compute the user's part of the prompt as a pass of its own before the candidates (what
             :meth:`LMReranker.warm` does ahead of a request), so a request scores the same whether or not the user
             was warmed. With fp32 weights the scores are the same either way; with int8 weights they are not:
@@ -75,13 +79,14 @@ class RerankConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    method: Literal["loglik", "yesno", "listwise", "letters"] = "loglik"
+    method: Literal["loglik", "yesno", "listwise", "letters", "encoder"] = "loglik"
     history: int = Field(default=10, ge=1, le=100)
     calibrate: bool = True
     permutations: int = Field(default=2, ge=1, le=26)
     weight: float = Field(default=0.3, ge=0.0, le=1.0)
     item_noun: str = Field(default="movie", min_length=1, max_length=30)
     prior_cache_size: int = Field(default=50_000, ge=0)
+    half_life: float = Field(default=1.0, gt=0.0)
     warm: bool = False
 
 
@@ -107,8 +112,14 @@ class LMReranker:
     """
 
     def __init__(self, lm: LanguageModel, config: RerankConfig | None = None) -> None:
-        self.lm = lm
         self.config = config or RerankConfig()
+        if self.config.method == "encoder":
+            raise ConfigError(
+                "the encoder rerank does not ask a causal language model",
+                field="method",
+                fix="use llmrec.llm.encoder_rerank.EncoderReranker (the pipeline builds it for method='encoder')",
+            )
+        self.lm = lm
         self._priors: OrderedDict[str, float] = OrderedDict()
 
     # -- prompts ------------------------------------------------------------------------------------------------
