@@ -8,7 +8,10 @@ Stages:
    top ``candidates`` to the next stage (seen items and items outside an allowed set are already gone).
 2. **Rerank** (optional): a language model scores the candidates given the user's history (and few-shot
    demonstrations from similar training users); its score is blended with the retriever's. The result is a
-   permutation of the candidates, so nothing outside them can be recommended.
+   permutation of the candidates, so nothing outside them can be recommended. The causal model reads the liked
+   history in a prompt (:class:`~llmrec.llm.rerank.LMReranker`); ``method="encoder"`` asks the text encoder
+   instead, for each candidate's similarity to everything watched recently
+   (:class:`~llmrec.llm.encoder_rerank.EncoderReranker`, the variant that measurably beats its retriever).
 3. **Explain** (on request): grounded explanations of the final items from the user's history and item facts.
 
 A fitted pipeline is saved with :meth:`Pipeline.save` (a folder: the fitted retriever as a scorer folder, the
