@@ -328,6 +328,9 @@ def _tiger_section(
     here with as many seeds as ``tiger``. Returns ``results`` with both rows and a ``tiger`` vs ``sasrec``
     comparison added to the rerank comparisons.
     """
+    if args.tiger_from is not None:
+        pair = _reused_tiger(args.tiger_from, results, console)
+        return pair if results is None else _with_tiger(results, pair)
     seeds = 1 if args.quick else args.tiger_seeds
     options = TrainOptions(seed=args.seed)
 
@@ -348,14 +351,34 @@ def _tiger_section(
         quick=args.quick,
         on_progress=log,
     )
-    if results is None:
-        return pair
+    return pair if results is None else _with_tiger(results, pair)
+
+
+def _with_tiger(results: EvalResults, pair: EvalResults) -> EvalResults:
+    """The rerank ``results`` with tiger's and SASRec's rows and their comparisons added."""
     return results.model_copy(
-        update={
-            "results": results.results + pair.results,
-            "comparisons": results.comparisons + pair.comparisons,
-        }
+        update={"results": results.results + pair.results, "comparisons": results.comparisons + pair.comparisons}
     )
+
+
+def _reused_tiger(path: Path, results: EvalResults | None, console: Console) -> EvalResults:
+    """Step 1b read from a ``benchmarks/genret_trained.py`` run (``--tiger-from``) instead of fitted again.
+
+    Tiger's three fits take about 35 minutes on 2 cores; a run that only changes the rerank can reuse them. The
+    reused run must hold both rows and be of the same split (its protocol and user counts), else it is refused.
+    """
+    if not path.is_file():
+        raise SystemExit(f"--tiger-from: {path} does not exist (write it with benchmarks/genret_trained.py --out)")
+    reused = EvalResults.read_json(path)
+    models = {r.model for r in reused.results}
+    if not {"tiger", "sasrec"} <= models:
+        raise SystemExit(f"--tiger-from: {path} holds {sorted(models)}, not both tiger and sasrec")
+    if results is not None:
+        mine = {key: results.split.get(key) for key in reused.split}
+        if mine != reused.split:
+            raise SystemExit(f"--tiger-from: {path} is of another split ({reused.split}, this run: {mine})")
+    console.print(f"[bold]trained generative retrieval[/] reused from {path} (tiger vs SASRec, every test user)")
+    return reused
 
 
 def _dialogue_section() -> dict[str, Any]:
@@ -471,6 +494,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--tiger-seeds", type=int, default=3, help="seeds of trained generative retrieval vs SASRec (0 = skip)"
+    )
+    parser.add_argument(
+        "--tiger-from",
+        type=Path,
+        default=None,
+        help="reuse tiger vs SASRec from this genret_trained.py run of the same split instead of fitting tiger here",
     )
     parser.add_argument(
         "--baselines",
