@@ -218,20 +218,3 @@ def test_the_fit_keeps_the_averaged_weights(chain: Dataset) -> None:
     a, b = raw.score_histories([np.arange(4)])[0], averaged.score_histories([np.arange(4)])[0]
     assert np.logaddexp.reduce(b) == pytest.approx(0.0, abs=1e-6)  # still a distribution over the catalogue
     assert not np.allclose(a, b, atol=1e-4)  # same seed and batches: only the average differs
-
-
-def test_history_items_have_their_own_trained_vectors(fitted: Tiger, chain: Dataset) -> None:
-    moved = np.abs(fitted._net.item.weight.detach().numpy()[: chain.n_items]).sum(axis=1) > 0
-    frame = chain.interactions.sort_values(["user_id", "timestamp"])
-    read = {idx(chain, i) for _, g in frame.groupby("user_id") for i in g["item_id"].iloc[:-1]}  # inputs in training
-    assert moved.nonzero()[0].tolist() == sorted(read)  # the rest, the cold item too, read as their codes alone
-    assert not moved[idx(chain, COLD)]
-
-
-def test_a_model_saved_without_item_vectors_loads_as_it_was(chain: Dataset, tmp_path: Path) -> None:
-    old = Tiger(embedder=WordHashEncoder(), **{**FAST, "max_epochs": 2, "item_embedding": False})
-    old.fit(chain, TrainOptions(seed=0))
-    before = old.score_histories([np.arange(3)])
-    loaded = Tiger.load(old.save(tmp_path / "old"))
-    assert loaded.config.item_embedding is False
-    np.testing.assert_allclose(loaded.score_histories([np.arange(3)]), before, rtol=1e-6, atol=1e-6)

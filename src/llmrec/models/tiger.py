@@ -10,10 +10,9 @@ Rajput et al. 2023):
   items sharing every code, so ids are collision-free. An item without training interactions (a cold item) is coded
   from its text half alone (nearest centroid on the text dimensions at every level), so it can still be generated.
 * **The model.** A small causal transformer reads the last ``history`` items (each the sum of its code-token
-  embeddings and, with ``item_embedding``, a learned vector of its own) and gives a user state; a decoder writes
-  the next item's code tuple level by level, ``p(c1|s) p(c2|s,c1) ...``, each level a softmax over the codes
-  that continue the prefix to a catalogue item (the trie's children), conditioned on the state and the embedded
-  prefix, with a learned bias per child. It is
+  embeddings) and gives a user state; a decoder writes the next item's code tuple level by level,
+  ``p(c1|s) p(c2|s,c1) ...``, each level a softmax over the codes that continue the prefix to a catalogue item
+  (the trie's children), conditioned on the state and the embedded prefix, with a learned bias per child. It is
   trained with teacher forcing on every position of the train sequences, with early stopping on the last train
   item of every user with three or more; the codes' collaborative half is fitted without those items, so the
   stopping signal is not read off the codes. Items sharing every code are numbered by popularity, so the last
@@ -82,12 +81,6 @@ class TigerConfig(ScorerConfig):
             swings by about 0.005 from epoch to epoch, as much as the effects measured, so the stopping epoch was
             picked by noise; the average's curve is smooth (seed 42: test NDCG@10 0.040 over epochs 37-40, where
             the raw weights' read 0.033-0.043).
-        item_embedding: Give each history item a learned vector of its own, added to the sum of its code
-            embeddings on the input side (zeros at first, so an item never trained reads as its codes alone); the
-            output is still the code decoder, so every recommendation is generated as a code tuple. Seed 42's test
-            NDCG@10 rose from 0.037 to 0.045 with it (SASRec's seed 42: 0.043): read through codes alone, items
-            sharing codes blur together in the history. A learned output vector per trie node instead (the
-            decoder's side) scored 0.035, and both together 0.042 in over 20 minutes, so neither is kept.
         encoder: The text encoder of the item texts (the packaged MiniLM).
     """
 
@@ -108,7 +101,6 @@ class TigerConfig(ScorerConfig):
     beam: int = Field(default=20, ge=1, le=1024)
     trie_softmax: bool = True
     ema: float = Field(default=0.99, ge=0.0, lt=1.0)
-    item_embedding: bool = True
     encoder: TextEncoderConfig = TextEncoderConfig()
 
 
@@ -227,7 +219,7 @@ class _WeightAverage:
                     self.state[key].mul_(d).add_(value, alpha=1 - d)
 
 
-def _make_net(sizes: list[int], config: TigerConfig, n_prefixes: list[int], n_items: int) -> Any:
+def _make_net(sizes: list[int], config: TigerConfig, n_prefixes: list[int]) -> Any:
     """The torch module: history encoder (causal transformer) and the level-by-level code decoder."""
     import torch
     from torch import nn
@@ -242,11 +234,6 @@ def _make_net(sizes: list[int], config: TigerConfig, n_prefixes: list[int], n_it
             self.pad = vocab
             self.tok = nn.Embedding(vocab + 1, h, padding_idx=vocab)
             self.pos = nn.Embedding(config.history, h)
-            # Each history item's own vector beside its codes' (zeros until trained, so a cold item reads as its
-            # codes alone); the output side stays the code decoder.
-            self.item = nn.Embedding(n_items + 1, h, padding_idx=n_items) if config.item_embedding else None
-            if self.item is not None:
-                nn.init.zeros_(self.item.weight)
             layer = nn.TransformerEncoderLayer(
                 h, config.heads, 4 * h, config.dropout, batch_first=True, norm_first=True, activation="gelu"
             )
@@ -266,12 +253,10 @@ def _make_net(sizes: list[int], config: TigerConfig, n_prefixes: list[int], n_it
             )
             self.masks: list[torch.Tensor] | None = None
 
-        def states(self, tokens: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-            """``(B, T, levels)`` code tokens and ``(B, T)`` items (pad where none) -> ``(B, T, H)`` causal states."""
+        def states(self, tokens: torch.Tensor) -> torch.Tensor:
+            """``(B, T, levels)`` code tokens (pad where no item) -> ``(B, T, H)`` causal states."""
             t = tokens.shape[1]
             x = self.tok(tokens).sum(dim=2) + self.pos.weight[-t:][None]
-            if self.item is not None:
-                x = x + self.item(torch.where(items < 0, self.item.padding_idx, items))
             mask = torch.triu(torch.full((t, t), float("-inf"), device=tokens.device), diagonal=1)
             return self.norm(self.encoder(self.drop(x), mask=mask, is_causal=True))
 
@@ -399,7 +384,7 @@ class Tiger(Scorer):
         import torch
 
         net = self._net
-        states = net.states(torch.from_numpy(self._tokens(inputs)), torch.from_numpy(inputs))
+        states = net.states(torch.from_numpy(self._tokens(inputs)))
         keep = torch.from_numpy(targets >= 0)
         s = states[keep]
         items = targets[targets >= 0]
@@ -498,7 +483,7 @@ class Tiger(Scorer):
         """An untrained network sized for ``self.codes`` (codes per level, prefixes per level for the biases)."""
         assert self.codes is not None
         sizes = [int(v) + 1 for v in self.codes.max(axis=0)]
-        return _make_net(sizes, self.config, [len(u) for u, _ in _prefixes(self.codes)], len(self.codes))
+        return _make_net(sizes, self.config, [len(u) for u, _ in _prefixes(self.codes)])
 
     def _prepare(self, data: Dataset) -> None:
         """Per-level distinct prefixes (for exact scoring) and the catalogue trie (for generation)."""
@@ -538,7 +523,7 @@ class Tiger(Scorer):
             if len(h):
                 rows[r, t - len(h) :] = h
         with torch.no_grad():
-            return self._net.states(torch.from_numpy(self._tokens(rows)), torch.from_numpy(rows))[:, -1]
+            return self._net.states(torch.from_numpy(self._tokens(rows)))[:, -1]
 
     def _prefix_vectors(self, j: int) -> Any:
         import torch
@@ -640,8 +625,6 @@ class Tiger(Scorer):
         self.codebooks = [np.asarray(state[f"codebook_{j}"]) for j in range(self.config.levels)]
         if self.config.trie_softmax and "w:bias.0" not in state:  # saved before the trie softmax existed
             self.config = self.config.model_copy(update={"trie_softmax": False})
-        if self.config.item_embedding and "w:item.weight" not in state:  # saved before item vectors existed
-            self.config = self.config.model_copy(update={"item_embedding": False})
         self._net = self._new_net()
         weights = {k[2:]: torch.from_numpy(np.asarray(state[k])) for k in state if k.startswith("w:")}
         self._net.load_state_dict(weights)
