@@ -318,6 +318,12 @@ def test_missing_row_and_unknown_column_path_fail_loudly(tmp_path: Path) -> None
         ('[blocks.t]\nsource = "b.json"\n[[blocks.t.row]]\nlabel = "x"\n[[blocks.t.column]]\npath = "x"\n', "one of"),
         ('[blocks.t]\nsource = "b.json"\nkind = "plot"\n', "kind"),
         ("[other]\n", "top level"),
+        ('[blocks.t]\nsource = "b.json"\ncolumns_from = "u"\n[blocks.u]\nsource = "b.json"\n', "above this one"),
+        (
+            '[blocks.u]\nsource = "b.json"\n[[blocks.u.column]]\npath = "x"\n'
+            '[blocks.t]\nsource = "b.json"\ncolumns_from = "u"\n[[blocks.t.column]]\npath = "y"\n',
+            "not both",
+        ),
         ("[blocks.t\n", "not valid TOML"),
     ],
 )
@@ -326,6 +332,18 @@ def test_spec_errors(tmp_path: Path, toml: str, match: str) -> None:
     spec_file.write_text(toml, encoding="utf-8")
     with pytest.raises(FigureSpecError, match=match):
         load_specs(spec_file)
+
+
+def test_a_block_takes_the_columns_of_one_above(tmp_path: Path) -> None:
+    spec_file = tmp_path / "tables.toml"
+    spec_file.write_text(
+        '[blocks.u]\nsource = "a.json"\n[[blocks.u.column]]\nheader = "NDCG"\npath = "metrics.ndcg@10"\nci = true\n'
+        '[blocks.t]\nsource = "b.json"\ncolumns_from = "u"\ncaption = true\n',
+        encoding="utf-8",
+    )
+    specs = load_specs(spec_file)
+    assert specs["t"].column == specs["u"].column and specs["t"].column[0].ci
+    assert (specs["t"].source, specs["t"].caption) == ("b.json", True)  # the block's own keys stay its own
 
 
 README_TEXT = """# demo

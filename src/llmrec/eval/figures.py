@@ -207,7 +207,8 @@ class BlockSpec:
         key: Dotted path, in each row, of the value that ``RowSpec.match`` selects by (default ``model``).
         label_header: Header of the first column, the row label; empty string for no label column.
         row: The rows in table order; empty means every row of the list, in file order.
-        column: The columns after the label.
+        column: The columns after the label (in the TOML, ``columns_from = "OTHER"`` takes an earlier table
+            block's columns instead of repeating them).
         caption: ``True`` for the default line under the table (source file and command), a string for a custom
             one (``{source}``, ``{command}``, ``{dataset}``, ``{protocol}``, ``{k}`` and every ``provenance`` key
             are filled in), ``False`` for none.
@@ -389,7 +390,29 @@ def load_specs(path: str | Path) -> dict[str, BlockSpec]:
     blocks = raw.get("blocks", {})
     if not isinstance(blocks, dict):
         raise FigureSpecError(f"{path}: blocks must be a table of [blocks.NAME] tables")
-    return {name: _block(name, spec) for name, spec in blocks.items()}
+    specs: dict[str, BlockSpec] = {}
+    resolved: dict[str, Any] = {}
+    for name, spec in blocks.items():
+        resolved[name] = _with_shared_columns(name, spec, resolved)
+        specs[name] = _block(name, resolved[name])
+    return specs
+
+
+def _with_shared_columns(name: str, raw: Any, earlier: Mapping[str, Any]) -> Any:
+    """``raw`` with ``columns_from = "OTHER"`` replaced by the columns of ``OTHER``, a table block above it.
+
+    Many blocks show the same columns of different runs; naming the block to copy keeps them in step.
+    """
+    if not isinstance(raw, dict) or "columns_from" not in raw:
+        return raw
+    source = raw["columns_from"]
+    if "column" in raw:
+        raise _fail(name, "give either columns_from or [[blocks.NAME.column]] entries, not both")
+    columns = earlier.get(source, {}).get("column") if isinstance(source, str) else None
+    if not columns:
+        known = ", ".join(n for n, b in earlier.items() if isinstance(b, dict) and b.get("column")) or "none"
+        raise _fail(name, f"columns_from = {source!r} names no table block above this one (known: {known})")
+    return {**{k: v for k, v in raw.items() if k != "columns_from"}, "column": columns}
 
 
 # -- values ----------------------------------------------------------------------------------------------------
