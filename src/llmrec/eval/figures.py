@@ -410,7 +410,7 @@ def _with_shared_columns(name: str, raw: Any, earlier: Mapping[str, Any]) -> Any
         raise _fail(name, "give either columns_from or [[blocks.NAME.column]] entries, not both")
     columns = earlier.get(source, {}).get("column") if isinstance(source, str) else None
     if not columns:
-        known = ", ".join(n for n, b in earlier.items() if isinstance(b, dict) and b.get("column")) or "none"
+        known = ", ".join(n for n, b in earlier.items() if b.get("column")) or "none"
         raise _fail(name, f"columns_from = {source!r} names no table block above this one (known: {known})")
     return {**{k: v for k, v in raw.items() if k != "columns_from"}, "column": columns}
 
