@@ -134,6 +134,21 @@ def test_scores_are_a_distribution_over_the_catalogue(fitted: Tiger, chain: Data
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
 
 
+def test_scoring_skips_single_child_prefixes_without_changing_a_score(fitted: Tiger) -> None:
+    # Under the trie softmax a prefix with one continuation gives that code probability 1, so the scorer computes
+    # only the branching prefixes; computing every prefix must give the same scores.
+    histories = [np.array([0, 1, 2]), np.array([7]), np.array([12, 13])]
+    assert sum(len(b) for b in fitted._branching) < sum(len(t) for t in fitted._prefix_tokens)
+    fast = fitted.score_histories(histories)
+    saved = fitted._branching
+    try:
+        fitted._branching = [np.arange(len(t)) for t in fitted._prefix_tokens]
+        full = fitted.score_histories(histories)
+    finally:
+        fitted._branching = saved
+    np.testing.assert_array_equal(fast, full)
+
+
 @pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
 def test_without_the_trie_softmax_codes_of_no_item_take_mass(chain: Dataset, tmp_path: Path) -> None:
     plain = Tiger(embedder=WordHashEncoder(), **{**FAST, "max_epochs": 3, "trie_softmax": False})
