@@ -27,6 +27,7 @@ Rajput et al. 2023):
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import Counter
@@ -42,8 +43,11 @@ from llmrec.encode.cache import SupportsEncode
 from llmrec.encode.encoder import TextEncoderConfig
 from llmrec.errors import ConfigError, NotFittedError
 from llmrec.models.base import Scorer, ScorerConfig, TrainOptions
+from llmrec.progress import progress
 
 __all__ = ["Tiger", "TigerConfig", "assign_codes", "item_vectors"]
+
+log = logging.getLogger(__name__)
 
 
 class TigerConfig(ScorerConfig):
@@ -432,45 +436,57 @@ class Tiger(Scorer):
         best, best_state, bad = -1.0, None, 0
         average = _WeightAverage(self._net, c.ema) if c.ema > 0 else None
         self.epochs = []
-        for epoch in range(c.max_epochs):
-            start = time.perf_counter()
-            self._net.train()
-            order = rng.permutation(len(inputs))
-            total = 0.0
-            for b in range(0, len(order), c.batch_size):
-                idx = order[b : b + c.batch_size]
-                loss = self._loss(inputs[idx], targets[idx])
-                opt.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self._net.parameters(), 1.0)
-                opt.step()
-                if average is not None:
-                    average.update(self._net)
-                total += float(loss.detach()) * len(idx)
-            self._net.eval()
-            raw = None
-            if average is not None:  # validate (and keep) the average; train on from the raw weights
-                raw = _copy_state(self._net)
-                self._net.load_state_dict(average.state)
-            ndcg = self._validate([train_seqs[u] for u in val], [int(users[u][-1]) for u in val]) if n_val else 0.0
-            if not n_val or ndcg > best:  # without early stopping: the last epoch's (averaged) weights
-                best_state = _copy_state(self._net)
-            if raw is not None:
-                self._net.load_state_dict(raw)
-            self.epochs.append(
-                {"epoch": epoch + 1, "loss": total / len(order), "ndcg": ndcg, "seconds": time.perf_counter() - start}
-            )
-            if not n_val:
-                continue
-            if ndcg > best:
-                best, bad = ndcg, 0
-            else:
-                bad += 1
-                if bad >= c.patience:
-                    break
+        with progress(options.show_progress, "tiger epochs", c.max_epochs) as advance:
+            for epoch in range(c.max_epochs):
+                start = time.perf_counter()
+                loss = self._train_epoch(opt, average, inputs, targets, rng)
+                raw = None
+                if average is not None:  # validate (and keep) the average; train on from the raw weights
+                    raw = _copy_state(self._net)
+                    self._net.load_state_dict(average.state)
+                ndcg = self._validate([train_seqs[u] for u in val], [int(users[u][-1]) for u in val]) if n_val else 0.0
+                if not n_val or ndcg > best:  # without early stopping: the last epoch's (averaged) weights
+                    best_state = _copy_state(self._net)
+                if raw is not None:
+                    self._net.load_state_dict(raw)
+                seconds = time.perf_counter() - start
+                self.epochs.append({"epoch": epoch + 1, "loss": loss, "ndcg": ndcg, "seconds": seconds})
+                log.debug("tiger epoch %d: loss %.4f ndcg@10 %.4f, %.1f s", epoch + 1, loss, ndcg, seconds)
+                advance(status=f"loss {loss:.4f} ndcg@10 {ndcg:.4f} (best {max(best, ndcg):.4f})")
+                if not n_val:
+                    continue
+                if ndcg > best:
+                    best, bad = ndcg, 0
+                else:
+                    bad += 1
+                    if bad >= c.patience:
+                        break
         if best_state is not None:
             self._net.load_state_dict(best_state)
         self._net.eval()
+
+    def _train_epoch(
+        self, opt: Any, average: _WeightAverage | None, inputs: np.ndarray, targets: np.ndarray, rng: Any
+    ) -> float:
+        """One pass over the training windows in a random order; returns the mean loss per window."""
+        import torch
+
+        c = self.config
+        self._net.train()
+        order = rng.permutation(len(inputs))
+        total = 0.0
+        for b in range(0, len(order), c.batch_size):
+            idx = order[b : b + c.batch_size]
+            loss = self._loss(inputs[idx], targets[idx])
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self._net.parameters(), 1.0)
+            opt.step()
+            if average is not None:
+                average.update(self._net)
+            total += float(loss.detach()) * len(idx)
+        self._net.eval()
+        return total / len(order)
 
     def _validate(self, histories: list[np.ndarray], truth: list[int]) -> float:
         """NDCG@10 of the held-out last items (seen items masked)."""
