@@ -48,6 +48,7 @@ import resource
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -260,6 +261,28 @@ def refresh(out: dict[str, Any]) -> dict[str, Any]:
     out["comparisons"] = [*out.get("comparisons", []), *extra]
     out["targets"] = targets(out)
     return out
+
+
+def swap_tiger(out: dict[str, Any], path: Path, console: Console) -> dict[str, Any]:
+    """``out`` with its tiger and SASRec rows and tiger's comparisons replaced by a ``genret_trained.py`` run's.
+
+    The rerank, explanation, latency and dialogue steps do not depend on tiger, so a changed tiger updates a
+    written results JSON without the LM steps' 20 minutes; the run must be of the same split (as ``--tiger-from``).
+    """
+    pair = _reused_tiger(path, EvalResults.model_validate(out), console)
+    models = {r.model for r in pair.results}
+    rows = json.loads(pair.model_dump_json())
+    out["results"] = _replaced(out["results"], lambda r: r["model"] in models, rows["results"])
+    out["comparisons"] = _replaced(out["comparisons"], lambda c: c["a"] in models, rows["comparisons"])
+    out.setdefault("settings", {})["tiger_from"] = str(path)
+    return out
+
+
+def _replaced(items: list[Any], old: Callable[[Any], bool], new: list[Any]) -> list[Any]:
+    """``items`` without those ``old`` picks, and ``new`` where the first of them was (else at the end)."""
+    at = next((i for i, x in enumerate(items) if old(x)), len(items))
+    kept = [x for x in items if not old(x)]
+    return kept[:at] + new + kept[at:]
 
 
 def targets(out: dict[str, Any]) -> list[dict[str, Any]]:
@@ -521,11 +544,15 @@ def main(argv: list[str] | None = None) -> int:
         "--refresh",
         type=Path,
         default=None,
-        help="only add what derives from this results JSON's own numbers (int8 vs fp32, the targets) and stop",
+        help="only add what derives from this results JSON's own numbers (int8 vs fp32, the targets) and stop; "
+        "with --tiger-from, first replace its tiger and SASRec rows by that run's",
     )
     args = parser.parse_args(argv)
     if args.refresh is not None:
-        written = refresh(json.loads(args.refresh.read_text(encoding="utf-8")))
+        out = json.loads(args.refresh.read_text(encoding="utf-8"))
+        if args.tiger_from is not None:
+            out = swap_tiger(out, args.tiger_from, Console())
+        written = refresh(out)
         args.refresh.write_text(json.dumps(written, indent=2) + "\n", encoding="utf-8")
         _print_targets(written["targets"])
         return 0
