@@ -90,7 +90,7 @@ class TigerConfig(ScorerConfig):
     """
 
     levels: int = Field(default=3, ge=1, le=6)
-    codebook_size: int = Field(default=64, ge=2, le=1024)
+    codebook_size: int = Field(default=64, ge=2, le=4096)
     text_weight: float = Field(default=0.5, ge=0.0, le=1.0)
     svd_dim: int = Field(default=64, ge=2, le=512)
     history: int = Field(default=50, ge=1, le=200)
