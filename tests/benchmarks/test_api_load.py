@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -13,6 +12,7 @@ from types import ModuleType
 
 import pytest
 
+from benchmark_module import load_benchmark
 from llmrec.data.dataset import Dataset
 from llmrec.data.store import Store
 
@@ -20,12 +20,7 @@ ROOT = Path(__file__).parents[2]
 
 
 def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("api_load", ROOT / "benchmarks" / "api_load.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("api_load", "api_load")
 
 
 api_load = _load()

@@ -8,13 +8,13 @@ another split is refused.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from benchmark_module import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 GENERATIVE = ROOT / "results" / "generative.json"
@@ -23,12 +23,7 @@ TIGER_RUN = ROOT / "results" / "genret-trained.json"
 
 @pytest.fixture(scope="module")
 def generative() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_generative_refresh", ROOT / "benchmarks" / "generative.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("generative", "bench_generative_refresh")
 
 
 def _refresh(generative: ModuleType, tmp_path: Path, run: Path) -> dict:

@@ -7,28 +7,19 @@ ranked above its neutral twin by text search, the content scorer or the chat.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
+from benchmark_module import load_benchmark
 from llmrec.data.dataset import Dataset
 from llmrec.encode.encoder import TextEncoderConfig
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_injection", ROOT / "benchmarks" / "injection.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("injection")
 
 
 @pytest.fixture(scope="module")

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
+
+from benchmark_module import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results" / "pii-scrubber.json"
 
 
 def _benchmark() -> object:
-    spec = importlib.util.spec_from_file_location("pii_benchmark", ROOT / "benchmarks" / "pii.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("pii", "pii_benchmark")
 
 
 def test_committed_recall_matches_a_fresh_run(tmp_path: Path) -> None:
