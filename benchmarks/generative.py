@@ -35,6 +35,8 @@ Prints tables and the target lines, and writes one JSON: the retriever/rerank re
     python benchmarks/generative.py --out out/generative.json [--quick] [--methods loglik,yesno,fewshot]
     python benchmarks/generative.py --methods tuned,tuned-int8 --max-users 0 --out results/generative.json
         [--max-users 150] [--genret-users 60] [--explain-users 30] [--latency-users 40] [--threads 2]
+    # after a new genret_trained.py run: swap its tiger into a written file, no LM step run again
+    python benchmarks/generative.py --refresh results/generative.json --tiger-from results/genret-trained.json
 """
 
 from __future__ import annotations
@@ -477,7 +479,7 @@ def _genret_section(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True, help="results JSON to write")
+    parser.add_argument("--out", type=Path, default=None, help="results JSON to write (required unless --refresh)")
     parser.add_argument("--dataset", default="movielens-small")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--retriever", default="ease", help="registered scorer that retrieves the candidates")
@@ -548,6 +550,8 @@ def main(argv: list[str] | None = None) -> int:
         "with --tiger-from, first replace its tiger and SASRec rows by that run's",
     )
     args = parser.parse_args(argv)
+    if args.refresh is None and args.out is None:
+        parser.error("--out is required (the results JSON to write), unless --refresh names one to update")
     if args.refresh is not None:
         out = json.loads(args.refresh.read_text(encoding="utf-8"))
         if args.tiger_from is not None:

@@ -29,8 +29,7 @@ def generative() -> ModuleType:
 def _refresh(generative: ModuleType, tmp_path: Path, run: Path) -> dict:
     out = tmp_path / "generative.json"
     out.write_text(GENERATIVE.read_text(encoding="utf-8"), encoding="utf-8")
-    argv = ["--out", str(tmp_path / "unused.json"), "--refresh", str(out), "--tiger-from", str(run)]
-    assert generative.main(argv) == 0
+    assert generative.main(["--refresh", str(out), "--tiger-from", str(run)]) == 0
     return json.loads(out.read_text(encoding="utf-8"))
 
 
@@ -67,3 +66,9 @@ def test_a_run_of_another_split_is_refused(generative: ModuleType, tmp_path: Pat
     path.write_text(json.dumps(run), encoding="utf-8")
     with pytest.raises(SystemExit, match="another split"):
         _refresh(generative, tmp_path, path)
+
+
+def test_out_is_required_without_refresh(generative: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        generative.main(["--quick"])
+    assert "--out is required" in capsys.readouterr().err
