@@ -233,3 +233,15 @@ def test_the_fit_keeps_the_averaged_weights(chain: Dataset) -> None:
     a, b = raw.score_histories([np.arange(4)])[0], averaged.score_histories([np.arange(4)])[0]
     assert np.logaddexp.reduce(b) == pytest.approx(0.0, abs=1e-6)  # still a distribution over the catalogue
     assert not np.allclose(a, b, atol=1e-4)  # same seed and batches: only the average differs
+
+
+@pytest.mark.slow  # over 1 s in CI: outside the fast lane (make test-fast)
+def test_the_fit_shows_an_epochs_bar_when_asked(chain: Dataset, capsys: pytest.CaptureFixture[str]) -> None:
+    config = {**FAST, "max_epochs": 2, "holdout": 1.0}
+    Tiger(embedder=WordHashEncoder(), **config).fit(chain, TrainOptions(seed=0))
+    assert "tiger epochs" not in capsys.readouterr().err
+    model = Tiger(embedder=WordHashEncoder(), **config).fit(chain, TrainOptions(seed=0, show_progress=True))
+    err = capsys.readouterr().err
+    assert "tiger epochs" in err and "2/2" in err
+    last = model.epochs[-1]
+    assert f"loss {last['loss']:.4f} ndcg@10 {last['ndcg']:.4f}" in err

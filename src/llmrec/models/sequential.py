@@ -76,6 +76,7 @@ __all__ = [
     "Sequences",
     "SequentialConfig",
     "SequentialScorer",
+    "epoch_status",
     "pca_projection",
     "text_item_vectors",
     "torch_modules",
@@ -678,7 +679,7 @@ class SequentialScorer(Scorer):
                 log.debug("%s epoch %d: loss %.4f hr@10 %.4f ndcg@10 %.4f", self.name, epoch, entry.loss, hr, ndcg)
                 if best is None or ndcg > best[0] or not early:
                     best = (ndcg, epoch, copy.deepcopy(model.state_dict()) if early else None)
-                advance(status=_epoch_status(entry, best[0]))
+                advance(status=epoch_status(entry.loss, entry.ndcg, best[0]))
                 if early and epoch - best[1] >= cfg.patience:
                     self.stopped_early = epoch < cfg.max_epochs
                     break
@@ -859,7 +860,7 @@ class SequentialScorer(Scorer):
                     optimizer.zero_grad(set_to_none=True)
                 entry = EpochLog(epoch, total / max(count, 1), math.nan, math.nan, time.perf_counter() - epoch_start)
                 self.history.append(entry)
-                advance(status=_epoch_status(entry, math.nan))
+                advance(status=epoch_status(entry.loss, entry.ndcg, math.nan))
         epsilon = math.inf if sigma == 0 else float(accountant.get_epsilon(delta=dp.delta, **orders))
         self.stopped_early = False
         self._finish(model, data, device, cfg.max_epochs)
@@ -1059,6 +1060,9 @@ class _NegativeSampler:
         return torch.from_numpy(np.minimum(idx, len(self._cumulative) - 1)).to(self._device)
 
 
-def _epoch_status(entry: EpochLog, best: float) -> str:
-    """The status an epochs bar shows after one epoch: its loss and early-stopping NDCG@10, and the best so far."""
-    return f"loss {entry.loss:.4f} ndcg@10 {entry.ndcg:.4f} (best {best:.4f})"
+def epoch_status(loss: float, ndcg: float, best: float) -> str:
+    """The status an epochs bar shows after one epoch: its loss and early-stopping NDCG@10, and the best so far.
+
+    Shared by every torch scorer with an epochs bar (the sequential ones, ``tiger``), so their bars read alike.
+    """
+    return f"loss {loss:.4f} ndcg@10 {ndcg:.4f} (best {best:.4f})"

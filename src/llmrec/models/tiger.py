@@ -407,7 +407,7 @@ class Tiger(Scorer):
     def _fit(self, data: Dataset, options: TrainOptions) -> None:
         import torch
 
-        from llmrec.models.sequential import user_sequences
+        from llmrec.models.sequential import epoch_status, user_sequences
 
         c = self.config
         # One thread unless told otherwise: on a loaded 2-core machine two torch threads ran this small model
@@ -452,7 +452,7 @@ class Tiger(Scorer):
                 seconds = time.perf_counter() - start
                 self.epochs.append({"epoch": epoch + 1, "loss": loss, "ndcg": ndcg, "seconds": seconds})
                 log.debug("tiger epoch %d: loss %.4f ndcg@10 %.4f, %.1f s", epoch + 1, loss, ndcg, seconds)
-                advance(status=f"loss {loss:.4f} ndcg@10 {ndcg:.4f} (best {max(best, ndcg):.4f})")
+                advance(status=epoch_status(loss, ndcg, max(best, ndcg)))
                 if not n_val:
                     continue
                 if ndcg > best:
