@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -19,11 +18,7 @@ from llmrec.data.store import Store
 ROOT = Path(__file__).parents[2]
 
 
-def _load() -> ModuleType:
-    return load_benchmark("api_load", "api_load")
-
-
-api_load = _load()
+api_load = load_benchmark("api_load", "api_load")
 
 
 def test_importing_the_benchmark_does_not_import_locust() -> None:

@@ -8,7 +8,6 @@ costs the imports only, not a run. The runs themselves are smoke-tested where ch
 from __future__ import annotations
 
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -18,17 +17,13 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = sorted((ROOT / "benchmarks").glob("*.py"))
 
 
-def _load(path: Path) -> ModuleType:
-    return load_benchmark(path)
-
-
 def test_the_benchmark_list_is_not_empty() -> None:
     assert {p.stem for p in BENCHMARKS} >= {"baselines", "encoder_speed", "lm_latency", "encoder_finetune", "redial"}
 
 
 @pytest.mark.parametrize("path", BENCHMARKS, ids=lambda p: p.stem)
 def test_every_benchmark_has_quick_and_out(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    module = _load(path)
+    module = load_benchmark(path)
     with pytest.raises(SystemExit) as exit_info:
         module.main(["--help"])
     assert exit_info.value.code == 0
