@@ -154,15 +154,6 @@ def _method_lm(method: str, args: argparse.Namespace, lm: LocalLM) -> LocalLM:
     return LocalLM(LocalLMConfig(**settings))
 
 
-def _truth(split: Split, fit: Dataset, users: np.ndarray) -> sp.csr_matrix:
-    """Test targets of ``users`` (dense user indices) minus what they already had, as the runner scores them."""
-    truth = split.targets("test").matrix("binary")[users]
-    seen = fit.matrix("binary")[users]
-    out = sp.csr_matrix(truth - truth.multiply(seen))
-    out.eliminate_zeros()
-    return out
-
-
 def _rerank_section(
     data: Dataset,
     args: argparse.Namespace,
@@ -444,7 +435,7 @@ def _genret_section(
     genret = GenerativeRetriever(lm, identifier=identifier).fit(fit, TrainOptions(seed=args.seed))
     fit_s = time.perf_counter() - started
     user_ids = fit.user_vocab.ids[users]
-    truth = _truth(split, fit, users)
+    truth = split.unseen_targets("test", users, fit)
     started = time.perf_counter()
     recs = genret.recommend(user_ids, k=args.k)
     rec_s = time.perf_counter() - started

@@ -35,7 +35,7 @@ from llmrec.data.splits import make_split
 from llmrec.eval.metrics import ndcg_at_k
 from llmrec.eval.provenance import provenance
 from llmrec.eval.stats import paired_comparison
-from llmrec.models.base import TrainOptions
+from llmrec.models.base import TrainOptions, top_k
 from llmrec.models.registry import get_scorer
 
 QUICK: dict[str, Any] = {"max_epochs": 2, "patience": 1}
@@ -59,11 +59,9 @@ def swap_within(groups_from: np.ndarray, within_from: np.ndarray, groups: np.nda
 
 
 def _top_k(scores: np.ndarray, seen: sp.csr_matrix, k: int) -> np.ndarray:
-    s = scores.copy()
-    s[seen.nonzero()] = -np.inf
-    part = np.argpartition(-s, k, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(s, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)
+    masked = scores.copy()
+    masked[seen.nonzero()] = -np.inf
+    return top_k(masked, k)[0]
 
 
 def diagnose(
@@ -75,8 +73,7 @@ def diagnose(
     fit, targets = split.fit_data("test"), split.targets("test")
     users = np.unique(targets.user_idx)
     seen = fit.matrix("binary")[users].tocsr()
-    truth = targets.matrix("binary")[users]
-    truth = sp.csr_matrix(truth - truth.multiply(seen))
+    truth = split.unseen_targets("test", users, fit)
     ids = fit.user_vocab.ids[users]
     per_seed: dict[str, list[np.ndarray]] = {}
     console = Console()

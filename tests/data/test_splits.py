@@ -83,3 +83,18 @@ def test_bad_protocol_and_fractions_are_config_errors(ml: Dataset) -> None:
         temporal_split(ml, valid_fraction=0.6, test_fraction=0.5)
     with pytest.raises(ConfigError):
         leave_last_out(ml, min_interactions=2)
+
+
+def test_unseen_targets_drop_an_item_the_user_already_had() -> None:
+    rows = [
+        ("a", "i1", 10), ("a", "i2", 20), ("a", "i3", 30), ("a", "i4", 40),
+        ("b", "i1", 15), ("b", "i3", 25), ("b", "i4", 30), ("b", "i1", 35),  # b's test target i1 is a re-watch
+    ]  # fmt: skip
+    split = leave_last_out(Dataset(pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]), name="rewatch"))
+    users = split.train.user_vocab.index(["a", "b"])
+    truth = split.unseen_targets("test", users)
+    items = split.train.item_vocab.ids
+    assert [list(items[truth[r].indices]) for r in range(2)] == [["i4"], []]
+    assert truth.nnz == 1  # the dropped target is gone, not stored as an explicit zero
+    fit = split.fit_data("test")
+    assert (split.unseen_targets("test", users, fit) != truth).nnz == 0  # passing the fit data changes nothing

@@ -29,6 +29,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from llmrec.data.dataset import Dataset
 from llmrec.errors import ConfigError, LeakageError
@@ -87,6 +88,18 @@ class Split:
     def targets(self, stage: Stage) -> Dataset:
         """The held-out interactions a model is scored on at ``stage``."""
         return self.valid if stage == "valid" else self.test
+
+    def unseen_targets(self, stage: Stage, users: np.ndarray, fit: Dataset | None = None) -> sp.csr_matrix:
+        """``stage``'s targets of ``users`` (dense indices; one row each) minus the items those users already have.
+
+        An item the user already had cannot be recommended with exclude-seen, so it is not a fair target.
+        ``fit`` is :meth:`fit_data` of ``stage``, passed when the caller holds it already (it is built otherwise).
+        """
+        fit = self.fit_data(stage) if fit is None else fit
+        truth = self.targets(stage).matrix("binary")[users]
+        out = sp.csr_matrix(truth - truth.multiply(fit.matrix("binary")[users]))
+        out.eliminate_zeros()
+        return out
 
     def cold_items(self, stage: Stage) -> np.ndarray | None:
         """Dense indices of the items held out of training for ``stage`` (``None`` unless ``cold-items``)."""

@@ -161,11 +161,7 @@ class _Stage:
             )
         else:
             self.users = np.unique(targets.user_idx)
-            truth = targets.matrix("binary")[self.users]
-            seen = self.fit.matrix("binary")[self.users]
-            # An item the user already had cannot be recommended with exclude_seen; it is not a fair target.
-            self.truth = sp.csr_matrix(truth - truth.multiply(seen))
-            self.truth.eliminate_zeros()
+            self.truth = split.unseen_targets(stage, self.users, self.fit)
         self.user_ids = targets.user_vocab.ids[self.users]
         cold = split.cold_items(stage)
         self.candidates = None if cold is None else targets.item_vocab.ids[cold]
