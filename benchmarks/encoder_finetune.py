@@ -38,7 +38,7 @@ from llmrec.encode.encoder import TextEncoder, TextEncoderConfig
 from llmrec.encode.finetune import METADATA_FILE, FinetuneConfig, build_pairs, finetune_encoder
 from llmrec.eval.metrics import hit_rate_at_k, ndcg_at_k
 from llmrec.eval.provenance import provenance
-from llmrec.eval.stats import clustered_interval, paired_comparison
+from llmrec.eval.stats import clustered_interval, paired_comparison, verdict
 from llmrec.models.base import TrainOptions
 from llmrec.text.build import item_texts
 
@@ -185,7 +185,6 @@ def main(argv: list[str] | None = None) -> int:
             "ndcg_diff": float(np.mean(diff)),
             "ndcg_diff_se": float(np.std(diff) / np.sqrt(len(diff))),
         }
-        verdict = "better" if paired.ci95[0] > 0 else "worse" if paired.ci95[1] < 0 else "within noise"
         comparisons.append(
             {
                 "a": tuned_name,
@@ -195,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                 "ci95": paired.ci95,
                 "p_value": paired.p_value,
                 "n_users": paired.n_users,
-                "verdict": verdict,
+                "verdict": verdict(paired.ci95),
             }
         )
 

@@ -34,7 +34,7 @@ from llmrec.data.movielens import load_movielens
 from llmrec.data.splits import make_split
 from llmrec.eval.metrics import ndcg_at_k
 from llmrec.eval.provenance import provenance
-from llmrec.eval.stats import paired_comparison
+from llmrec.eval.stats import paired_comparison, verdict
 from llmrec.models.base import TrainOptions, top_k
 from llmrec.models.registry import get_scorer
 
@@ -97,8 +97,8 @@ def diagnose(
 
     def versus(name: str, other: str) -> str:
         c = paired_comparison(means[name], means[other])
-        verdict = "higher" if c.ci95[0] > 0 else "lower" if c.ci95[1] < 0 else "within noise"
-        return f"{c.diff:+.4f} [{c.ci95[0]:+.4f}, {c.ci95[1]:+.4f}] {verdict}"
+        # A swap is no model: say which way it went, not "better".
+        return f"{c.diff:+.4f} [{c.ci95[0]:+.4f}, {c.ci95[1]:+.4f}] {verdict(c.ci95, 'none')}"
 
     return {
         "rows": [

@@ -66,7 +66,7 @@ from llmrec.eval.crs import (
 )
 from llmrec.eval.provenance import provenance
 from llmrec.eval.results import Comparison, EvalResults, ModelResult
-from llmrec.eval.stats import clustered_interval, paired_clustered_comparison
+from llmrec.eval.stats import clustered_interval, paired_clustered_comparison, verdict
 from llmrec.llm.rerank import RerankConfig
 from llmrec.models.base import TrainOptions
 from llmrec.pipeline import LMSpec, Pipeline, PipelineConfig, RetrieverSpec
@@ -178,11 +178,6 @@ def _compare(
 ) -> Comparison:
     """``a - b`` on Recall@k over the same samples, bootstrapped and sign-flipped by dialogue."""
     diff = paired_clustered_comparison(_hits(ranks_a, k), _hits(ranks_b, k), _dialogue_ids(samples))
-    verdict = "within noise"
-    if diff.ci95[0] > 0:
-        verdict = "better"
-    elif diff.ci95[1] < 0:
-        verdict = "worse"
     return Comparison(
         a=a,
         b=b,
@@ -191,7 +186,7 @@ def _compare(
         ci95=diff.ci95,
         p_value=diff.p_value,
         n_users=diff.n_users,
-        verdict=verdict,
+        verdict=verdict(diff.ci95),
     )
 
 

@@ -19,6 +19,7 @@ from llmrec.eval.stats import (
     metric_intervals,
     paired_clustered_comparison,
     paired_comparison,
+    verdict,
 )
 
 
@@ -31,6 +32,25 @@ def test_paired_comparison_sees_a_small_shift_that_unpaired_noise_would_hide() -
     assert diff.p_value < 0.001 and diff.n_users == 500
     same = paired_comparison(base, base + rng.normal(0, 0.01, 500))
     assert same.ci95[0] < 0 < same.ci95[1] and same.p_value > 0.01
+
+
+@pytest.mark.parametrize(
+    ("ci95", "direction", "expected"),
+    [
+        ((-0.01, 0.02), "higher", "within noise"),
+        ((0.0, 0.02), "higher", "within noise"),  # an interval that touches 0 holds it
+        ((0.01, 0.02), "higher", "better"),
+        ((-0.02, -0.01), "higher", "worse"),
+        ((0.01, 0.02), "lower", "worse"),  # a higher gini is worse
+        ((-0.02, -0.01), "lower", "better"),
+        ((0.01, 0.02), "none", "higher"),  # no quality to judge: only which way a went
+        ((-0.02, -0.01), "zero", "lower"),
+    ],
+)
+def test_verdict_reads_the_interval_in_the_metrics_direction(
+    ci95: tuple[float, float], direction: str, expected: str
+) -> None:
+    assert verdict(ci95, direction) == expected
 
 
 def test_paired_comparison_drops_users_missing_on_either_side_and_is_seeded() -> None:

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from llmrec.errors import ConfigError
+from llmrec.eval.metrics import metric_direction
 from llmrec.eval.results import Comparison, EvalResults, ModelResult
-from llmrec.eval.stats import paired_comparison
+from llmrec.eval.stats import paired_comparison, verdict
 
 __all__ = ["CLASSICAL", "COMPARED_METRICS", "compare_results", "default_reference", "merge_results"]
 
@@ -83,8 +84,6 @@ def compare_results(
         for name in metrics:
             metric = f"{name}@{results.k}"
             diff = paired_comparison(*_aligned(other, ref, metric))
-            excludes_zero = diff.ci95[0] > 0 or diff.ci95[1] < 0
-            verdict = ("better" if diff.diff > 0 else "worse") if excludes_zero else "within noise"
             rows.append(
                 Comparison(
                     a=other.model,
@@ -94,7 +93,7 @@ def compare_results(
                     ci95=diff.ci95,
                     p_value=diff.p_value,
                     n_users=diff.n_users,
-                    verdict=verdict,
+                    verdict=verdict(diff.ci95, metric_direction(metric)),
                 )
             )
     return results.model_copy(update={"reference": reference, "comparisons": rows})

@@ -615,18 +615,9 @@ def _p_text(p: Any, fmt: str) -> str:
 
 def _verdict(metric: str, ci: tuple[float, float] | None) -> str:
     from llmrec.eval.metrics import metric_direction
+    from llmrec.eval.stats import verdict
 
-    if ci is None:
-        return MISSING
-    low, high = ci
-    if low <= 0 <= high:
-        return "within noise"
-    direction = metric_direction(metric)
-    if direction in ("higher", "lower"):
-        a_higher = low > 0
-        return "better" if a_higher == (direction == "higher") else "worse"
-    # No known direction (or closer-to-zero, which the difference alone cannot decide): say which way it went.
-    return "higher" if low > 0 else "lower"
+    return MISSING if ci is None else verdict(ci, metric_direction(metric))
 
 
 def _comparison_lines(spec: BlockSpec, data: Any, source: str) -> list[str]:

@@ -33,6 +33,7 @@ __all__ = [
     "paired_clustered_comparison",
     "paired_comparison",
     "seed_mean",
+    "verdict",
 ]
 
 N_BOOT = 1000
@@ -147,6 +148,25 @@ class PairedDifference:
     ci95: list[float]
     p_value: float
     n_users: int
+
+
+def verdict(ci95: Sequence[float], direction: str = "higher") -> str:
+    """The one-line reading of a difference ``a - b`` from its 95% interval: one rule for every table.
+
+    ``"within noise"`` when the interval holds 0. Otherwise, for a metric that improves upward
+    (``direction="higher"``) or downward (``"lower"``), ``"better"`` or ``"worse"`` for ``a``; for any other
+    direction (closer to zero, a count, or a difference that is no quality, such as a diagnostic swap), which way
+    ``a`` went: ``"higher"`` or ``"lower"``.
+    """
+    low, high = ci95
+    if low <= 0 <= high:
+        return "within noise"
+    a_higher = low > 0
+    if direction == "higher":
+        return "better" if a_higher else "worse"
+    if direction == "lower":
+        return "worse" if a_higher else "better"
+    return "higher" if a_higher else "lower"
 
 
 def paired_comparison(
