@@ -7,6 +7,10 @@ split at a prefix length ``L`` into a group mass and a within-group share, and t
 * ``tiger groups + sasrec within @L``: tiger's probability of each prefix-``L`` group, SASRec's share of the item
   inside it. If this matches SASRec, tiger's coarse choice is as good as SASRec's and it loses inside the groups.
 * ``sasrec groups + tiger within @L``: the converse.
+* ``tiger top N ranked by sasrec``: tiger's N most probable unseen items, ordered by SASRec's scores (nothing
+  else can be recommended). Generation names the candidates, a dense scorer orders them, as LIGER (Yang et al.
+  2024) does inside one model: if this reaches SASRec, tiger's lists hold the right items and only their order
+  inside them loses.
 
 Both models are fitted on the same leave-last-out split with the same seeds (tiger's codes of each seed define the
 groups); every row is NDCG@10 on every test user, means over seeds, each compared paired (95% bootstrap over users)
@@ -39,6 +43,8 @@ from llmrec.models.base import TrainOptions, top_k
 from llmrec.models.registry import get_scorer
 
 QUICK: dict[str, Any] = {"max_epochs": 2, "patience": 1}
+CANDIDATES = (20, 50, 200)
+"""Sizes of tiger's candidate lists that SASRec orders (the ``tiger top N ranked by sasrec`` rows)."""
 
 
 def group_log_mass(logp: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -56,6 +62,17 @@ def swap_within(groups_from: np.ndarray, within_from: np.ndarray, groups: np.nda
     Both are ``(users, items)`` log-probabilities over the catalogue; the result is one too.
     """
     return group_log_mass(groups_from, groups) + within_from - group_log_mass(within_from, groups)
+
+
+def rank_candidates(candidates_from: np.ndarray, rank_by: np.ndarray, seen: sp.csr_matrix, n: int) -> np.ndarray:
+    """``rank_by``'s scores on each row's ``n`` best unseen items by ``candidates_from``, ``-inf`` elsewhere."""
+    masked = candidates_from.copy()
+    masked[seen.nonzero()] = -np.inf
+    candidates = top_k(masked, n)[0]
+    out = np.full(rank_by.shape, -np.inf)
+    rows = np.arange(len(rank_by))[:, None]
+    out[rows, candidates] = rank_by[rows, candidates]
+    return out
 
 
 def _top_k(scores: np.ndarray, seen: sp.csr_matrix, k: int) -> np.ndarray:
@@ -91,6 +108,8 @@ def diagnose(
             groups = np.unique(codes[:, :level], axis=0, return_inverse=True)[1].reshape(-1)
             rows[f"tiger groups + sasrec within @{level}"] = swap_within(scores["tiger"], scores["sasrec"], groups)
             rows[f"sasrec groups + tiger within @{level}"] = swap_within(scores["sasrec"], scores["tiger"], groups)
+        for n in CANDIDATES:
+            rows[f"tiger top {n} ranked by sasrec"] = rank_candidates(scores["tiger"], scores["sasrec"], seen, n)
         for name, s in rows.items():
             per_seed.setdefault(name, []).append(ndcg_at_k(_top_k(s, seen, k), truth, k))
     means = {name: np.mean(v, axis=0) for name, v in per_seed.items()}

@@ -40,3 +40,14 @@ def test_group_masses_survive_a_group_far_below_the_best_item() -> None:
     out = diagnose.group_log_mass(logp, np.array([0, 1, 2]))
     np.testing.assert_allclose(out[0, :2], [0.0, -690.0])
     assert np.isfinite(out[0, 2]) and out[0, 2] < -700  # a zero mass is floored, never -inf or NaN
+
+
+def test_candidates_from_one_model_are_ordered_by_the_other() -> None:
+    import scipy.sparse as sp
+
+    gen = np.array([[5.0, 4.0, 3.0, 2.0, 1.0, 0.0]])  # best first: items 0, 1, 2, ...
+    dense = np.array([[0.0, 1.0, 2.0, 3.0, 9.0, 8.0]])  # would pick items 4 and 5, which gen does not offer
+    seen = sp.csr_matrix(([1.0], ([0], [0])), shape=(1, 6))  # item 0 was seen: not a candidate
+    out = diagnose.rank_candidates(gen, dense, seen, 3)
+    assert np.isfinite(out[0]).tolist() == [False, True, True, True, False, False]
+    np.testing.assert_array_equal(out[0, 1:4], dense[0, 1:4])  # the candidates keep the dense model's order: 3, 2, 1
