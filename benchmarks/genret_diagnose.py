@@ -116,7 +116,7 @@ def diagnose(
 
     def versus(name: str, other: str) -> str:
         c = paired_comparison(means[name], means[other])
-        # A swap is no model: say which way it went, not "better".
+        # A diagnostic row is no model: say which way it went, not "better".
         return f"{c.diff:+.4f} [{c.ci95[0]:+.4f}, {c.ci95[1]:+.4f}] {verdict(c.ci95, 'none')}"
 
     return {
