@@ -66,9 +66,7 @@ def swap_within(groups_from: np.ndarray, within_from: np.ndarray, groups: np.nda
 
 def rank_candidates(candidates_from: np.ndarray, rank_by: np.ndarray, seen: sp.csr_matrix, n: int) -> np.ndarray:
     """``rank_by``'s scores on each row's ``n`` best unseen items by ``candidates_from``, ``-inf`` elsewhere."""
-    masked = candidates_from.copy()
-    masked[seen.nonzero()] = -np.inf
-    candidates = top_k(masked, n)[0]
+    candidates = _top_k(candidates_from, seen, n)
     out = np.full(rank_by.shape, -np.inf)
     rows = np.arange(len(rank_by))[:, None]
     out[rows, candidates] = rank_by[rows, candidates]
