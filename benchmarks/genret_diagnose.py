@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=json.loads, default=None, help="tiger config fields as JSON")
     args = parser.parse_args(argv)
     seeds = [args.seed + i for i in range(args.seeds or (1 if args.quick else 3))]
-    config = {**(QUICK if args.quick else {}), **(args.config or {})}
+    # The code decoder alone (the diagnosis reads its distribution over the catalogue), not the dense head's order.
+    config = {"dense": False, **(QUICK if args.quick else {}), **(args.config or {})}
     sasrec = {"max_epochs": 2} if args.quick else {}
     out = diagnose(config, sasrec, seeds=seeds, k=args.k, threads=args.threads)
     table = Table("row", f"NDCG@{args.k}", "per seed", "vs tiger", "vs sasrec")

@@ -6,6 +6,7 @@ put the obvious next item first. Item texts are embedded by a small deterministi
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -130,7 +131,7 @@ def test_assign_codes_reproduces_residual_nearest_centroids() -> None:
 def test_scores_are_a_distribution_over_the_catalogue(fitted: Tiger, chain: Dataset) -> None:
     # The trie softmax gives no probability to code paths that name no item, so the catalogue's probabilities sum
     # to one; without it the mass on missing paths is lost unevenly across branches and distorts the ranking.
-    probs = np.exp(fitted.score_histories([np.array([0, 1, 2]), np.array([7])]))
+    probs = np.exp(fitted.log_probs([np.array([0, 1, 2]), np.array([7])]))
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
 
 
@@ -139,11 +140,11 @@ def test_scoring_skips_single_child_prefixes_without_changing_a_score(fitted: Ti
     # only the branching prefixes; computing every prefix must give the same scores.
     histories = [np.array([0, 1, 2]), np.array([7]), np.array([12, 13])]
     assert sum(len(b) for b in fitted._branching) < sum(len(t) for t in fitted._prefix_tokens)
-    fast = fitted.score_histories(histories)
+    fast = fitted.log_probs(histories)
     saved = fitted._branching
     try:
         fitted._branching = [np.arange(len(t)) for t in fitted._prefix_tokens]
-        full = fitted.score_histories(histories)
+        full = fitted.log_probs(histories)
     finally:
         fitted._branching = saved
     np.testing.assert_array_equal(fast, full)
@@ -153,10 +154,10 @@ def test_scoring_skips_single_child_prefixes_without_changing_a_score(fitted: Ti
 def test_without_the_trie_softmax_codes_of_no_item_take_mass(chain: Dataset, tmp_path: Path) -> None:
     plain = Tiger(embedder=WordHashEncoder(), **{**FAST, "max_epochs": 3, "trie_softmax": False})
     plain.fit(chain, TrainOptions(seed=0))
-    scores = plain.score_histories([np.array([0, 1, 2])])
+    scores = plain.log_probs([np.array([0, 1, 2])])
     assert np.exp(scores).sum() < 0.999  # the mass the trie softmax gives back to real items
     loaded = Tiger.load(plain.save(tmp_path / "plain"))  # the models saved before the trie softmax load as such
-    np.testing.assert_allclose(loaded.score_histories([np.array([0, 1, 2])]), scores, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(loaded.log_probs([np.array([0, 1, 2])]), scores, rtol=1e-6, atol=1e-6)
 
 
 def test_codes_are_fitted_without_the_early_stopping_targets(chain: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -230,7 +231,7 @@ def test_the_weight_average_follows_closely_at_first_then_with_its_decay() -> No
 def test_the_fit_keeps_the_averaged_weights(chain: Dataset) -> None:
     raw = Tiger(embedder=WordHashEncoder(), **{**FAST, "ema": 0.0}).fit(chain, TrainOptions(seed=0))
     averaged = Tiger(embedder=WordHashEncoder(), **{**FAST, "ema": 0.9}).fit(chain, TrainOptions(seed=0))
-    a, b = raw.score_histories([np.arange(4)])[0], averaged.score_histories([np.arange(4)])[0]
+    a, b = raw.log_probs([np.arange(4)])[0], averaged.log_probs([np.arange(4)])[0]
     assert np.logaddexp.reduce(b) == pytest.approx(0.0, abs=1e-6)  # still a distribution over the catalogue
     assert not np.allclose(a, b, atol=1e-4)  # same seed and batches: only the average differs
 
@@ -245,3 +246,54 @@ def test_the_fit_shows_an_epochs_bar_when_asked(chain: Dataset, capsys: pytest.C
     assert "tiger epochs" in err and "2/2" in err
     last = model.epochs[-1]
     assert f"loss {last['loss']:.4f} ndcg@10 {last['ndcg']:.4f}" in err
+
+
+def test_the_dense_head_orders_the_code_decoders_candidates(chain: Dataset) -> None:
+    # LIGER's hybrid: the candidates are the code decoder's most probable items the user does not have; the dense
+    # head orders them, above every other item, whose score stays its code log-probability.
+    model = Tiger(embedder=WordHashEncoder(), **{**FAST, "max_epochs": 3, "candidates": 5}).fit(
+        chain, TrainOptions(seed=0)
+    )
+    history = np.array([idx(chain, f"i{j}") for j in (3, 4, 5)])
+    logp = model.log_probs([history])[0]
+    scores = model.score_histories([history])[0]
+    masked = logp.copy()
+    masked[history] = -np.inf
+    candidates = np.argsort(-masked)[:5]
+    rest = np.setdiff1d(np.arange(chain.n_items), candidates)
+    assert scores[candidates].min() > 1.0 > 0.0 >= scores[rest].max()
+    np.testing.assert_array_equal(scores[rest], logp[rest])
+    dense = model._dense(model._user_states([history]))[0]
+    assert list(candidates[np.argsort(-scores[candidates])]) == list(candidates[np.argsort(-dense[candidates])])
+    # generate names the same candidates and gives them the same scores, in the same order.
+    items, values = model.generate(history, 5)
+    np.testing.assert_array_equal(items, candidates[np.argsort(-scores[candidates])])
+    np.testing.assert_allclose(values, scores[items], rtol=1e-6)
+
+
+def test_a_scored_user_gets_candidates_they_do_not_have(chain: Dataset) -> None:
+    # score() excludes every item of the user's training history from the candidates, not only the recent ones.
+    model = Tiger(embedder=WordHashEncoder(), **{**FAST, "max_epochs": 2, "history": 3, "candidates": 4})
+    model.fit(chain, TrainOptions(seed=0))
+    user = int(np.argmax(chain.matrix("binary").getnnz(axis=1)))
+    scores = model.score([chain.user_vocab.ids[user]], chain.item_vocab.ids)[0]
+    has = chain.matrix("binary")[user].indices
+    assert (scores > 1.0).sum() == 4
+    assert not np.isin(np.flatnonzero(scores > 1.0), has).any()
+
+
+def test_without_the_dense_head_items_rank_by_their_codes(chain: Dataset, tmp_path: Path) -> None:
+    plain = Tiger(embedder=WordHashEncoder(), **{**FAST, "max_epochs": 2, "dense": False})
+    plain.fit(chain, TrainOptions(seed=0))
+    history = [np.array([0, 1, 2])]
+    np.testing.assert_array_equal(plain.score_histories(history), plain.log_probs(history))
+    assert plain._net.items is None
+    folder = plain.save(tmp_path / "plain")
+    # A model saved before the dense head existed: no such settings, no dense weights; it loads without the head.
+    meta = json.loads((folder / "scorer.json").read_text())
+    for key in ("dense", "candidates", "negatives"):
+        del meta["config"][key]
+    (folder / "scorer.json").write_text(json.dumps(meta))
+    loaded = Tiger.load(folder)
+    assert loaded.config.dense is False
+    np.testing.assert_allclose(loaded.score_histories(history), plain.score_histories(history), rtol=1e-6)

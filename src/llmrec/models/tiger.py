@@ -23,6 +23,12 @@ Rajput et al. 2023):
   evaluation harness all work unchanged).
 * **Generation.** :meth:`Tiger.generate` is a beam search constrained to the catalogue trie
   (:class:`~llmrec.llm.genret.IdTrie`), skipping seen items: Next-K lists without repeats.
+* **Dense head** (``dense``, LIGER: Yang et al. 2024, "Unifying Generative and Dense Retrieval for Sequential
+  Recommendation"). ``benchmarks/genret_diagnose.py`` found that tiger's most probable items hold the ones SASRec
+  would pick but in a worse order. So the same transformer also scores items densely (user state · item vector +
+  bias, SASRec's sampled softmax, the item vectors also read as history input), and the ranking is: the
+  ``candidates`` items the code decoder finds most probable, in the dense head's order, then every other item by
+  its code log-probability. :meth:`Tiger.log_probs` gives the code decoder's distribution alone.
 """
 
 from __future__ import annotations
@@ -48,6 +54,9 @@ from llmrec.progress import progress
 __all__ = ["Tiger", "TigerConfig", "assign_codes", "item_vectors"]
 
 log = logging.getLogger(__name__)
+
+NEGATIVE_POWER = 0.75
+"""The dense head draws negatives with probability proportional to ``(count + 1) ** NEGATIVE_POWER`` (SASRec's)."""
 
 
 class TigerConfig(ScorerConfig):
@@ -86,6 +95,16 @@ class TigerConfig(ScorerConfig):
             swings by about 0.005 from epoch to epoch, as much as the effects measured, so the stopping epoch was
             picked by noise; the average's curve is smooth (seed 42: test NDCG@10 0.040 over epochs 37-40, where
             the raw weights' read 0.033-0.043).
+        dense: LIGER's hybrid (Yang et al. 2024): a dense head on the same transformer scores every item by a dot
+            product of the user state with the item's vector (a learned vector per item, also added to the history
+            input as SASRec's item table is, plus a projection of its text vector so a cold item has one) and a
+            per-item bias, trained with SASRec's sampled softmax beside the code loss. Generation names the
+            ``candidates`` most probable items by their codes and the dense head orders them; early stopping
+            reads that order. Off: items are ranked by their code log-probability alone (the model saved before
+            it; the diagnosis in ``benchmarks/genret_diagnose.py`` found tiger's lists hold SASRec's items and
+            lose their order).
+        candidates: Items the code decoder names for the dense head to order (``dense`` only).
+        negatives: Negatives of the dense head's sampled softmax (drawn by popularity ** 0.75, log-Q corrected).
         encoder: The text encoder of the item texts (the packaged MiniLM).
     """
 
@@ -107,6 +126,9 @@ class TigerConfig(ScorerConfig):
     beam: int = Field(default=20, ge=1, le=1024)
     trie_softmax: bool = True
     ema: float = Field(default=0.99, ge=0.0, lt=1.0)
+    dense: bool = True
+    candidates: int = Field(default=50, ge=1)
+    negatives: int = Field(default=1024, ge=1)
     encoder: TextEncoderConfig = TextEncoderConfig()
 
 
@@ -225,10 +247,12 @@ class _WeightAverage:
                     self.state[key].mul_(d).add_(value, alpha=1 - d)
 
 
-def _make_net(sizes: list[int], config: TigerConfig, n_prefixes: list[int]) -> Any:
-    """The torch module: history encoder (causal transformer) and the level-by-level code decoder."""
+def _make_net(sizes: list[int], config: TigerConfig, n_prefixes: list[int], n_items: int, text_dim: int) -> Any:
+    """The torch module: history encoder (causal transformer), the level-by-level code decoder and the dense head."""
     import torch
     from torch import nn
+
+    from llmrec.models.sequential import INIT_STD
 
     class TigerNet(nn.Module):
         def __init__(self) -> None:
@@ -258,11 +282,35 @@ def _make_net(sizes: list[int], config: TigerConfig, n_prefixes: list[int]) -> A
                 else None
             )
             self.masks: list[torch.Tensor] | None = None
+            # The dense head (config.dense): SASRec's item table (input and output, initialised as SASRec's), a
+            # projection of the item text vectors added to the output side, a bias per item.
+            self.n_items = n_items
+            self.scale = math.sqrt(h)
+            self.items = nn.Embedding(n_items + 1, h, padding_idx=n_items) if config.dense else None
+            self.text = nn.Linear(text_dim, h) if config.dense and text_dim else None
+            self.item_bias = nn.Parameter(torch.zeros(n_items)) if config.dense else None
+            # SASRec's initialisation everywhere (truncated normal, std 0.02; zero biases). With torch's defaults
+            # (N(0, 1) embeddings, so the summed code tokens dwarfed the item vectors) the hybrid ranking scored
+            # NDCG@10 0.041 over three seeds, with this 0.052, the code decoder's own ranking unchanged (0.037;
+            # issue 19's notes).
+            weights = [m.weight for m in self.modules() if isinstance(m, nn.Linear | nn.Embedding)]
+            weights += [layer.self_attn.in_proj_weight for layer in self.encoder.layers]
+            for weight in weights:
+                nn.init.trunc_normal_(weight, std=INIT_STD, a=-2 * INIT_STD, b=2 * INIT_STD)
+            for m in self.modules():
+                if isinstance(m, nn.Linear) and m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            with torch.no_grad():
+                self.tok.weight[self.pad].zero_()
+                if self.items is not None:
+                    self.items.weight[n_items].zero_()
 
-        def states(self, tokens: torch.Tensor) -> torch.Tensor:
-            """``(B, T, levels)`` code tokens (pad where no item) -> ``(B, T, H)`` causal states."""
+        def states(self, tokens: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+            """``(B, T, levels)`` code tokens and ``(B, T)`` items (-1 = none) -> ``(B, T, H)`` causal states."""
             t = tokens.shape[1]
             x = self.tok(tokens).sum(dim=2) + self.pos.weight[-t:][None]
+            if self.items is not None:
+                x = x + self.items(torch.where(items < 0, self.n_items, items)) * self.scale
             mask = torch.triu(torch.full((t, t), float("-inf"), device=tokens.device), diagonal=1)
             return self.norm(self.encoder(self.drop(x), mask=mask, is_causal=True))
 
@@ -281,6 +329,16 @@ def _make_net(sizes: list[int], config: TigerConfig, n_prefixes: list[int]) -> A
                 bias = nn.functional.embedding(ids, self.bias[j])
                 logits = (logits + bias).masked_fill(~self.masks[j][ids], float("-inf"))
             return torch.log_softmax(logits, dim=-1)
+
+        def item_vectors(self, text: torch.Tensor | None, items: torch.Tensor | None = None) -> torch.Tensor:
+            """The dense head's vectors of ``items`` (all by default): learned vector + projected text vector."""
+            assert self.items is not None
+            if items is None:
+                items = torch.arange(self.n_items)
+            out = self.items(items)
+            if self.text is not None and text is not None:
+                out = out + self.text(text[items])
+            return out
 
     return TigerNet()
 
@@ -301,8 +359,9 @@ class Tiger(Scorer):
     batch_size: ClassVar[int] = 64
     memory_bound: ClassVar[str] = (
         "I x (levels + 1) int codes, levels x codebook_size x (384 + svd_dim) centroids, a transformer of "
-        "O(hidden^2 x blocks + vocab x hidden) weights, U x history recent items; fit holds the I x (384 + svd_dim) "
-        "item vectors; scoring a batch of B users holds B x (distinct prefixes of a level) x codebook_size floats"
+        "O(hidden^2 x blocks + vocab x hidden) weights, with dense 2 x I x hidden item vectors, U x history recent "
+        "items, the U x I train matrix's nonzeros; fit holds the I x (384 + svd_dim) item vectors; scoring a batch "
+        "of B users holds B x (distinct prefixes of a level) x codebook_size floats and B x I scores"
     )
 
     def __init__(
@@ -315,6 +374,8 @@ class Tiger(Scorer):
         self.codebooks: list[np.ndarray] = []
         self.epochs: list[dict[str, float]] = []
         """Per epoch: loss, validation NDCG@10, seconds (filled by fit)."""
+        self._text: Any = None  # item text vectors while fitting (the dense head's text side)
+        self._dense_items: Any = None  # the dense head's item vectors once fitted
 
     # -- item codes ------------------------------------------------------------------------------------------
     def _text_vectors(self, data: Dataset, options: TrainOptions) -> np.ndarray | None:
@@ -339,10 +400,13 @@ class Tiger(Scorer):
         return vectors
 
     def _fit_codes(self, data: Dataset, options: TrainOptions, interactions: sp.csr_matrix | None = None) -> None:
+        import torch
+
         from llmrec.llm.genret import SemanticIds
 
         c = self.config
         text = self._text_vectors(data, options)
+        self._text = None if text is None else torch.from_numpy(text.astype(np.float32))
         x, text_dim = item_vectors(
             data, text=text, text_weight=c.text_weight, svd_dim=c.svd_dim, seed=options.seed, interactions=interactions
         )
@@ -386,11 +450,12 @@ class Tiger(Scorer):
             raise ConfigError("tiger needs at least one user with two or more interactions")
         return np.stack(inputs).astype(np.int64), np.stack(targets).astype(np.int64)
 
-    def _loss(self, inputs: np.ndarray, targets: np.ndarray) -> Any:
+    def _loss(self, inputs: np.ndarray, targets: np.ndarray, rng: np.random.Generator) -> Any:
+        """Code loss (nats per item, summed over levels) plus, with ``dense``, the dense head's sampled softmax."""
         import torch
 
         net = self._net
-        states = net.states(torch.from_numpy(self._tokens(inputs)))
+        states = net.states(torch.from_numpy(self._tokens(inputs)), torch.from_numpy(inputs))
         keep = torch.from_numpy(targets >= 0)
         s = states[keep]
         items = targets[targets >= 0]
@@ -402,7 +467,24 @@ class Tiger(Scorer):
             local = tgt[:, j] - net.offsets[j]
             loss = loss - logp.gather(1, local[:, None]).mean()
             prefix = prefix + net.dec(tgt[:, j])
+        if net.items is not None:
+            loss = loss + self._dense_loss(s, torch.from_numpy(items), rng)
         return loss
+
+    def _dense_loss(self, states: Any, targets: Any, rng: np.random.Generator) -> Any:
+        """SASRec's sampled softmax: shared negatives by popularity, log-Q corrected, accidental hits masked."""
+        import torch
+        import torch.nn.functional as F
+
+        net = self._net
+        negatives = self._sampler.draw(rng, self.config.negatives)
+        log_count = self._sampler.log_q + math.log(self.config.negatives)
+        positive = (states * net.item_vectors(self._text, targets)).sum(-1) + net.item_bias[targets]
+        negative = states @ net.item_vectors(self._text, negatives).T + net.item_bias[negatives]
+        positive = positive - log_count[targets]
+        negative = (negative - log_count[negatives]).masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
+        logits = torch.cat([positive[:, None], negative], dim=1)
+        return F.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long))
 
     def _fit(self, data: Dataset, options: TrainOptions) -> None:
         import torch
@@ -428,8 +510,13 @@ class Tiger(Scorer):
         held = sp.csr_matrix(
             (np.ones(len(val)), (val, [int(users[u][-1]) for u in val])), shape=(data.n_users, data.n_items)
         )
-        self._fit_codes(data, options, (data.matrix("binary") - held).maximum(0).tocsr())
-        self._net = self._new_net()
+        fit_matrix = (data.matrix("binary") - held).maximum(0).tocsr()
+        self._fit_codes(data, options, fit_matrix)
+        from llmrec.models.sequential import _NegativeSampler
+
+        self._sampler = _NegativeSampler(np.asarray(fit_matrix.sum(axis=0)).ravel(), NEGATIVE_POWER, "cpu")
+        self._dense_items = None
+        self._net = self._new_net(0 if self._text is None else self._text.shape[1])
         self._prepare(data)
         inputs, targets = self._windows(train_seqs)
         opt = torch.optim.AdamW(self._net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
@@ -464,6 +551,10 @@ class Tiger(Scorer):
         if best_state is not None:
             self._net.load_state_dict(best_state)
         self._net.eval()
+        if self._net.items is not None:
+            with torch.no_grad():
+                self._dense_items = self._net.item_vectors(self._text)
+        self._text = None
 
     def _train_epoch(
         self, opt: Any, average: _WeightAverage | None, inputs: np.ndarray, targets: np.ndarray, rng: Any
@@ -477,7 +568,7 @@ class Tiger(Scorer):
         total = 0.0
         for b in range(0, len(order), c.batch_size):
             idx = order[b : b + c.batch_size]
-            loss = self._loss(inputs[idx], targets[idx])
+            loss = self._loss(inputs[idx], targets[idx], rng)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self._net.parameters(), 1.0)
@@ -489,7 +580,7 @@ class Tiger(Scorer):
         return total / len(order)
 
     def _validate(self, histories: list[np.ndarray], truth: list[int]) -> float:
-        """NDCG@10 of the held-out last items (seen items masked)."""
+        """NDCG@10 of the held-out last items (seen items masked), ranked as :meth:`score` ranks them."""
         scores = self._score_histories(histories)
         for r, h in enumerate(histories):
             scores[r, h] = -np.inf
@@ -497,11 +588,11 @@ class Tiger(Scorer):
         rank = (scores > target[:, None]).sum(axis=1)
         return float(np.mean(np.where(rank < 10, 1.0 / np.log2(rank + 2.0), 0.0)))
 
-    def _new_net(self) -> Any:
+    def _new_net(self, text_dim: int) -> Any:
         """An untrained network sized for ``self.codes`` (codes per level, prefixes per level for the biases)."""
         assert self.codes is not None
         sizes = [int(v) + 1 for v in self.codes.max(axis=0)]
-        return _make_net(sizes, self.config, [len(u) for u, _ in _prefixes(self.codes)])
+        return _make_net(sizes, self.config, [len(u) for u, _ in _prefixes(self.codes)], len(self.codes), text_dim)
 
     def _prepare(self, data: Dataset) -> None:
         """Per-level distinct prefixes (for exact scoring) and the catalogue trie (for generation)."""
@@ -530,6 +621,7 @@ class Tiger(Scorer):
         from llmrec.models.sequential import user_sequences
 
         seqs = user_sequences(data)
+        self._seen = data.matrix("binary").tocsr()
         self._recent = [
             seqs.items[max(seqs.indptr[u], seqs.indptr[u + 1] - self.config.history) : seqs.indptr[u + 1]]
             for u in range(data.n_users)
@@ -546,7 +638,38 @@ class Tiger(Scorer):
             if len(h):
                 rows[r, t - len(h) :] = h
         with torch.no_grad():
-            return self._net.states(torch.from_numpy(self._tokens(rows)))[:, -1]
+            return self._net.states(torch.from_numpy(self._tokens(rows)), torch.from_numpy(rows))[:, -1]
+
+    def _dense(self, states: Any) -> np.ndarray:
+        """The dense head's score of every item for each state ``(B, H)`` -> ``(B, n_items)``."""
+        import torch
+
+        net = self._net
+        with torch.no_grad():
+            vectors = self._dense_items if self._dense_items is not None else net.item_vectors(self._text)
+            return (states @ vectors.T + net.item_bias).double().numpy()
+
+    def _ranked(self, states: Any, exclude: Sequence[np.ndarray]) -> np.ndarray:
+        """Scores of every item: code log-probabilities, or with ``dense`` LIGER's hybrid ranking.
+
+        The hybrid takes each row's ``candidates`` most probable items by code, leaving out ``exclude`` (the items
+        the user has), and scores them ``1 + softplus(dense score)``: above every other item, whose score stays its
+        code log-probability (at most 0), and in the dense head's order.
+        """
+        code = self._exact(states)
+        if self._net.items is None:
+            return code
+        masked = code.copy()
+        for r, items in enumerate(exclude):
+            masked[r, items] = -np.inf
+        n = min(self.config.candidates, code.shape[1])
+        top = np.argpartition(-masked, n - 1, axis=1)[:, :n]
+        rows = np.arange(len(code))[:, None]
+        keep = np.isfinite(masked[rows, top])
+        dense = self._dense(states)
+        out = code
+        out[rows, top] = np.where(keep, 1.0 + np.logaddexp(0.0, dense[rows, top]), code[rows, top])
+        return out
 
     def _prefix_vectors(self, j: int) -> Any:
         import torch
@@ -592,11 +715,23 @@ class Tiger(Scorer):
 
     def _score(self, user_idx: np.ndarray) -> np.ndarray:
         self._check()
-        return self._exact(self._user_states([self._recent[int(u)] for u in user_idx]))
+        states = self._user_states([self._recent[int(u)] for u in user_idx])
+        return self._ranked(
+            states, [self._seen.indices[self._seen.indptr[u] : self._seen.indptr[u + 1]] for u in user_idx]
+        )
 
     def _score_histories(self, histories: list[np.ndarray]) -> np.ndarray:
         self._check()
-        return self._exact(self._user_states(histories))
+        return self._ranked(self._user_states(histories), histories)
+
+    def log_probs(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
+        """The code decoder's log-probability of every catalogue item after each history (dense indices).
+
+        A distribution over the catalogue (with ``trie_softmax``); :meth:`score_histories` ranks by it alone when
+        ``dense`` is off and takes its ``candidates`` best items from it when on.
+        """
+        self._check()
+        return self._exact(self._user_states([np.asarray(h, dtype=np.int64) for h in histories]))
 
     # -- generation ------------------------------------------------------------------------------------------
     def generate(
@@ -606,17 +741,20 @@ class Tiger(Scorer):
 
         Every path is an existing item's code tuple, so the result holds only catalogue items, each once; items in
         ``exclude`` (and the history itself) are taken out of the trie for this request. Scores are the exact
-        sequence log-probabilities (the same values :meth:`score` gives those items).
+        sequence log-probabilities; with ``dense`` the beam holds at least ``candidates`` paths and the best
+        ``candidates`` of them are ordered by the dense head (scored ``1 + softplus(dense score)``). Either way
+        they are the values :meth:`score_histories` gives those items when the beam finds the exact best paths.
 
         Returns:
-            ``(items, log_probs)`` best first; fewer than ``k`` only when fewer items are left.
+            ``(items, scores)`` best first; fewer than ``k`` only when fewer items are left.
         """
         import torch
 
         self._check()
         hist = np.asarray(list(history), dtype=np.int64)
         exclusion = self._trie.exclude(set(hist.tolist()) | {int(i) for i in exclude})
-        width = max(beam or self.config.beam, k)
+        dense = self._net.items is not None
+        width = max(beam or self.config.beam, k, self.config.candidates if dense else 0)
         state = self._user_states([hist])[0]
         net = self._net
         beams: list[tuple[tuple[int, ...], float]] = [((), 0.0)]
@@ -637,18 +775,26 @@ class Tiger(Scorer):
                 cands.sort(key=lambda c: -c[1])
                 beams = cands[:width]
         items, scores = [], []
-        for path, score in beams[:k]:
+        for path, score in beams:
             item = self._trie.item((*path, self._trie.end_id))
             if item is not None:
                 items.append(item)
                 scores.append(score)
-        return np.asarray(items, dtype=np.int64), np.asarray(scores, dtype=np.float64)
+        out, values = np.asarray(items, dtype=np.int64), np.asarray(scores, dtype=np.float64)
+        if dense:
+            n = min(self.config.candidates, len(out))
+            values[:n] = 1.0 + np.logaddexp(0.0, self._dense(state[None])[0, out[:n]])
+            order = np.concatenate([np.argsort(-values[:n], kind="stable"), np.arange(n, len(out))])
+            out, values = out[order], values[order]
+        return out[:k], values[:k]
 
     # -- saving and loading ----------------------------------------------------------------------------------
     def _state(self) -> dict[str, np.ndarray]:
         self._check()
         assert self.codes is not None
         out = {"codes": self.codes.astype(np.int64)}
+        if self._dense_items is not None:
+            out["dense_items"] = self._dense_items.detach().cpu().numpy()
         out.update({f"codebook_{j}": b for j, b in enumerate(self.codebooks)})
         out.update({f"w:{k}": v.detach().cpu().numpy() for k, v in self._net.state_dict().items()})
         return out
@@ -661,8 +807,12 @@ class Tiger(Scorer):
         self.codebooks = [np.asarray(state[f"codebook_{j}"]) for j in range(self.config.levels)]
         if self.config.trie_softmax and "w:bias.0" not in state:  # saved before the trie softmax existed
             self.config = self.config.model_copy(update={"trie_softmax": False})
-        self._net = self._new_net()
+        if self.config.dense and "dense_items" not in state:  # saved before the dense head existed
+            self.config = self.config.model_copy(update={"dense": False})
+        self._net = self._new_net(int(np.asarray(state["w:text.weight"]).shape[1]) if "w:text.weight" in state else 0)
         weights = {k[2:]: torch.from_numpy(np.asarray(state[k])) for k in state if k.startswith("w:")}
         self._net.load_state_dict(weights)
         self._net.eval()
+        if self.config.dense:
+            self._dense_items = torch.from_numpy(np.asarray(state["dense_items"], dtype=np.float32))
         self._prepare(self.data)
