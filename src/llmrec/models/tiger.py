@@ -100,9 +100,9 @@ class TigerConfig(ScorerConfig):
             input as SASRec's item table is, plus a projection of its text vector so a cold item has one) and a
             per-item bias, trained with SASRec's sampled softmax beside the code loss. Generation names the
             ``candidates`` most probable items by their codes and the dense head orders them; early stopping
-            reads that order. Off: items are ranked by their code log-probability alone (the model saved before
-            it; the diagnosis in ``benchmarks/genret_diagnose.py`` found tiger's lists hold SASRec's items and
-            lose their order).
+            reads that order. Off: items are ranked by their code log-probability alone (as models saved before
+            the head load). Why: ``benchmarks/genret_diagnose.py`` found tiger's lists hold SASRec's items and
+            lose their order.
         candidates: Items the code decoder names for the dense head to order (``dense`` only).
         negatives: Negatives of the dense head's sampled softmax (drawn by popularity ** 0.75, log-Q corrected).
         encoder: The text encoder of the item texts (the packaged MiniLM).
@@ -667,9 +667,8 @@ class Tiger(Scorer):
         rows = np.arange(len(code))[:, None]
         keep = np.isfinite(masked[rows, top])
         dense = self._dense(states)
-        out = code
-        out[rows, top] = np.where(keep, 1.0 + np.logaddexp(0.0, dense[rows, top]), code[rows, top])
-        return out
+        code[rows, top] = np.where(keep, 1.0 + np.logaddexp(0.0, dense[rows, top]), code[rows, top])
+        return code
 
     def _prefix_vectors(self, j: int) -> Any:
         import torch
