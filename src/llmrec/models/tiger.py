@@ -219,6 +219,15 @@ def _prefixes(codes: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
+def _candidate_scores(dense: np.ndarray) -> np.ndarray:
+    """A candidate's hybrid score from its dense score: ``1 + softplus``, in the dense order.
+
+    Above every code log-probability (at most 0); one rule for :meth:`Tiger.score_histories` and
+    :meth:`Tiger.generate`, whose scores must agree.
+    """
+    return 1.0 + np.logaddexp(0.0, dense)
+
+
 def _copy_state(net: Any) -> dict[str, Any]:
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
@@ -489,7 +498,7 @@ class Tiger(Scorer):
     def _fit(self, data: Dataset, options: TrainOptions) -> None:
         import torch
 
-        from llmrec.models.sequential import epoch_status, user_sequences
+        from llmrec.models.sequential import _NegativeSampler, epoch_status, user_sequences
 
         c = self.config
         # One thread unless told otherwise: on a loaded 2-core machine two torch threads ran this small model
@@ -512,8 +521,6 @@ class Tiger(Scorer):
         )
         fit_matrix = (data.matrix("binary") - held).maximum(0).tocsr()
         self._fit_codes(data, options, fit_matrix)
-        from llmrec.models.sequential import _NegativeSampler
-
         self._sampler = _NegativeSampler(np.asarray(fit_matrix.sum(axis=0)).ravel(), NEGATIVE_POWER, "cpu")
         self._dense_items = None
         self._net = self._new_net(0 if self._text is None else self._text.shape[1])
@@ -621,7 +628,6 @@ class Tiger(Scorer):
         from llmrec.models.sequential import user_sequences
 
         seqs = user_sequences(data)
-        self._seen = data.matrix("binary").tocsr()
         self._recent = [
             seqs.items[max(seqs.indptr[u], seqs.indptr[u + 1] - self.config.history) : seqs.indptr[u + 1]]
             for u in range(data.n_users)
@@ -667,7 +673,7 @@ class Tiger(Scorer):
         rows = np.arange(len(code))[:, None]
         keep = np.isfinite(masked[rows, top])
         dense = self._dense(states)
-        code[rows, top] = np.where(keep, 1.0 + np.logaddexp(0.0, dense[rows, top]), code[rows, top])
+        code[rows, top] = np.where(keep, _candidate_scores(dense[rows, top]), code[rows, top])
         return code
 
     def _prefix_vectors(self, j: int) -> Any:
@@ -782,7 +788,7 @@ class Tiger(Scorer):
         out, values = np.asarray(items, dtype=np.int64), np.asarray(scores, dtype=np.float64)
         if dense:
             n = min(self.config.candidates, len(out))
-            values[:n] = 1.0 + np.logaddexp(0.0, self._dense(state[None])[0, out[:n]])
+            values[:n] = _candidate_scores(self._dense(state[None])[0, out[:n]])
             order = np.concatenate([np.argsort(-values[:n], kind="stable"), np.arange(n, len(out))])
             out, values = out[order], values[order]
         return out[:k], values[:k]
